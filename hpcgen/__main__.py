@@ -1,0 +1,3 @@
+from hpcgen.cli import main
+
+raise SystemExit(main())

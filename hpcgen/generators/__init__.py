@@ -1,0 +1,22 @@
+"""Registry of generators: name -> "module:Class", imported only when asked for.
+
+Adding a generator: a folder under hpcgen/generators/ and one line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from hpcgen.errors import SpecError
+from hpcgen.generators.base import Generator
+
+REGISTRY: dict[str, str] = {
+    "tracks": "hpcgen.generators.tracks.generator:TracksGenerator",
+}
+
+
+def get_generator_class(name: str) -> type[Generator]:
+    if name not in REGISTRY:
+        raise SpecError(f"unknown generator {name!r} (known: {', '.join(sorted(REGISTRY))})")
+    module, cls = REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module), cls)

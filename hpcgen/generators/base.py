@@ -1,0 +1,250 @@
+"""The contract between the engine and a generator.
+
+A generator knows physics, not MPI or HDF5. The engine hands it one chunk of the sample space at a
+time and writes what it returns. Everything a generator exposes:
+
+- ``Params``: a frozen dataclass with defaults; ``__post_init__`` raises :class:`SpecError` for
+  bad values. The engine builds it from the spec's ``[params]`` table (unknown keys are refused
+  before construction, by :func:`build_params`).
+- ``fields()``: the datasets it produces, per-sample shape, dtype, units. Names may contain "/" to
+  place a dataset in a group (``dose_1000/diffraction``). The first axis of every dataset in the
+  file is the sample axis.
+- ``sample(chunk)``: draw the chunk's inputs on the CPU from ``chunk.rng(...)`` (deterministic in
+  (seed, chunk index, key)), returns {field name: array of shape (chunk.count, *shape)}.
+- ``compute(inputs, chunk, device)``: everything derived from the inputs, on numpy or cupy.
+  Returns host (numpy) arrays.
+- ``verifier()``: a streaming checker fed chunk by chunk by ``hpcgen verify``.
+- Optional: ``static_datasets()`` (datasets without a sample axis, e.g. grids), ``root_attrs()``,
+  ``input_files()`` (hashed into provenance), ``exporters()`` (extra ``hpcgen export`` formats).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+import zlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from hpcgen.errors import SpecError
+
+#: dtype placeholder in a FieldSpec meaning "the run's float dtype" (spec ``dtype``: float64/float32)
+FLOAT = "float"
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One dataset with a sample axis: (n_samples, *shape) of ``dtype``."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    units: str
+    description: str
+    #: extra attributes written on the dataset (e.g. column names)
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+
+    def resolved_dtype(self, float_dtype: np.dtype | str) -> np.dtype:
+        return np.dtype(float_dtype if self.dtype == FLOAT else self.dtype)
+
+
+@dataclass(frozen=True)
+class StaticData:
+    """A dataset without a sample axis (coordinates, grids, model geometry)."""
+
+    data: np.ndarray
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One fixed-size slice of the sample space: samples [start, start + count)."""
+
+    index: int
+    start: int
+    count: int
+    seed: int
+
+    def rng(self, *key: str | int) -> np.random.Generator:
+        """An independent random stream that depends only on (seed, chunk index, key).
+
+        Use a different key for each independent purpose (``rng("inputs")``,
+        ``rng("noise", dose)``) so that adding a draw to one purpose never shifts another.
+        """
+        words = [self.index] + [k if isinstance(k, int) else zlib.crc32(k.encode()) for k in key]
+        seq = np.random.SeedSequence(self.seed, spawn_key=tuple(words))
+        return np.random.Generator(np.random.PCG64(seq))
+
+
+@dataclass(frozen=True)
+class Device:
+    """Where ``compute`` runs. ``xp`` is numpy or cupy; ``kind`` is "cpu" or "gpu"."""
+
+    kind: str
+    xp: types.ModuleType
+
+    def to_host(self, a: Any) -> np.ndarray:
+        return a.get() if hasattr(a, "get") and self.kind == "gpu" else np.asarray(a)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One line of the verify table. ``passed`` False makes ``hpcgen verify`` exit 1."""
+
+    name: str
+    passed: bool
+    value: str
+    detail: str = ""
+
+
+class Verifier:
+    """Streaming checker: ``update`` per chunk of rows, then ``results`` once.
+
+    ``data`` maps every field name to the rows of this chunk (numpy arrays); ``start`` is the
+    global index of the first row. Keep running sums only: memory must stay bounded.
+    """
+
+    def update(self, data: Mapping[str, np.ndarray], start: int) -> None:
+        raise NotImplementedError
+
+    def results(self) -> list[CheckResult]:
+        raise NotImplementedError
+
+
+#: ``hpcgen export`` hook: (reader, output path, options) -> None. See hpcgen.io.reader.
+Exporter = Callable[[Any, Path, Mapping[str, Any]], None]
+
+
+class Generator:
+    """Base class; subclasses set ``name`` and ``Params`` and implement the methods below."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type]
+
+    def __init__(self, params: Any, float_dtype: str = "float64") -> None:
+        self.params = params
+        self.float_dtype = np.dtype(float_dtype)
+
+    # --- required ------------------------------------------------------------------------------
+    def fields(self) -> list[FieldSpec]:
+        raise NotImplementedError
+
+    def sample(self, chunk: Chunk) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def compute(
+        self, inputs: Mapping[str, np.ndarray], chunk: Chunk, device: Device
+    ) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def verifier(self) -> Verifier:
+        raise NotImplementedError
+
+    # --- optional ------------------------------------------------------------------------------
+    def static_datasets(self) -> dict[str, StaticData]:
+        return {}
+
+    def root_attrs(self) -> dict[str, Any]:
+        return {}
+
+    def input_files(self) -> list[Path]:
+        return []
+
+    def exporters(self) -> dict[str, Exporter]:
+        return {}
+
+    def supports_device(self, kind: str) -> bool:
+        return kind == "cpu"
+
+
+# --- parameters ------------------------------------------------------------------------------------
+
+
+def build_params(cls: type, values: Mapping[str, Any], where: str = "params") -> Any:
+    """Build a Params dataclass from a TOML table: unknown keys and wrong types are SpecErrors."""
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise SpecError(
+            f"unknown parameter {where}.{unknown[0]} (known: {', '.join(sorted(names))})"
+        )
+    hints = typing.get_type_hints(cls)
+    converted = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()}
+    try:
+        return cls(**converted)
+    except TypeError as e:  # a required parameter without default
+        raise SpecError(f"{where}: {e}") from None
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check (and gently convert: int -> float, list -> tuple) a TOML value against a type hint."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except SpecError as e:
+                errors.append(str(e))
+        raise SpecError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise SpecError(f"{where} must be one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    if origin in (tuple, list) or hint in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise SpecError(f"{where} must be a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise SpecError(f"{where} must have {len(args)} entries, got {len(value)}")
+            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        inner = args[0] if args else Any
+        return tuple(_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SpecError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SpecError(f"{where} must be an integer, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise SpecError(f"{where} must be true or false, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise SpecError(f"{where} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def params_to_dict(params: Any) -> dict[str, Any]:
+    """Params dataclass -> plain JSON/TOML-friendly dict (tuples become lists)."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, (tuple, list)):
+            return [plain(x) for x in v]
+        return v
+
+    return {f.name: plain(getattr(params, f.name)) for f in dataclasses.fields(params)}
+
+
+def require(cond: bool, message: str) -> None:
+    """Raise SpecError(message) unless cond: the one-liner for Params.__post_init__."""
+    if not cond:
+        raise SpecError(message)
+
+
+def column_names(fields: Iterable[FieldSpec]) -> list[str]:
+    return [f.name for f in fields]

@@ -1,0 +1,187 @@
+"""RunSpec: what to generate. A TOML file plus command-line overrides, validated up front.
+
+A spec file looks like::
+
+    generator = "tracks"
+    n_samples = 100_000          # > 0
+    seed = 42                    # >= 0
+    chunk_size = 10_000          # samples per chunk (default: the generator's)
+    output = "tracks_demo.h5"
+    dtype = "float64"            # float64 | float32: the float fields' dtype
+    device = "auto"              # auto | cpu | gpu
+    io = "auto"                  # auto | mpio | shards
+
+    [params]                     # the generator's parameters; unknown keys are refused
+    field = "gaussian"
+
+The data written is a pure function of the *data identity* (generator, full params, n_samples,
+seed, chunk_size, dtype): output path, device and io route do not change a byte of data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from hpcgen.errors import SpecError
+from hpcgen.generators import get_generator_class
+from hpcgen.generators.base import Generator, build_params, params_to_dict
+
+TOP_LEVEL = ("generator", "n_samples", "seed", "chunk_size", "output", "dtype", "device", "io")
+DTYPES = ("float64", "float32")
+DEVICES = ("auto", "cpu", "gpu")
+IO_ROUTES = ("auto", "mpio", "shards")
+#: keys that define the data (everything else only says where/how it is produced)
+DATA_KEYS = ("generator", "params", "n_samples", "seed", "chunk_size", "dtype")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    generator: str
+    params: dict[str, Any] = field(default_factory=dict)
+    n_samples: int = 0
+    seed: int = 0
+    chunk_size: int = 0  # 0: the generator's default
+    output: str = "out.h5"
+    dtype: str = "float64"
+    device: str = "auto"
+    io: str = "auto"
+
+    # --- construction ----------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "spec") -> RunSpec:
+        unknown = sorted(set(d) - set(TOP_LEVEL) - {"params"})
+        if unknown:
+            raise SpecError(f"{where}: unknown key {unknown[0]!r} (known: params, {', '.join(TOP_LEVEL)})")
+        if "generator" not in d:
+            raise SpecError(f"{where}: missing key 'generator'")
+        params = d.get("params", {})
+        if not isinstance(params, dict):
+            raise SpecError(f"{where}: [params] must be a table")
+        kw = {k: d[k] for k in TOP_LEVEL if k in d}
+        return cls(params=dict(params), **kw).validated()
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> RunSpec:
+        p = Path(path)
+        if not p.is_file():
+            raise SpecError(f"spec file not found: {p}")
+        try:
+            d = tomllib.loads(p.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise SpecError(f"{p}: not valid TOML: {e}") from None
+        apply_overrides(d, overrides or {})
+        return cls.from_dict(d, where=str(p))
+
+    # --- validation ------------------------------------------------------------------------------
+    def validated(self) -> RunSpec:
+        """Check every field and the generator's params; fill in defaults. Raises SpecError."""
+        gen_cls = get_generator_class(self.generator if isinstance(self.generator, str) else "")
+        for key in ("n_samples", "seed", "chunk_size"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise SpecError(f"{key} must be an integer, got {v!r}")
+        if self.n_samples <= 0:
+            raise SpecError(f"n_samples must be > 0, got {self.n_samples}")
+        if self.seed < 0:
+            raise SpecError(f"seed must be >= 0, got {self.seed}")
+        if self.chunk_size < 0:
+            raise SpecError(f"chunk_size must be > 0, got {self.chunk_size}")
+        for key, allowed in (("dtype", DTYPES), ("device", DEVICES), ("io", IO_ROUTES)):
+            if getattr(self, key) not in allowed:
+                raise SpecError(f"{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
+        if not isinstance(self.output, str) or not self.output:
+            raise SpecError("output must be a non-empty path")
+        params = build_params(gen_cls.Params, self.params)
+        chunk = self.chunk_size or getattr(gen_cls, "default_chunk_size", 10_000)
+        return replace(self, params=params_to_dict(params), chunk_size=chunk)
+
+    def check_output_dir(self) -> None:
+        """The output's directory must exist and be writable (checked before any work)."""
+        parent = Path(self.output).resolve().parent
+        if not parent.is_dir():
+            raise SpecError(f"output directory does not exist: {parent}")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise SpecError(f"output directory is not writable: {parent}")
+
+    # --- use -------------------------------------------------------------------------------------
+    def make_generator(self) -> Generator:
+        cls = get_generator_class(self.generator)
+        return cls(build_params(cls.Params, self.params), float_dtype=self.dtype)
+
+    @property
+    def n_chunks(self) -> int:
+        return -(-self.n_samples // self.chunk_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("generator", "n_samples", "seed", "chunk_size",
+                                              "output", "dtype", "device", "io", "params")}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def data_identity(self) -> dict[str, Any]:
+        d = self.to_dict()
+        return {k: d[k] for k in DATA_KEYS}
+
+    def data_hash(self) -> str:
+        """SHA-256 of the data identity: equal hashes mean equal data."""
+        blob = json.dumps(self.data_identity(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    def to_toml(self) -> str:
+        """Write the spec back as TOML (used to freeze a spec next to batch jobs)."""
+        lines = []
+        for k in TOP_LEVEL:
+            lines.append(f"{k} = {_toml_value(getattr(self, k))}")
+        lines.append("")
+        lines.append("[params]")
+        for k, v in self.params.items():
+            if v is not None:
+                lines.append(f"{k} = {_toml_value(v)}")
+        return "\n".join(lines) + "\n"
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise SpecError(f"cannot write {v!r} as TOML")
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` pairs -> overrides. VALUE is read as TOML (``5``, ``"a"``, ``[1, 2]``);
+    a bare word that is not TOML is taken as a string. ``params.`` may be omitted for params."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise SpecError(f"--set expects KEY=VALUE, got {item!r}")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        out[key] = value
+    return out
+
+
+def apply_overrides(d: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Apply overrides in place: top-level keys directly, anything else into [params]."""
+    for key, value in overrides.items():
+        if key.startswith("params."):
+            d.setdefault("params", {})[key[len("params."):]] = value
+        elif key in TOP_LEVEL:
+            d[key] = value
+        else:
+            d.setdefault("params", {})[key] = value
