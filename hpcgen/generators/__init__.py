@@ -14,6 +14,9 @@ REGISTRY: dict[str, str] = {
     "tracks": "hpcgen.generators.tracks.generator:TracksGenerator",
 }
 
+#: modules with ``register(subparsers)`` adding generator-specific subcommands to ``hpcgen``
+CLI_EXTENSIONS: list[str] = []
+
 
 def get_generator_class(name: str) -> type[Generator]:
     if name not in REGISTRY:

@@ -15,7 +15,12 @@ time and writes what it returns. Everything a generator exposes:
   Returns host (numpy) arrays.
 - ``verifier()``: a streaming checker fed chunk by chunk by ``hpcgen verify``.
 - Optional: ``static_datasets()`` (datasets without a sample axis, e.g. grids), ``root_attrs()``,
-  ``input_files()`` (hashed into provenance), ``exporters()`` (extra ``hpcgen export`` formats).
+  ``input_files()`` (hashed into provenance), ``exporters()`` (extra ``hpcgen export`` formats),
+  ``plot()``, ``supports_device()``; class attribute ``default_chunk_size``.
+
+Generator-specific subcommands (``hpcgen fieldmap``, ``hpcgen dataset atoms`` ...) live in the
+generator's package as a module with ``register(subparsers) -> None`` and are listed in
+``hpcgen.generators.CLI_EXTENSIONS``; each parser sets ``func=handler(args) -> int``.
 """
 
 from __future__ import annotations
@@ -125,6 +130,8 @@ class Generator:
 
     name: ClassVar[str]
     Params: ClassVar[type]
+    #: samples per chunk when the spec gives none: pick ~1-30 MB of output per chunk
+    default_chunk_size: ClassVar[int] = 10_000
 
     def __init__(self, params: Any, float_dtype: str = "float64") -> None:
         self.params = params
@@ -158,7 +165,14 @@ class Generator:
     def exporters(self) -> dict[str, Exporter]:
         return {}
 
+    def plot(self, reader: Any, out: Path, options: Mapping[str, Any]) -> None:
+        """``hpcgen plot FILE --out PNG [--face NAME] ...``: draw something useful from a file."""
+        from hpcgen.errors import UserError
+
+        raise UserError(f"the {self.name} generator has no plot")
+
     def supports_device(self, kind: str) -> bool:
+        """Whether ``compute`` can run on "cpu" / "gpu" (gpu: with cupy)."""
         return kind == "cpu"
 
 
