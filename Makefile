@@ -1,0 +1,38 @@
+# The two commands of README.md. Both do the set-up (scripts/setup.sh) when needed; it is
+# idempotent and takes seconds once done.
+VENV ?= .venv
+BIN := $(VENV)/bin
+NP ?= 2
+export HDF5_USE_FILE_LOCKING ?= FALSE
+
+.PHONY: setup demo test test-serial test-mpi lint bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+## make demo: set up, run the main job (tracks demo) on $(NP) ranks, verify it, export it
+demo: setup
+	$(BIN)/hpcgen plan jobs/tracks_demo.toml --ranks $(NP)
+	mpiexec.mpich -n $(NP) $(BIN)/hpcgen run jobs/tracks_demo.toml --out tracks_demo.h5 --overwrite --yes
+	$(BIN)/hpcgen verify tracks_demo.h5
+	$(BIN)/hpcgen export tracks_demo.h5 --format npz --out tracks_demo.npz --overwrite
+
+## make test: set up, lint, the serial suite, then the MPI suite under 2 and 3 ranks
+test: setup lint test-serial test-mpi
+
+lint:
+	$(BIN)/ruff check hpcgen tests bench
+	$(BIN)/ruff format --check hpcgen tests bench
+
+test-serial:
+	$(BIN)/python -m pytest -q -ra
+
+test-mpi:
+	mpiexec.mpich -n 2 $(BIN)/python -m pytest -q -ra --with-mpi -m mpi -p no:cacheprovider
+	mpiexec.mpich -n 3 $(BIN)/python -m pytest -q -ra --with-mpi -m mpi -p no:cacheprovider
+
+bench: setup
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf tracks_demo.h5 tracks_demo.npz tracks_demo.metadata.json tracks_demo.verify.json

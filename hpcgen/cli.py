@@ -1,0 +1,292 @@
+"""``hpcgen``: the command line. User errors: one line on stderr, exit 2. Internal errors:
+traceback, exit 1 (under MPI the job is aborted so that no rank waits forever)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from hpcgen import __version__
+from hpcgen.errors import UserError
+
+#: ``hpcgen run`` asks on a terminal before writing more than this (bytes); HPCGEN_CONFIRM_BYTES
+CONFIRM_BYTES = int(os.environ.get("HPCGEN_CONFIRM_BYTES", str(20 * 2**30)))
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors follow the project's rule: one line, exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{self.prog}: {message}")
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
+            return f"{n:,.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return str(n)
+
+
+# --- spec loading shared by run / plan / jobs -----------------------------------------------------
+
+
+def add_spec_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", help="run spec (TOML)")
+    p.add_argument("--out", "-o", help="output file (overrides the spec's 'output')")
+    p.add_argument("--n", "--n-samples", dest="n_samples", type=int, help="number of samples")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--chunk-size", type=int)
+    p.add_argument("--dtype", choices=("float64", "float32"))
+    p.add_argument("--device", choices=("auto", "cpu", "gpu"))
+    p.add_argument("--io", choices=("auto", "mpio", "shards"))
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec key or generator parameter (VALUE as TOML), repeatable")
+
+
+def load_spec(args: argparse.Namespace):
+    from hpcgen.spec import RunSpec, parse_set
+
+    overrides: dict[str, Any] = parse_set(args.set)
+    for key in ("n_samples", "seed", "chunk_size", "dtype", "device", "io"):
+        if getattr(args, key, None) is not None:
+            overrides[key] = getattr(args, key)
+    if getattr(args, "out", None):
+        overrides["output"] = args.out
+    return RunSpec.load(args.spec, overrides)
+
+
+def parse_chunks(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        a, b = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise UserError(f"--chunks expects A:B (chunk indices), got {text!r}") from None
+    if a < 0 or b <= a:
+        raise UserError(f"--chunks {text}: need 0 <= A < B")
+    return a, b
+
+
+# --- commands -------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from hpcgen.engine.comm import bcast_result, world
+    from hpcgen.engine.run import RunOptions, run, sample_bytes
+
+    comm = world()
+    spec = bcast_result(comm, load_spec, args)
+    chunks = parse_chunks(args.chunks)
+
+    def confirm() -> bool:
+        gen = spec.make_generator()
+        size = sample_bytes(spec, gen) * spec.n_samples
+        if args.yes or not sys.stdin.isatty() or size <= CONFIRM_BYTES:
+            return True
+        answer = input(f"hpcgen: write {human_bytes(size)} to {spec.output}? [y/N] ")
+        return answer.strip().lower() in ("y", "yes")
+
+    if not bcast_result(comm, confirm):
+        print("hpcgen: aborted, nothing written", file=sys.stderr)
+        return 1
+    opts = RunOptions(resume=args.resume, overwrite=args.overwrite, chunks=chunks,
+                      atomic=args.atomic, quiet=args.quiet)
+    res = run(spec, opts, comm)
+    if comm.rank == 0 and not args.quiet:
+        if res.skipped:
+            print(f"hpcgen: {res.output}: {res.skipped}, nothing to do", file=sys.stderr)
+        else:
+            rate = res.samples_written / res.wall_s if res.wall_s > 0 else 0.0
+            print(f"hpcgen: wrote {res.samples_written} samples ({res.chunks_written} chunks) to "
+                  f"{res.output} in {res.wall_s:.2f} s ({rate:,.0f} samples/s, {comm.size} "
+                  f"rank{'s' if comm.size > 1 else ''})", file=sys.stderr)
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from hpcgen.engine import partition
+    from hpcgen.engine.run import sample_bytes
+
+    spec = load_spec(args)
+    gen = spec.make_generator()
+    per_sample = sample_bytes(spec, gen)
+    n_chunks = spec.n_chunks
+    chunk_bytes = per_sample * spec.chunk_size
+    info = {
+        "generator": spec.generator,
+        "samples": spec.n_samples,
+        "chunk_size": spec.chunk_size,
+        "chunks": n_chunks,
+        "bytes_per_sample": per_sample,
+        "bytes_on_disk": per_sample * spec.n_samples,
+        # inputs + outputs of one chunk, the write buffer and the kernel's temporaries
+        "memory_per_rank_bytes": 3 * chunk_bytes,
+        "ranks": args.ranks,
+        "chunks_per_rank": [b - a for a, b in partition.contiguous(0, n_chunks, args.ranks)],
+        "output": spec.output,
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    cpr = info["chunks_per_rank"]
+    print(f"generator        {spec.generator}")
+    print(f"samples          {spec.n_samples:,}")
+    print(f"chunks           {n_chunks:,} x {spec.chunk_size:,} samples")
+    print(f"bytes on disk    {human_bytes(info['bytes_on_disk'])} ({per_sample} B/sample)")
+    print(f"memory per rank  ~{human_bytes(info['memory_per_rank_bytes'])} (3 x one chunk, "
+          "independent of the sample count)")
+    print(f"chunks per rank  {min(cpr)}-{max(cpr)} with {args.ranks} rank(s)")
+    print(f"output           {spec.output}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from hpcgen.verify import print_table, verify_file, write_report
+
+    passed, report = verify_file(args.file)
+    print_table(report, sys.stdout)
+    path = Path(args.json) if args.json else Path(args.file).with_suffix(".verify.json")
+    try:
+        write_report(report, path)
+        print(f"report: {path}")
+    except OSError as e:
+        print(f"hpcgen: could not write the JSON report {path}: {e}", file=sys.stderr)
+    return 0 if passed else 1
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from hpcgen.io.export import export
+
+    export(Path(args.file), args.format, Path(args.out), vars(args))
+    print(f"exported {args.file} -> {args.out} ({args.format})", file=sys.stderr)
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from hpcgen.io.merge import MergeError, merge
+
+    try:
+        res = merge(Path(args.shard_dir), Path(args.out), virtual=args.virtual,
+                    allow_partial=args.allow_partial, overwrite=args.overwrite)
+    except MergeError as e:  # the one-line summary, then the report naming every chunk range
+        print(f"hpcgen: error: {e}", file=sys.stderr)
+        return 2
+    kind = "virtual file" if args.virtual else "file"
+    missing = ", ".join(f"[{a},{b})" for a, b in res["missing"]) or "none"
+    print(f"merged {res['shards']} shard(s) into {kind} {res['output']}; missing chunks: {missing}",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from hpcgen.io.reader import Reader
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise UserError(f"{out} exists; use --overwrite to replace it")
+    with Reader(args.file) as r:
+        r.generator.plot(r, out, vars(args))
+    print(f"plot: {out}", file=sys.stderr)
+    return 0
+
+
+# --- parser ---------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from hpcgen.generators import CLI_EXTENSIONS
+
+    p = _Parser(prog="hpcgen", description="Physics-based training data for ML surrogates, "
+                "from one core (python) to a cluster (mpiexec, SLURM, HTCondor).")
+    p.add_argument("--version", action="version", version=f"hpcgen {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    r = sub.add_parser("run", help="generate a file (SPMD: run it under mpiexec for N ranks)")
+    add_spec_args(r)
+    r.add_argument("--resume", action="store_true", help="finish an interrupted run")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    r.add_argument("--chunks", metavar="A:B", help="only chunks [A, B) of the plan (batch jobs)")
+    r.add_argument("--atomic", action="store_true",
+                   help="write OUT.partial and rename when complete; exit 0 at once if OUT is "
+                   "already complete (batch jobs with retries)")
+    r.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    r.add_argument("--yes", "-y", action="store_true", help="do not ask before large outputs")
+    r.set_defaults(func=cmd_run)
+
+    pl = sub.add_parser("plan", help="size, chunks and memory of a spec, before running it")
+    add_spec_args(pl)
+    pl.add_argument("--ranks", type=int, default=1, help="ranks (or jobs) to plan for")
+    pl.add_argument("--json", action="store_true", help="print JSON")
+    pl.set_defaults(func=cmd_plan)
+
+    v = sub.add_parser("verify", help="physics sanity checks: table + JSON, exit 1 on failure")
+    v.add_argument("file")
+    v.add_argument("--json", help="JSON report path (default: FILE with .verify.json)")
+    v.set_defaults(func=cmd_verify)
+
+    e = sub.add_parser("export", help="convert a file for trainers (npz, csv, data001, ...)")
+    e.add_argument("file")
+    e.add_argument("--format", "-f", default="npz")
+    e.add_argument("--out", "-o", required=True)
+    e.add_argument("--only-ok", action="store_true", help="tracks: drop flagged tracks")
+    e.add_argument("--overwrite", action="store_true")
+    e.set_defaults(func=cmd_export)
+
+    m = sub.add_parser("merge", help="join batch-job shard files into one file (or a VDS)")
+    m.add_argument("shard_dir")
+    m.add_argument("--out", "-o", required=True)
+    m.add_argument("--virtual", action="store_true",
+                   help="write a virtual-dataset file over the shards instead of copying")
+    m.add_argument("--allow-partial", action="store_true",
+                   help="merge what exists; record the missing chunk ranges in the file")
+    m.add_argument("--overwrite", action="store_true")
+    m.set_defaults(func=cmd_merge)
+
+    pt = sub.add_parser("plot", help="draw a picture of a file")
+    pt.add_argument("file")
+    pt.add_argument("--out", "-o", required=True)
+    pt.add_argument("--face", help="illumination: face name")
+    pt.add_argument("--overwrite", action="store_true")
+    pt.set_defaults(func=cmd_plot)
+
+    for module in CLI_EXTENSIONS:
+        importlib.import_module(module).register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    rank, size = _rank_size()
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args) or 0)
+    except UserError as e:
+        if rank == 0:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            print(f"hpcgen: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if rank == 0:
+            print("hpcgen: interrupted", file=sys.stderr)
+        return 130
+    except Exception:
+        traceback.print_exc()
+        if size > 1:  # the other ranks may be waiting in a collective: end the job
+            from mpi4py import MPI
+
+            MPI.COMM_WORLD.Abort(1)
+        return 1
+
+
+def _rank_size() -> tuple[int, int]:
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        return 0, 1
+    return MPI.COMM_WORLD.rank, MPI.COMM_WORLD.size

@@ -1,0 +1,78 @@
+"""Where a file came from: spec, software versions, machine, timings, input-file hashes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import platform
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import hpcgen
+from hpcgen.engine.comm import mpi_library_version
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def sha256_file(path: str | Path, bufsize: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(bufsize):
+            h.update(block)
+    return h.hexdigest()
+
+
+def git_commit() -> str | None:
+    """The hpcgen source tree's commit (with "-dirty" if modified), when it is a git checkout."""
+    src = Path(hpcgen.__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(src), "describe", "--always", "--dirty",
+                              "--abbrev=40"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def versions() -> dict[str, str]:
+    import h5py
+
+    out = {
+        "hpcgen": hpcgen.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "h5py": h5py.__version__,
+        "hdf5": h5py.version.hdf5_version,
+        "h5py_mpi": str(bool(h5py.get_config().mpi)),
+        "mpi_library": mpi_library_version(),
+    }
+    try:
+        import mpi4py
+
+        out["mpi4py"] = mpi4py.__version__
+    except ImportError:
+        out["mpi4py"] = "none"
+    return out
+
+
+def base_record(spec_dict: dict[str, Any], input_files: list[Path], n_ranks: int,
+                device: str, io_route: str) -> dict[str, Any]:
+    return {
+        "spec": spec_dict,
+        "seed": spec_dict["seed"],
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "n_ranks": n_ranks,
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "command": sys.argv,
+        "device": device,
+        "io": io_route,
+        "input_files": {str(p): sha256_file(p) for p in input_files},
+    }

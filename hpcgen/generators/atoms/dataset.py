@@ -1,0 +1,368 @@
+"""The versioned dataset directory: train/val/test npz files, metadata.json, validation report.
+
+Layout (docs/atoms.md)::
+
+    datasets/YYYY-MM-DD-vN/
+        train.npz  val.npz  test.npz   # keys images, labels, masks, kinds (uint8), index (int64)
+        metadata.json                  # written last: a directory without it is incomplete
+        validation_report.png
+
+Both ``hpcgen dataset atoms`` (generating in-process) and ``hpcgen export FILE --format dataset``
+(reading an HDF5 file) feed rows block by block into :class:`DatasetWriter`. It spools each
+(split, key) to a raw file and at the end streams every spool into a deflate-compressed zip
+entry holding a ``.npy`` file: byte for byte the format of ``np.savez_compressed`` (``np.load``
+reads it), but memory stays bounded by one block however large the dataset. The spool needs as
+much temporary disk as the uncompressed arrays (``memory_info.total_bytes``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import sys
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hpcgen.errors import UserError
+from hpcgen.generators.atoms.params import (
+    EMPTY_KIND,
+    KIND_NAMES,
+    SPLIT_NAMES,
+    AtomsParams,
+)
+from hpcgen.generators.base import params_to_dict
+
+#: metadata.json format version
+METADATA_VERSION = "1.0.0"
+#: the ARC task viewer's colours for values 0-9
+ARC_PALETTE = (
+    "#000000",  # 0 black (background)
+    "#0074D9",  # 1 blue
+    "#FF4136",  # 2 red
+    "#2ECC40",  # 3 green
+    "#FFDC00",  # 4 yellow
+    "#AAAAAA",  # 5 grey
+    "#F012BE",  # 6 magenta
+    "#FF851B",  # 7 orange
+    "#7FDBFF",  # 8 sky blue
+    "#870C25",  # 9 maroon
+)
+KEYS = ("images", "labels", "masks", "kinds", "index")
+_COPY_BYTES = 1 << 24
+
+
+def key_layout(params: AtomsParams) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Per-sample shape and dtype of every npz key."""
+    g, k = params.grid_size, params.max_objects
+    u8 = np.dtype(np.uint8)
+    return {
+        "images": ((g, g), u8),
+        "labels": ((), u8),
+        "masks": ((g, g), u8),
+        "kinds": ((k,), u8),
+        "index": ((), np.dtype(np.int64)),
+    }
+
+
+def bytes_per_image(params: AtomsParams) -> int:
+    """Uncompressed bytes of one sample over all npz keys (525 for 16x16, 4 objects)."""
+    return sum(int(np.prod(s)) * d.itemsize for s, d in key_layout(params).values())
+
+
+def readable_bytes(n: int) -> str:
+    """Binary units: 1 KiB = 1024 bytes."""
+    value = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{n} bytes" if unit == "bytes" else f"{value:.2f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def memory_info(params: AtomsParams, n: int) -> dict[str, Any]:
+    per = bytes_per_image(params)
+    return {"bytes_per_image": per, "total_bytes": per * n, "readable": readable_bytes(per * n)}
+
+
+# --- the output directory ---------------------------------------------------------------------------
+
+
+def next_version_dir(root: Path, today: dt.date) -> Path:
+    """root/YYYY-MM-DD-vN with N one above the highest version of that date already there."""
+    pattern = re.compile(rf"^{re.escape(today.isoformat())}-v(\d+)$")
+    taken = [int(m.group(1)) for p in (root.iterdir() if root.is_dir() else ()) if
+             (m := pattern.match(p.name))]
+    return root / f"{today.isoformat()}-v{max(taken, default=0) + 1}"
+
+
+def check_output_dir(path: Path) -> None:
+    """A dataset is never written over anything: the directory must be absent or empty."""
+    if path.exists() and not path.is_dir():
+        raise UserError(f"output {path} exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()):
+        raise UserError(f"output directory {path} is not empty: refusing to overwrite a dataset")
+
+
+def create_output_dir(path: Path) -> None:
+    """Create (or take, if empty) the output directory; exclusive where it did not exist, so two
+    concurrent runs cannot both get the same new version."""
+    check_output_dir(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir()
+    except FileExistsError:
+        check_output_dir(path)  # an empty directory that already existed is fine
+
+
+# --- writing ----------------------------------------------------------------------------------------
+
+
+def _write_npz_entry(zf: zipfile.ZipFile, key: str, spool: Path, shape: tuple[int, ...],
+                     dtype: np.dtype) -> None:
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+              "shape": shape}
+    with zf.open(f"{key}.npy", "w", force_zip64=True) as out, open(spool, "rb") as src:
+        np.lib.format.write_array_header_2_0(out, header) if _needs_v2(header) else \
+            np.lib.format.write_array_header_1_0(out, header)
+        shutil.copyfileobj(src, out, _COPY_BYTES)
+
+
+def _needs_v2(header: Mapping[str, Any]) -> bool:
+    return len(repr(header)) > 60000
+
+
+class DatasetWriter:
+    """Collects rows block by block; ``finish`` writes the npz files, report and metadata."""
+
+    def __init__(self, out_dir: Path, params: AtomsParams) -> None:
+        self.out = Path(out_dir)
+        self.params = params
+        self.layout = key_layout(params)
+        self.spool = self.out / ".spool"
+        self.spool.mkdir()
+        self.files = {
+            (s, key): open(self.spool / f"{name}.{key}.bin", "wb")  # noqa: SIM115
+            for s, name in enumerate(SPLIT_NAMES)
+            for key in KEYS
+        }
+        self.counts = np.zeros(3, np.int64)
+        self.label_hist = np.zeros((3, params.max_objects + 1), np.int64)
+
+    def add(self, block: Mapping[str, np.ndarray], start: int) -> None:
+        """Rows of all fields (with ``split``); ``start`` is the global index of the first row."""
+        split = np.asarray(block["split"])
+        if split.size and split.max() > 2:
+            raise UserError(f"invalid split code {int(split.max())} near row {start}")
+        index = np.arange(start, start + len(split), dtype=np.int64)
+        for s in range(3):
+            sel = split == s
+            if not sel.any():
+                continue
+            for key in KEYS:
+                shape, dtype = self.layout[key]
+                rows = index[sel] if key == "index" else np.asarray(block[key])[sel]
+                if rows.shape[1:] != shape:
+                    raise UserError(f"{key}: rows of shape {rows.shape[1:]}, expected {shape}")
+                self.files[s, key].write(np.ascontiguousarray(rows, dtype=dtype).tobytes())
+            self.counts[s] += int(sel.sum())
+            labels = np.asarray(block["labels"])[sel]
+            self.label_hist[s] += np.bincount(labels, minlength=self.label_hist.shape[1])[
+                : self.label_hist.shape[1]
+            ]
+
+    def finish(self, metadata: dict[str, Any], report_seed: int) -> dict[str, Any]:
+        """Write train/val/test.npz, validation_report.png, then metadata.json (returned)."""
+        for f in self.files.values():
+            f.close()
+        file_bytes = {}
+        for s, name in enumerate(SPLIT_NAMES):
+            path = self.out / f"{name}.npz"
+            with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED,
+                                 allowZip64=True) as zf:
+                for key in KEYS:
+                    shape, dtype = self.layout[key]
+                    spool = self.spool / f"{name}.{key}.bin"
+                    _write_npz_entry(zf, key, spool, (int(self.counts[s]), *shape), dtype)
+            file_bytes[path.name] = path.stat().st_size
+        self._report(report_seed)
+        metadata = dict(metadata)
+        metadata["dataset_info"] = {
+            **{name: int(c) for name, c in zip(SPLIT_NAMES, self.counts)},
+            "total": int(self.counts.sum()),
+        }
+        metadata["label_histogram"] = {
+            name: {str(i): int(c) for i, c in enumerate(h)} for name, h in
+            zip(SPLIT_NAMES, self.label_hist)
+        }
+        metadata["file_format"] = {**metadata.get("file_format", {}), "file_bytes": file_bytes}
+        shutil.rmtree(self.spool)
+        tmp = self.out / "metadata.json.tmp"
+        tmp.write_text(json.dumps(metadata, indent=2) + "\n")
+        os.replace(tmp, self.out / "metadata.json")
+        return metadata
+
+    def abort(self) -> None:
+        """Drop the spool after a failure (the directory then has no metadata.json)."""
+        for f in self.files.values():
+            f.close()
+        shutil.rmtree(self.spool, ignore_errors=True)
+
+    def _report(self, seed: int) -> None:
+        n_train = int(self.counts[0])
+        g = self.params.grid_size
+        rng = np.random.default_rng(seed)
+        pick = np.sort(rng.choice(n_train, size=min(100, n_train), replace=False))
+        images = np.zeros((0, g, g), np.uint8)
+        labels = np.zeros(0, np.uint8)
+        if n_train:  # memory maps: only the picked rows are read
+            images = np.memmap(self.spool / "train.images.bin", np.uint8, "r").reshape(-1, g, g)
+            labels = np.memmap(self.spool / "train.labels.bin", np.uint8, "r")
+            images, labels = np.array(images[pick]), np.array(labels[pick])
+        draw_report(images, labels, self.label_hist, self.out / "validation_report.png",
+                    f"{self.out.name}: {n_train} training images, {len(pick)} at random")
+
+
+# --- metadata ---------------------------------------------------------------------------------------
+
+
+def provenance(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    import numba
+    import scipy
+
+    import hpcgen
+
+    return {
+        "hpcgen_version": hpcgen.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "scipy": scipy.__version__,
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "command": " ".join(sys.argv),
+        "cwd": os.getcwd(),
+        **(extra or {}),
+    }
+
+
+def base_metadata(params: AtomsParams, n: int, seed: int, chunk_size: int,
+                  name: str, extra_provenance: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """metadata.json without the counts (DatasetWriter.finish adds them)."""
+    fractions = params.split_fractions
+    return {
+        "version": METADATA_VERSION,
+        "name": name,
+        "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "generation_params": {
+            "num_images": n,
+            "seed": seed,
+            "grid_size": params.grid_size,
+            "splits": dict(zip(SPLIT_NAMES, fractions)),
+            "split_method": (
+                f"keyed hash of (seed, index): exactly {list(params.split_parts)} train/val/test "
+                f"in every aligned block of {sum(params.split_parts)} indices"
+            ),
+            "generator": "atoms",
+            "chunk_size": chunk_size,
+            "params": params_to_dict(params),
+        },
+        "memory_info": memory_info(params, n),
+        "file_format": {
+            "dtype": "uint8",
+            "compression": "npz (zip, deflate): np.savez_compressed format, read with np.load",
+            "keys": {k: {"dtype": str(d), "per_sample_shape": list(s)} for k, (s, d) in
+                     key_layout(params).items()},
+            "labels": "number of objects placed in the image",
+            "masks": "object index per cell: 0 background, 1..labels in placement order",
+            "kinds": dict(enumerate(KIND_NAMES)) | {EMPTY_KIND: "empty slot"},
+            "index": "global sample index (int64): the row in the HDF5 run of the same spec",
+            "palette": list(ARC_PALETTE),
+        },
+        "provenance": provenance(extra_provenance),
+    }
+
+
+# --- the validation report --------------------------------------------------------------------------
+
+
+def draw_report(images: np.ndarray, labels: np.ndarray, label_hist: np.ndarray, out: Path,
+                title: str) -> None:
+    """Up to 100 images in a 10x10 grid (ARC colours, label above each) and the label histogram
+    per split (label_hist: (3, max_objects + 1) counts)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    cmap = ListedColormap(ARC_PALETTE)
+    fig = plt.figure(figsize=(12, 15))
+    grid = fig.add_gridspec(12, 10, height_ratios=[1] * 10 + [0.3, 2.2], hspace=0.45)
+    for i in range(100):
+        ax = fig.add_subplot(grid[i // 10, i % 10])
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i < len(images):
+            ax.imshow(images[i], cmap=cmap, vmin=0, vmax=9, interpolation="nearest")
+            ax.set_title(f"label {int(labels[i])}", fontsize=8, pad=2)
+        else:
+            ax.axis("off")
+    ax = fig.add_subplot(grid[11, :])
+    width = 0.27
+    x = np.arange(label_hist.shape[1])
+    for s, name in enumerate(SPLIT_NAMES):
+        ax.bar(x + (s - 1) * width, label_hist[s], width, label=f"{name} ({label_hist[s].sum()})")
+    ax.set_xticks(x)
+    ax.set_xlabel("label (objects placed)")
+    ax.set_ylabel("images")
+    ax.set_title("label histogram")
+    ax.legend()
+    fig.suptitle(title, y=0.995)
+    fig.savefig(out, dpi=80, bbox_inches="tight")
+    plt.close(fig)
+
+
+# --- export from an HDF5 run --------------------------------------------------------------------
+
+
+def export_dataset(reader: Any, out: Path, options: Mapping[str, Any]) -> None:
+    """``hpcgen export FILE --format dataset --out DIR``: the dataset directory from an HDF5 run
+    (complete files only), streamed block by block. Never overwrites: DIR must be absent or
+    empty (--overwrite does not change that)."""
+    from hpcgen.generators.atoms.generator import FIELD_NAMES
+
+    out = Path(out)
+    if not reader.complete:
+        missing = int((~reader.done).sum())
+        raise UserError(f"{reader.path}: {missing} chunks are not done; finish the run first")
+    create_output_dir(out)
+    params: AtomsParams = reader.generator.params
+    writer = DatasetWriter(out, params)
+    try:
+        for start, block in reader.iter_rows(FIELD_NAMES):
+            writer.add(block, reader.row_range[0] + start)
+        meta = base_metadata(
+            params, reader.n_rows, reader.spec.seed, reader.spec.chunk_size, out.name,
+            {"source_file": str(Path(reader.path).resolve()),
+             "source_rows": list(reader.row_range),
+             "source_data_hash": _attr(reader, "hpcgen_data_hash"),
+             "source_provenance": reader.provenance},
+        )
+        writer.finish(meta, report_seed=reader.spec.seed)
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def _attr(reader: Any, name: str) -> str | None:
+    value = reader.h5.attrs.get(name)
+    return value.decode() if isinstance(value, bytes) else (str(value) if value is not None else None)

@@ -1,0 +1,130 @@
+"""``hpcgen verify`` for energy files: streaming physics checks plus The Well layout check."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import h5py
+import numpy as np
+
+from hpcgen.generators.base import CheckResult, Verifier
+from hpcgen.generators.energy import maps, well
+from hpcgen.generators.energy.params import EnergyParams, valid_shape
+
+#: entropy differences below this (nats) are float rounding, not a decrease
+ENTROPY_EPS = 1e-6
+#: stored entropy (float32) against the entropy recomputed from the stored frames
+ENTROPY_MATCH = 1e-4
+
+
+class EnergyVerifier(Verifier):
+    """Energy conservation at every step, positivity, finiteness, shapes, pyramid conservation,
+    entropy bookkeeping. Keeps running extrema and counts only."""
+
+    def __init__(self, params: EnergyParams) -> None:
+        self.params = params
+        self.rows = 0
+        self.max_err = 0.0
+        self.worst = (0, 0)
+        self.n_negative = 0
+        self.n_nonfinite = 0
+        self.shapes: set[tuple[int, int]] = set()
+        self.max_pyramid_err = 0.0
+        self.pyramid_negative = 0
+        self.max_entropy_mismatch = 0.0
+        self.n_steps = 0
+        self.n_decreases = 0
+        self.n_rescaled = 0
+
+    def update(self, data: Mapping[str, np.ndarray], start: int) -> None:
+        e = np.asarray(data[well.ENERGY])
+        if e.shape[0] == 0:
+            return
+        self.rows += e.shape[0]
+        self.shapes.add(tuple(int(s) for s in e.shape[-2:]))
+        finite = np.isfinite(e)
+        self.n_nonfinite += int(e.size - np.count_nonzero(finite))
+        self.n_negative += int(np.count_nonzero(e < 0))
+        totals = maps.total_energy(np.where(finite, e, 0))
+        err = np.abs(totals / totals[:, :1] - 1.0)
+        k = int(np.argmax(err))
+        if err.flat[k] > self.max_err:
+            self.max_err = float(err.flat[k])
+            self.worst = (start + k // err.shape[1], k % err.shape[1])
+
+        s = maps.entropy(np.maximum(np.where(finite, e, 0), 0))
+        stored = np.asarray(data["scalars/entropy"], np.float64)
+        self.max_entropy_mismatch = max(self.max_entropy_mismatch, float(np.abs(s - stored).max()))
+        ds = np.diff(s, axis=1)
+        self.n_steps += ds.size
+        self.n_decreases += int(np.count_nonzero(ds < -ENTROPY_EPS))
+        self.n_rescaled += int(np.count_nonzero(np.asarray(data["scalars/rescaled"])))
+
+        # pyramid: the first and last frame of each trajectory at every smaller level
+        ends = e[:, [0, -1]]
+        for scale in maps.SCALES:
+            if scale >= e.shape[-2] or not _keeps_aspect(e.shape[-2:], scale):
+                continue
+            level = maps.rescale(ends, scale)
+            rel = np.abs(maps.total_energy(level) / maps.total_energy(ends) - 1.0)
+            self.max_pyramid_err = max(self.max_pyramid_err, float(np.nanmax(rel)))
+            self.pyramid_negative += int(np.count_nonzero(level < 0))
+
+    def results(self) -> list[CheckResult]:
+        tol = self.params.drift_tolerance
+        rate = self.n_decreases / self.n_steps if self.n_steps else 0.0
+        shapes = ", ".join(f"{h} x {w}" for h, w in sorted(self.shapes)) or "none"
+        return [
+            CheckResult(
+                f"energy conserved within {tol:.0%} at every step",
+                self.rows > 0 and self.max_err <= tol,
+                f"max error {self.max_err:.3g}",
+                f"worst: trajectory {self.worst[0]} frame {self.worst[1]}" if self.rows else
+                "no trajectories",
+            ),
+            CheckResult("no negative energy", self.n_negative == 0, f"{self.n_negative} pixels"),
+            CheckResult("all values finite", self.n_nonfinite == 0, f"{self.n_nonfinite} pixels"),
+            CheckResult(
+                "maps square or 2:3", all(valid_shape(h, w) for h, w in self.shapes), shapes
+            ),
+            CheckResult(
+                "pyramid levels conserve energy",
+                self.max_pyramid_err <= tol and self.pyramid_negative == 0,
+                f"max error {self.max_pyramid_err:.3g}",
+                f"levels {', '.join(map(str, maps.SCALES))}, first and last frame of each "
+                f"trajectory; {self.pyramid_negative} negative pixels",
+            ),
+            CheckResult(
+                "stored entropy matches the frames",
+                self.max_entropy_mismatch <= ENTROPY_MATCH,
+                f"max difference {self.max_entropy_mismatch:.3g} nats",
+            ),
+            CheckResult(
+                "entropy decrease rate (reported)",
+                True,
+                f"{rate:.1%} of steps",
+                f"{self.n_decreases} of {self.n_steps} steps have dS < 0 (source: about 4 %)",
+            ),
+            CheckResult(
+                "drift rescales (reported)",
+                True,
+                f"{self.n_rescaled} steps",
+                f"total energy off by more than {tol:.0%} and rescaled",
+            ),
+        ]
+
+
+def _keeps_aspect(shape: tuple[int, ...], scale: int) -> bool:
+    h, w = shape
+    return (scale * w) % h == 0
+
+
+def layout_result(h5: h5py.File) -> CheckResult:
+    """The Well layout check as one verify line."""
+    problems = well.check_layout(h5)
+    return CheckResult(
+        "The Well layout (attributes and shapes)",
+        not problems,
+        "conforms" if not problems else f"{len(problems)} problem(s)",
+        "; ".join(problems[:5]),
+    )

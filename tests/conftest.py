@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
+
+
+@pytest.fixture
+def tiny_spec(tmp_path: Path) -> Path:
+    """A small tracks spec: 2,500 tracks in 7 chunks (the last one short)."""
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(
+        'generator = "tracks"\nn_samples = 2500\nseed = 7\nchunk_size = 400\n'
+        'output = "tiny.h5"\n\n[params]\nfield = "gaussian"\nstep = 20.0\n'
+        "dz_range = [-2000.0, 6000.0]\n"
+    )
+    return spec
