@@ -12,10 +12,13 @@ from hpcgen.generators.base import Generator
 
 REGISTRY: dict[str, str] = {
     "tracks": "hpcgen.generators.tracks.generator:TracksGenerator",
+    "atoms": "hpcgen.generators.atoms.generator:AtomsGenerator",
 }
 
 #: modules with ``register(subparsers)`` adding generator-specific subcommands to ``hpcgen``
-CLI_EXTENSIONS: list[str] = []
+CLI_EXTENSIONS: list[str] = [
+    "hpcgen.generators.atoms.cli",
+]
 
 
 def get_generator_class(name: str) -> type[Generator]:

@@ -297,37 +297,43 @@ def base_metadata(params: AtomsParams, n: int, seed: int, chunk_size: int,
 def draw_report(images: np.ndarray, labels: np.ndarray, label_hist: np.ndarray, out: Path,
                 title: str) -> None:
     """Up to 100 images in a 10x10 grid (ARC colours, label above each) and the label histogram
-    per split (label_hist: (3, max_objects + 1) counts)."""
+    per split (label_hist: (3, max_objects + 1) counts). The grid is one mosaic image, so the
+    report takes a fraction of a second."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
 
-    cmap = ListedColormap(ARC_PALETTE)
-    fig = plt.figure(figsize=(12, 15))
-    grid = fig.add_gridspec(12, 10, height_ratios=[1] * 10 + [0.3, 2.2], hspace=0.45)
-    for i in range(100):
-        ax = fig.add_subplot(grid[i // 10, i % 10])
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if i < len(images):
-            ax.imshow(images[i], cmap=cmap, vmin=0, vmax=9, interpolation="nearest")
-            ax.set_title(f"label {int(labels[i])}", fontsize=8, pad=2)
-        else:
-            ax.axis("off")
-    ax = fig.add_subplot(grid[11, :])
+    g = images.shape[1] if images.ndim == 3 and images.shape[1] > 1 else 16
+    gap_x, gap_y = 2, 6  # cells between tiles; the label sits in the vertical gap
+    px, py = g + gap_x, g + gap_y
+    mosaic = np.full((10 * py, 10 * px), 10, np.uint8)  # 10: white paper between tiles
+    for i in range(min(100, len(images))):
+        r, c = divmod(i, 10)
+        mosaic[r * py + gap_y - 1 : r * py + gap_y - 1 + g, c * px + 1 : c * px + 1 + g] = images[i]
+    fig, (ax, axh) = plt.subplots(2, 1, figsize=(10, 13), height_ratios=[4.4, 1])
+    ax.imshow(mosaic, cmap=ListedColormap([*ARC_PALETTE, "#FFFFFF"]), vmin=0, vmax=10,
+              interpolation="nearest")
+    for i in range(min(100, len(images))):
+        r, c = divmod(i, 10)
+        ax.text(c * px + 1 + g / 2, r * py + gap_y - 2, f"label {int(labels[i])}",
+                ha="center", va="bottom", fontsize=8)
+    ax.set_axis_off()
+    ax.set_title(title)
     width = 0.27
     x = np.arange(label_hist.shape[1])
     for s, name in enumerate(SPLIT_NAMES):
-        ax.bar(x + (s - 1) * width, label_hist[s], width, label=f"{name} ({label_hist[s].sum()})")
-    ax.set_xticks(x)
-    ax.set_xlabel("label (objects placed)")
-    ax.set_ylabel("images")
-    ax.set_title("label histogram")
-    ax.legend()
-    fig.suptitle(title, y=0.995)
-    fig.savefig(out, dpi=80, bbox_inches="tight")
+        total = max(int(label_hist[s].sum()), 1)
+        axh.bar(x + (s - 1) * width, label_hist[s] / total, width,
+                label=f"{name} ({int(label_hist[s].sum())} images)")
+    axh.set_xticks(x)
+    axh.set_xlabel("label (objects placed)")
+    axh.set_ylabel("fraction of the split")
+    axh.set_title("label histogram")
+    axh.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
     plt.close(fig)
 
 
