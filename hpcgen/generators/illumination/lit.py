@@ -25,9 +25,9 @@ import numpy as np
 
 from hpcgen.generators.illumination.model import (
     Model,
+    tracking_rotations,
     triangle_areas,
     triangle_normals,
-    tracking_rotations,
 )
 from hpcgen.generators.illumination.raycast import RAY_OFFSET, make_caster
 
@@ -63,8 +63,15 @@ class LitCalculator:
     the model's tracking components towards each sun vector before casting.
     """
 
-    def __init__(self, model: Model, level: int = 3, convention: str = "area",
-                 tracking: bool = False, backend: str = "embree", xp: ModuleType = np) -> None:
+    def __init__(
+        self,
+        model: Model,
+        level: int = 3,
+        convention: str = "area",
+        tracking: bool = False,
+        backend: str = "embree",
+        xp: ModuleType = np,
+    ) -> None:
         if backend == "embree" and xp is not np:
             raise ValueError("the embree backend runs on the CPU (numpy)")
         self.model = model
@@ -109,19 +116,22 @@ class LitCalculator:
         self.normal_body = np.einsum("tij,tj->ti", rot, self.normal_local)
         self.origin_body = np.einsum("tij,tkj->tki", rot, self.origin_local) + pos[:, None, :]
         tri_body = np.einsum("tvj,tij->tvi", self.tri_local, rot) + pos[:, None, :]
-        self.static_caster = (make_caster(backend, tri_body[self.static_tris], xp)
-                              if len(self.static_tris) else None)
-        self.track_casters = {k: make_caster(backend, self.tri_local[self.tri_comp == k], xp)
-                              for k in self.tracking}
+        self.static_caster = (
+            make_caster(backend, tri_body[self.static_tris], xp) if len(self.static_tris) else None
+        )
+        self.track_casters = {
+            k: make_caster(backend, self.tri_local[self.tri_comp == k], xp) for k in self.tracking
+        }
         if not self.tracking:
             # everything is static: keep the ray origins in the caster's own frame and dtype
             self.origin_prepared = self.static_caster.prepare(
-                self.origin_body.reshape(-1, 3)).reshape(T, self.K, 3)
+                self.origin_body.reshape(-1, 3)
+            ).reshape(T, self.K, 3)
             self.normal_body_xp = xp.asarray(self.normal_body)
         self._buf: tuple[Any, Any] | None = None
         self.rays_cast = 0
 
-    # --- public ------------------------------------------------------------------------------------
+    # --- public -----------------------------------------------------------------------------------
     def __call__(self, sun: np.ndarray) -> np.ndarray:
         """Lit fractions (n, F) float64 for unit sun vectors (n, 3) in the body frame."""
         sun = np.asarray(sun, dtype=np.float64)
@@ -132,11 +142,11 @@ class LitCalculator:
         if self.tracking:
             per = max(1, per // 4)
         for a in range(0, n, per):
-            s = sun[a:a + per]
-            out[a:a + per] = self._tracking_batch(s) if self.tracking else self._static_batch(s)
+            s = sun[a : a + per]
+            out[a : a + per] = self._tracking_batch(s) if self.tracking else self._static_batch(s)
         return out
 
-    # --- batches -----------------------------------------------------------------------------------
+    # --- batches ----------------------------------------------------------------------------------
     def _static_batch(self, sun: np.ndarray) -> np.ndarray:
         xp, K = self.xp, self.K
         s = xp.asarray(sun)
@@ -206,6 +216,7 @@ class LitCalculator:
     def _fractions(self, xp: ModuleType, n_lit: Any, facing: Any) -> Any:
         """Per-face values (b, F) from lit sub-triangle counts per level-0 triangle (b, T)."""
         if xp is np:  # faces own consecutive triangles: segment sums, no BLAS call
+
             def per_face(a: Any) -> Any:
                 return np.add.reduceat(a, self.face_start, axis=1)
         else:
@@ -213,6 +224,7 @@ class LitCalculator:
 
             def per_face(a: Any) -> Any:
                 return a @ ind
+
         lit_points = per_face(n_lit)  # exact: integer counts in float64
         if self.convention == "lcas":
             n_facing = per_face(facing.astype(xp.float64))

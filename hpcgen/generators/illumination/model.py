@@ -29,7 +29,6 @@ Every problem in a model file is a :class:`SpecError` naming the file, the compo
 from __future__ import annotations
 
 import functools
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -118,12 +117,13 @@ class Model:
         return float(np.linalg.norm(pts.max(axis=0) - pts.min(axis=0))) or 1.0
 
 
-# --- geometry helpers ------------------------------------------------------------------------------
+# --- geometry helpers -----------------------------------------------------------------------------
 
 
 def triangle_areas(tris: np.ndarray) -> np.ndarray:
-    return 0.5 * np.linalg.norm(np.cross(tris[..., 1, :] - tris[..., 0, :],
-                                         tris[..., 2, :] - tris[..., 0, :]), axis=-1)
+    return 0.5 * np.linalg.norm(
+        np.cross(tris[..., 1, :] - tris[..., 0, :], tris[..., 2, :] - tris[..., 0, :]), axis=-1
+    )
 
 
 def triangle_normals(tris: np.ndarray) -> np.ndarray:
@@ -134,11 +134,13 @@ def triangle_normals(tris: np.ndarray) -> np.ndarray:
 def quaternion_matrix(q: Sequence[float]) -> np.ndarray:
     """Rotation matrix of the unit quaternion (w, x, y, z) (active: rotates vectors)."""
     w, x, y, z = (float(v) for v in q)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ])
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+        ]
+    )
 
 
 def axis_rotations(axis: np.ndarray, angle: np.ndarray) -> np.ndarray:
@@ -208,7 +210,7 @@ def unshadowable_faces(model: Model, tracking: bool = False) -> list[int]:
     return out
 
 
-# --- loading ---------------------------------------------------------------------------------------
+# --- loading --------------------------------------------------------------------------------------
 
 
 def resolve_model_path(model: str) -> Path:
@@ -255,7 +257,9 @@ def _strict_loader() -> type:
             key = loader.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             if key in seen:
-                raise _DuplicateKey(f"duplicate key {key!r} at line {line} (first at line {seen[key]})")
+                raise _DuplicateKey(
+                    f"duplicate key {key!r} at line {line} (first at line {seen[key]})"
+                )
             seen[key] = line
         return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
@@ -267,7 +271,7 @@ def _load_yaml(p: Path) -> Model:
     import yaml
 
     try:
-        doc = yaml.load(p.read_text(), Loader=_strict_loader())  # noqa: S506 (SafeLoader subclass)
+        doc = yaml.load(p.read_text(), Loader=_strict_loader())
     except _DuplicateKey as e:
         raise SpecError(f"{p}: {e}: face and component names must be unique") from None
     except yaml.YAMLError as e:
@@ -293,11 +297,14 @@ def _load_yaml(p: Path) -> Model:
         comp, comp_faces = _parse_component(raw, where)
         where = f"{p}: component {comp.name!r}"
         if comp.name in names:
-            raise SpecError(f"{where}: duplicate component name (also component #{names[comp.name]});"
-                            " face names `component/face` must be unique")
+            raise SpecError(
+                f"{where}: duplicate component name (also component #{names[comp.name]});"
+                " face names `component/face` must be unique"
+            )
         if comp.id in ids:
-            raise SpecError(f"{where}: duplicate component id {comp.id!r} "
-                            f"(also component #{ids[comp.id]})")
+            raise SpecError(
+                f"{where}: duplicate component id {comp.id!r} (also component #{ids[comp.id]})"
+            )
         names[comp.name], ids[comp.id] = k + 1, k + 1
         components.append(comp)
         for face_name, tris in comp_faces:
@@ -308,7 +315,9 @@ def _load_yaml(p: Path) -> Model:
 
 def _parse_component(raw: Any, where: str) -> tuple[Component, list[tuple[str, np.ndarray]]]:
     if not isinstance(raw, dict):
-        raise SpecError(f"{where}: a component is a mapping (id, name, position, orientation, faces)")
+        raise SpecError(
+            f"{where}: a component is a mapping (id, name, position, orientation, faces)"
+        )
     d: dict[str, Any] = {}
     for key, value in raw.items():
         canon = _ALIASES.get(key, key)
@@ -341,8 +350,15 @@ def _parse_component(raw: Any, where: str) -> tuple[Component, list[tuple[str, n
     for fname, verts in d["faces"].items():
         fname = _check_name(fname, f"{where}: face name")
         faces.append((fname, _polygon(verts, f"{where} face {fname!r}")))
-    comp = Component(str(d["id"]), name, rotation, position,
-                     {str(k): float(v) for k, v in material.items()}, axis, normal)
+    comp = Component(
+        str(d["id"]),
+        name,
+        rotation,
+        position,
+        {str(k): float(v) for k, v in material.items()},
+        axis,
+        normal,
+    )
     return comp, faces
 
 
@@ -350,14 +366,19 @@ def _check_name(name: Any, where: str) -> str:
     if not isinstance(name, str) or not name.strip():
         raise SpecError(f"{where} must be a non-empty string, got {name!r}")
     if _BAD_NAME.search(name) or name != name.strip():
-        raise SpecError(f"{where} {name!r} may not contain '/', ',', quotes, newlines or "
-                        "surrounding blanks (it becomes a CSV column and a `component/face` name)")
+        raise SpecError(
+            f"{where} {name!r} may not contain '/', ',', quotes, newlines or "
+            "surrounding blanks (it becomes a CSV column and a `component/face` name)"
+        )
     return name
 
 
 def _vector(v: Any, n: int, where: str) -> np.ndarray:
-    if (not isinstance(v, (list, tuple)) or len(v) != n
-            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)):
+    if (
+        not isinstance(v, (list, tuple))
+        or len(v) != n
+        or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+    ):
         raise SpecError(f"{where} must be a list of {n} numbers, got {v!r}")
     a = np.asarray(v, dtype=float)
     if not np.isfinite(a).all():
@@ -369,8 +390,10 @@ def _rotation(q: Any, where: str) -> np.ndarray:
     a = _vector(q, 4, f"{where} (quaternion w, x, y, z)")
     norm = float(np.linalg.norm(a))
     if abs(norm - 1) > QUATERNION_NORM_TOL:
-        raise SpecError(f"{where}: quaternion {q!r} has norm {norm:.6g}, not 1: give a unit "
-                        "quaternion (w, x, y, z)")
+        raise SpecError(
+            f"{where}: quaternion {q!r} has norm {norm:.6g}, not 1: give a unit "
+            "quaternion (w, x, y, z)"
+        )
     return quaternion_matrix(a / norm)
 
 
@@ -390,7 +413,9 @@ def _tracking(t: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
 def _polygon(verts: Any, where: str) -> np.ndarray:
     """Validate a planar convex polygon and fan-triangulate it: (n - 2, 3, 3)."""
     if not isinstance(verts, (list, tuple)) or len(verts) < 3:
-        raise SpecError(f"{where}: a face is a list of at least 3 vertices (a quad: 4), got {verts!r}")
+        raise SpecError(
+            f"{where}: a face is a list of at least 3 vertices (a quad: 4), got {verts!r}"
+        )
     v = np.stack([_vector(x, 3, f"{where}: vertex {i}") for i, x in enumerate(verts)])
     size = float(np.linalg.norm(v.max(axis=0) - v.min(axis=0)))
     tris = np.stack([np.stack([v[0], v[i], v[i + 1]]) for i in range(1, len(v) - 1)])
@@ -399,8 +424,10 @@ def _polygon(verts: Any, where: str) -> np.ndarray:
         raise SpecError(f"{where}: degenerate face (repeated or collinear vertices, zero area)")
     normals = triangle_normals(tris)
     if (normals @ normals[0] < 1 - 1e-9).any():
-        raise SpecError(f"{where}: the polygon is not planar and convex "
-                        "(vertices must go round the face in order)")
+        raise SpecError(
+            f"{where}: the polygon is not planar and convex "
+            "(vertices must go round the face in order)"
+        )
     if np.abs((v - v[0]) @ normals[0]).max() > PLANAR_TOL * size:
         raise SpecError(f"{where}: the polygon is not planar")
     return tris
@@ -415,8 +442,9 @@ def _load_mesh(p: Path) -> Model:
     try:
         scene = trimesh.load(str(p), force="scene")
     except Exception as e:  # trimesh raises many types for unreadable files
-        raise SpecError(f"{p}: trimesh cannot load it as a mesh scene ({type(e).__name__}: {e})") \
-            from None
+        raise SpecError(
+            f"{p}: trimesh cannot load it as a mesh scene ({type(e).__name__}: {e})"
+        ) from None
     components: list[Component] = []
     faces: list[Face] = []
     for node in sorted(scene.graph.nodes_geometry):
@@ -450,15 +478,17 @@ def _check_obj_names(p: Path) -> None:
                 name = line[2:].strip()
                 key = f"{line[0]} {name}"
                 if key in seen:
-                    raise SpecError(f"{p}: duplicate {'object' if line[0] == 'o' else 'group'} "
-                                    f"name {name!r} at line {lineno} (first at line {seen[key]}): "
-                                    "face names must be unique")
+                    raise SpecError(
+                        f"{p}: duplicate {'object' if line[0] == 'o' else 'group'} "
+                        f"name {name!r} at line {lineno} (first at line {seen[key]}): "
+                        "face names must be unique"
+                    )
                 seen[key] = lineno
 
 
 def model_summary(model: Model) -> str:
-    return (f"{model.name}: {len(model.components)} components, {len(model.faces)} faces, "
-            f"{sum(len(f.triangles) for f in model.faces)} triangles, "
-            f"size {model.scale:.3g} m, total area {model.face_areas.sum():.4g} m^2")
-
-
+    return (
+        f"{model.name}: {len(model.components)} components, {len(model.faces)} faces, "
+        f"{sum(len(f.triangles) for f in model.faces)} triangles, "
+        f"size {model.scale:.3g} m, total area {model.face_areas.sum():.4g} m^2"
+    )

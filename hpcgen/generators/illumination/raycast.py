@@ -60,8 +60,9 @@ class EmbreeCaster:
 
     def occluded(self, origins: np.ndarray, directions: np.ndarray) -> np.ndarray:
         """Hit test (n,) bool for rays in the caller's frame (directions: unit vectors)."""
-        return self.occluded_prepared(self.prepare(origins),
-                                      np.ascontiguousarray(directions, dtype=_F32))
+        return self.occluded_prepared(
+            self.prepare(origins), np.ascontiguousarray(directions, dtype=_F32)
+        )
 
 
 class BruteCaster:
@@ -89,8 +90,8 @@ class BruteCaster:
         out = xp.zeros(n, dtype=bool)
         step = max(1, self.PAIRS_PER_STEP // max(1, len(self.v0)))
         for a in range(0, n, step):
-            o = origins[a:a + step, None, :]
-            d = xp.asarray(directions[a:a + step], dtype=xp.float64)[:, None, :]
+            o = origins[a : a + step, None, :]
+            d = xp.asarray(directions[a : a + step], dtype=xp.float64)[:, None, :]
             pvec = xp.cross(d, self.e2[None])
             det = (self.e1[None] * pvec).sum(-1)
             ok = xp.abs(det) > self.det_eps
@@ -101,7 +102,7 @@ class BruteCaster:
             v = (d * qvec).sum(-1) * inv
             t = (self.e2[None] * qvec).sum(-1) * inv
             hit = ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (t > 0)
-            out[a:a + step] = hit.any(axis=1)
+            out[a : a + step] = hit.any(axis=1)
         return out
 
     def occluded(self, origins: Any, directions: Any) -> Any:
