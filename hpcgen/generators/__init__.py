@@ -13,6 +13,7 @@ from hpcgen.generators.base import Generator
 REGISTRY: dict[str, str] = {
     "tracks": "hpcgen.generators.tracks.generator:TracksGenerator",
     "atoms": "hpcgen.generators.atoms.generator:AtomsGenerator",
+    "illumination": "hpcgen.generators.illumination.generator:IlluminationGenerator",
 }
 
 #: modules with ``register(subparsers)`` adding generator-specific subcommands to ``hpcgen``
