@@ -14,11 +14,13 @@ REGISTRY: dict[str, str] = {
     "tracks": "hpcgen.generators.tracks.generator:TracksGenerator",
     "atoms": "hpcgen.generators.atoms.generator:AtomsGenerator",
     "illumination": "hpcgen.generators.illumination.generator:IlluminationGenerator",
+    "energy": "hpcgen.generators.energy.generator:EnergyGenerator",
 }
 
 #: modules with ``register(subparsers)`` adding generator-specific subcommands to ``hpcgen``
 CLI_EXTENSIONS: list[str] = [
     "hpcgen.generators.atoms.cli",
+    "hpcgen.generators.energy.cli",
 ]
 
 

@@ -1,0 +1,314 @@
+"""Energy generator, physics and kernels (no files, no MPI): conservation, exact transformations,
+entropy, the fast path against plain scipy.ndimage, the drift rule, parameters."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+
+from hpcgen.errors import SpecError
+from hpcgen.generators.base import Chunk, Device, build_params
+from hpcgen.generators.energy import kernels, maps, patterns
+from hpcgen.generators.energy.generator import EnergyGenerator
+from hpcgen.generators.energy.params import PRESETS, EnergyParams, Preset
+from hpcgen.generators.energy.sequence import evolve, evolve_batch
+
+
+def smooth_map(shape=(64, 64), seed=0) -> np.ndarray:
+    return patterns.base_pattern("turbulent", shape, np.random.default_rng(seed))
+
+
+def peaked_map(n=64) -> np.ndarray:
+    e = np.full((n, n), 1e-3, np.float32)
+    e[n // 3, n // 2] = 1000.0
+    return e
+
+
+def rel(a, b) -> float:
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+# --- entropy --------------------------------------------------------------------------------
+def test_entropy_of_known_maps():
+    n = 32
+    assert maps.entropy(np.ones((n, n), np.float32)) == pytest.approx(math.log(n * n), abs=1e-9)
+    one = np.zeros((n, n), np.float32)
+    one[3, 4] = 7.0
+    assert maps.entropy(one) == pytest.approx(0.0, abs=1e-6)  # float32 logarithms
+    two = np.zeros((n, n), np.float32)
+    two[0, 0] = two[5, 9] = 2.5
+    assert maps.entropy(two) == pytest.approx(math.log(2), abs=1e-7)
+    # scale invariant, and batched over leading axes
+    e = smooth_map()
+    np.testing.assert_allclose(maps.entropy(np.stack([e, 3 * e])), maps.entropy(e), rtol=1e-6)
+
+
+# --- each perturbation conserves energy -------------------------------------------------------
+def test_translation_is_exact():
+    e = smooth_map((48, 72))
+    t = kernels.translate(e, (5, -3))
+    assert t[5, 0] == e[0, 3] and t[0, 70] == e[43, 1]
+    assert np.array_equal(kernels.translate(t, (-5, 3)), e)
+    assert np.array_equal(np.sort(t, axis=None), np.sort(e, axis=None))  # a permutation
+
+
+def test_blur_conserves_energy_without_renormalising():
+    e = smooth_map()
+    for blurred in (kernels.blur_reference(e, 3.0),
+                    kernels.blur_fft(e, kernels.gaussian_transfer(e.shape, 3.0))):
+        assert maps.total_energy(blurred) == pytest.approx(maps.total_energy(e), rel=1e-6)
+        assert blurred.min() >= -1e-6 * blurred.max()
+
+
+def test_rotation_conserves_energy_and_90_degrees_is_exact():
+    e = smooth_map()
+    stepper_out = np.empty_like(e)
+    coef = np.empty((e.shape[0] + 2 * kernels.PAD, e.shape[1] + 2 * kernels.PAD), np.float32)
+    kernels.spline_coefficients_wrap(e, coef)
+    kernels.rotate_coefficients(coef, 0.0, 1.0, stepper_out)  # 90 degrees
+    np.testing.assert_allclose(stepper_out, np.rot90(e, 1), rtol=0, atol=1e-5 * e.max())
+    np.testing.assert_allclose(kernels.rotate_reference(e, 90.0), np.rot90(e, 1), atol=1e-5)
+    # a generic angle: cubic interpolation of a smooth map moves < 0.5 % of the energy
+    r = kernels.rotate_reference(e, 33.0)
+    assert maps.total_energy(r) == pytest.approx(maps.total_energy(e), rel=5e-3)
+
+
+def test_noise_is_zero_mean_and_clipped():
+    rng = np.random.default_rng(1)
+    e = np.ones((128, 128), np.float32)
+    noise = rng.standard_normal(e.shape, dtype=np.float32)
+    noisy = kernels.add_noise(e, noise, 0.1)
+    assert noisy.min() >= 0
+    assert np.std(noisy - e) == pytest.approx(0.1, rel=0.02)
+    assert kernels.add_noise(e, noise, 5.0).min() == 0.0  # strong noise: clipped, not negative
+
+
+@pytest.mark.parametrize("method", ["reference", "fast"])
+def test_every_step_conserves_energy(method):
+    e = smooth_map()
+    ref = maps.total_energy(e)
+    rng = np.random.default_rng(2)
+    noise = rng.standard_normal(e.shape, dtype=np.float32)
+    stepper = kernels.FastStepper(e.shape, 2.0)
+    cases = [(33.0, 0.0, None), (None, 2.0, None), (None, 0.0, noise), (71.0, 2.0, noise)]
+    for angle, sigma, nz in cases:
+        if method == "reference":
+            out = kernels.step_reference(e, angle, sigma, (2, -4), nz, 0.3, ref)
+        else:
+            st = stepper if sigma else kernels.FastStepper(e.shape, 0.0)
+            out = st.step(e, angle, (2, -4), nz, 0.3, ref)
+        assert maps.total_energy(out) == pytest.approx(ref, rel=1e-6), (angle, sigma)
+        assert out.min() >= 0 and out.dtype == np.float32
+
+
+# --- entropy under blur -----------------------------------------------------------------------
+def test_blur_raises_entropy_on_a_peaked_map():
+    e = peaked_map()
+    blurred = kernels.blur_fft(e, kernels.gaussian_transfer(e.shape, 3.0))
+    assert maps.entropy(blurred) > maps.entropy(e) + 1.0
+    # a lone hot pixel blurred by sigma becomes a discrete Gaussian: S ~ ln(2 pi e sigma^2)
+    delta = np.zeros((64, 64), np.float32)
+    delta[10, 20] = 1.0
+    s = maps.entropy(kernels.blur_fft(delta, kernels.gaussian_transfer(delta.shape, 3.0)))
+    assert s == pytest.approx(math.log(2 * math.pi * math.e * 9.0), rel=1e-3)
+
+
+# --- the fast path is the reference, faster ---------------------------------------------------
+@pytest.mark.parametrize("shape", [(64, 64), (48, 72)])
+def test_fast_rotation_matches_scipy(shape):
+    e = smooth_map(shape, seed=3)
+    coef = np.empty((shape[0] + 2 * kernels.PAD, shape[1] + 2 * kernels.PAD), np.float32)
+    kernels.spline_coefficients_wrap(e, coef)
+    out = np.empty_like(e)
+    for angle in (12.5, -147.0, 301.0):
+        a = math.radians(angle)
+        kernels.rotate_coefficients(coef, math.cos(a), math.sin(a), out)
+        assert rel(out, kernels.rotate_reference(e, angle)) < 2e-5, angle
+
+
+def test_spline_coefficients_match_scipy():
+    e = smooth_map((40, 60), seed=4)
+    coef = np.empty((44, 64), np.float32)
+    kernels.spline_coefficients_wrap(e, coef)
+    expected = ndi.spline_filter(e.astype(np.float64), 3, mode="grid-wrap")
+    assert rel(coef[2:-2, 2:-2], expected) < 1e-6
+    assert np.array_equal(coef[:2, 2:-2], coef[-4:-2, 2:-2])  # periodic padding
+
+
+@pytest.mark.parametrize("sigma", [1.5, 4.0])
+def test_fft_blur_matches_scipy_wrap(sigma):
+    e = smooth_map((64, 96), seed=5)
+    fast = kernels.blur_fft(e, kernels.gaussian_transfer(e.shape, sigma))
+    assert rel(fast, kernels.blur_reference(e, sigma)) < 1e-5
+
+
+@pytest.mark.parametrize("domain", ["plasma_physics", "fluid_dynamics", "astrophysics"])
+def test_fast_trajectory_matches_reference(domain):
+    p = EnergyParams(domain=domain, n_steps=6, height=64, width=64)
+    draws = _draws(p, seed=7)
+    fast = evolve(*draws(), p.preset, p.drift_tolerance, method="fast")
+    slow = evolve(*draws(), p.preset, p.drift_tolerance, method="reference")
+    assert rel(fast.frames, slow.frames) < 1e-4
+    np.testing.assert_allclose(fast.entropy, slow.entropy, atol=1e-5)
+
+
+def test_batch_path_on_numpy_matches_cpu_path():
+    """evolve_batch is the GPU code path; run with numpy + scipy.ndimage it must agree."""
+    p = EnergyParams(domain="plasma_physics", n_steps=5, height=48, width=72, scaling_max=0.2)
+    bases, angles, shifts, scales, rngs = [], [], [], [], []
+    for k in range(3):
+        b, a, s, f, g = _draws(p, seed=10 + k)()
+        bases.append(b), angles.append(a), shifts.append(s), scales.append(f), rngs.append(g)
+    frames, ent, rescaled = evolve_batch(
+        np.stack(bases), np.stack(angles), np.stack(shifts), np.stack(scales), rngs, p.preset,
+        p.drift_tolerance, np, ndi,
+    )
+    for k in range(3):
+        tr = evolve(*_draws(p, seed=10 + k)(), p.preset, p.drift_tolerance, method="reference")
+        assert rel(frames[k], tr.frames) < 1e-4
+        np.testing.assert_allclose(ent[k], tr.entropy, atol=1e-5)
+        assert np.array_equal(rescaled[k], tr.rescaled)
+
+
+def _draws(p: EnergyParams, seed: int):
+    """A closure giving fresh (base, angles, shifts, scales, rng) for one trajectory."""
+    gen = EnergyGenerator(p)
+
+    def make():
+        inputs = gen.sample(Chunk(index=0, start=0, count=1, seed=seed))
+        rng = np.random.Generator(np.random.PCG64(int(inputs["trajectory_seed"][0])))
+        base = patterns.base_pattern(p.preset.pattern, p.shape, rng)
+        shifts = np.stack([inputs["scalars/shift_x"][0], inputs["scalars/shift_y"][0]], -1)
+        return (base, inputs["scalars/rotation_deg"][0].astype(np.float64),
+                shifts.astype(int), inputs["scalars/scale_factor"][0].astype(np.float64), rng)
+
+    return make
+
+
+# --- drift rule -------------------------------------------------------------------------------
+def test_drift_beyond_tolerance_is_rescaled_and_counted():
+    base = smooth_map((32, 32))
+    calm = Preset("turbulent", 0.0, 0.0, 0.0, 0)  # only scaling acts
+    scales = np.array([1.0, 1.03, 1.03, 0.9, 1.0])
+    tr = evolve(base, np.zeros(5), np.zeros((5, 2), int), scales, np.random.default_rng(0),
+                calm, 0.05)
+    totals = maps.total_energy(tr.frames) / maps.total_energy(base)
+    # 1.03 is within 5 %; 1.03^2 = 1.0609 is not -> back to 1; 0.9 -> back to 1
+    np.testing.assert_allclose(totals, [1.0, 1.03, 1.0, 1.0, 1.0], rtol=1e-6)
+    assert tr.rescaled.tolist() == [False, False, True, True, False]
+
+
+# --- base patterns and pyramid ------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["turbulent", "laminar", "vortex", "random"])
+def test_base_patterns_have_unit_mean(name):
+    e = patterns.base_pattern(name, (64, 96), np.random.default_rng(0))
+    assert e.shape == (64, 96) and e.dtype == np.float32
+    assert e.min() >= 0
+    assert e.mean(dtype=np.float64) == pytest.approx(1.0, rel=1e-6)
+
+
+def test_laminar_is_the_analytic_pattern():
+    e = patterns.base_pattern("laminar", (64, 64), np.random.default_rng(0))
+    # sin X cos Y + 2 has mean 2 on the full periodic grid: E = (sin X cos Y + 2) / 2
+    assert e[0, 16] == pytest.approx(1.5, rel=1e-6)  # X = pi/2, Y = 0
+    assert e[32, 16] == pytest.approx(0.5, rel=1e-6)  # Y = pi
+
+
+@pytest.mark.parametrize("shape", [(256, 256), (128, 192)])
+def test_pyramid_levels_conserve_energy(shape):
+    e = smooth_map(shape, seed=6)
+    levels = maps.pyramid(e)
+    assert sorted(levels) == [s for s in maps.SCALES if s <= shape[0]]
+    for s, level in levels.items():
+        assert level.shape == (s, s * shape[1] // shape[0])
+        assert level.min() >= 0
+        assert maps.total_energy(level) == pytest.approx(maps.total_energy(e), rel=1e-6)
+
+
+def test_periodic_gradients_are_exact_for_a_sine():
+    n = 64
+    i = np.arange(n)
+    e = np.repeat(np.sin(2 * np.pi * i / n)[:, None], 8, axis=1)
+    gx, gy, mag = maps.gradients(e)
+    np.testing.assert_allclose(gx[:, 0], np.sin(2 * np.pi / n) * np.cos(2 * np.pi * i / n),
+                               atol=1e-12)
+    assert np.abs(gy).max() == 0 and np.array_equal(mag, np.abs(gx))
+
+
+# --- parameters ---------------------------------------------------------------------------------
+def test_presets_resolve_and_overrides_win():
+    p = EnergyParams(domain="astrophysics")
+    assert p.preset == PRESETS["astrophysics"]
+    assert p.preset.translation_max_px == 0
+    q = EnergyParams(domain="astrophysics", blur_sigma=1.0, pattern="laminar")
+    assert (q.preset.blur_sigma, q.preset.pattern, q.preset.noise_sigma) == (1.0, "laminar", 0.2)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"n_steps": 1}, "n_steps must be in 2..10000"),
+        ({"height": 100, "width": 120}, "square or 2:3"),
+        ({"domain": "oceanography"}, "domain must be one of"),
+        ({"height": 32, "width": 32, "blur_sigma": 9.0}, "blur_sigma must be in 0..8"),
+        ({"rotation_max_deg": 400.0}, "rotation_max_deg must be in 0..360"),
+        ({"scaling_max": -0.1}, "scaling_max must be in 0..0.5"),
+        ({"drift_tolerance": 0.0}, "drift_tolerance must be in (0, 1)"),
+        ({"colour": "red"}, "unknown parameter params.colour"),
+    ],
+)
+def test_bad_parameters_are_refused(values, message):
+    with pytest.raises(SpecError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        build_params(EnergyParams, values)
+
+
+def test_two_by_three_maps_are_allowed_both_ways():
+    assert EnergyParams(height=128, width=192).shape == (128, 192)
+    assert EnergyParams(height=192, width=128).shape == (192, 128)
+
+
+# --- generator contract ---------------------------------------------------------------------------
+def test_compute_fills_every_field_with_declared_shapes():
+    p = EnergyParams(domain="active_matter", n_steps=4, height=32, width=48)
+    gen = EnergyGenerator(p)
+    chunk = Chunk(index=3, start=6, count=2, seed=11)
+    inputs = gen.sample(chunk)
+    out = {**inputs, **gen.compute(inputs, chunk, Device("cpu", np))}
+    for f in gen.fields():
+        assert out[f.name].shape == (2, *f.shape), f.name
+        assert out[f.name].dtype == f.resolved_dtype("float64"), f.name
+    assert np.all(out["scalars/rotation_deg"][:, 0] == 0)
+    assert np.abs(out["scalars/rotation_deg"]).max() <= 360
+    assert np.abs(out["scalars/shift_x"]).max() <= 5
+
+
+def test_chunks_are_deterministic_and_independent():
+    gen = EnergyGenerator(EnergyParams(n_steps=3, height=32, width=32))
+
+    def run(index):
+        chunk = Chunk(index=index, start=2 * index, count=2, seed=5)
+        return gen.compute(gen.sample(chunk), chunk, Device("cpu", np))["t0_fields/energy"]
+
+    a, b = run(1), run(1)
+    assert a.tobytes() == b.tobytes()
+    assert not np.allclose(run(2), a)
+    assert not np.allclose(a[0], a[1])  # trajectories in a chunk differ
+
+
+@pytest.mark.gpu
+def test_gpu_path_matches_cpu():
+    cupy = pytest.importorskip("cupy")
+    if not cupy.is_available():
+        pytest.skip("no CUDA device")
+    p = EnergyParams(n_steps=4, height=64, width=64)
+    gen = EnergyGenerator(p)
+    assert gen.supports_device("gpu")
+    chunk = Chunk(index=0, start=0, count=3, seed=1)
+    inputs = gen.sample(chunk)
+    cpu = gen.compute(inputs, chunk, Device("cpu", np))
+    gpu = gen.compute(inputs, chunk, Device("gpu", cupy))
+    assert rel(gpu["t0_fields/energy"], cpu["t0_fields/energy"]) < 1e-4
+    np.testing.assert_allclose(gpu["scalars/entropy"], cpu["scalars/entropy"], atol=1e-4)
