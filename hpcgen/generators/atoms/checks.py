@@ -6,10 +6,10 @@ hash per image (80 MB for 10 million images).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 
 import numpy as np
-from scipy import stats
 
 from hpcgen.generators.atoms.params import EMPTY_KIND, KIND_NAMES, SPLIT_NAMES, AtomsParams
 from hpcgen.generators.atoms.split import mix64
@@ -100,7 +100,7 @@ class AtomsVerifier(Verifier):
             inside = msk == j
             lo = np.where(inside, img, 255).min(axis=1)
             hi = np.where(inside, img, 0).max(axis=1)
-            colour_bad |= (lo != hi) & (lab >= j)
+            colour_bad |= (lo != hi) & inside.any(axis=1)
         bad["colour"] += int(colour_bad.sum())
         bad["mask_label"] += int((msk.max(axis=1).astype(np.int64) != lab).sum())
         kinds_ok = np.where(present, kinds < len(KIND_NAMES), kinds == EMPTY_KIND)
@@ -173,6 +173,8 @@ class AtomsVerifier(Verifier):
         """Chi-square of the first object's kind against kind_probs. The first object always fits
         (empty grid), so its kind follows kind_probs exactly; later objects are dropped more often
         when large, which biases their kinds slightly (reported, not tested)."""
+        from scipy import stats
+
         probs = np.array(self.p.kind_probs)
         obs = self.kind_first
         total = int(obs.sum())
@@ -187,7 +189,8 @@ class AtomsVerifier(Verifier):
             pval = 1.0
         freq = " ".join(f"{k}={c / total:.4f}" for k, c in zip(KIND_NAMES, obs))
         all_freq = " ".join(
-            f"{k}={c / max(int(self.kind_all.sum()), 1):.4f}" for k, c in zip(KIND_NAMES, self.kind_all)
+            f"{k}={c / max(int(self.kind_all.sum()), 1):.4f}"
+            for k, c in zip(KIND_NAMES, self.kind_all)
         )
         return CheckResult(
             name,
@@ -216,7 +219,7 @@ class AtomsVerifier(Verifier):
         """Each sample index holds one split code and appears in one row: no two row ranges
         overlap, and every code is 0, 1 or 2 (so no index is in two splits)."""
         spans = sorted(self.ranges)
-        overlaps = sum(1 for (_, b), (c, _) in zip(spans, spans[1:]) if c < b)
+        overlaps = sum(1 for (_, b), (c, _) in itertools.pairwise(spans) if c < b)
         ok = overlaps == 0 and self.bad["split"] == 0
         return CheckResult(
             "no index in two splits",

@@ -16,21 +16,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from hpcgen.errors import UserError
-from hpcgen.generators.atoms.dataset import (
-    DatasetWriter,
-    base_metadata,
-    create_output_dir,
-    check_output_dir,
-    memory_info,
-    next_version_dir,
-)
-from hpcgen.generators.atoms.generator import AtomsGenerator
-from hpcgen.generators.atoms.params import SPLIT_NAMES, AtomsParams
-from hpcgen.generators.atoms.split import split_counts
-from hpcgen.generators.base import Chunk, Device, build_params
+from hpcgen.generators.atoms.params import DEFAULT_CHUNK_SIZE, SPLIT_NAMES, AtomsParams
+
+# the generator, numba and the writer are imported when the command runs: every ``hpcgen``
+# invocation builds this parser, and must not pay for them
 
 #: default root of versioned datasets (relative to the working directory)
 DATASETS_ROOT = Path("datasets")
@@ -58,7 +48,7 @@ def register(subparsers: Any) -> None:
     a.add_argument(
         "--chunk-size",
         type=int,
-        default=AtomsGenerator.default_chunk_size,
+        default=DEFAULT_CHUNK_SIZE,
         help="images per chunk (default %(default)s; equal to the run spec's chunk_size "
         "reproduces an HDF5 run byte for byte)",
     )
@@ -74,6 +64,7 @@ def register(subparsers: Any) -> None:
 
 
 def _params(items: list[str]) -> AtomsParams:
+    from hpcgen.generators.base import build_params
     from hpcgen.spec import parse_set
 
     values = {k.removeprefix("params."): v for k, v in parse_set(items).items()}
@@ -93,6 +84,14 @@ def _confirm() -> bool:
 
 
 def run_dataset(args: argparse.Namespace) -> int:
+    from hpcgen.generators.atoms.dataset import (
+        check_output_dir,
+        create_output_dir,
+        memory_info,
+        next_version_dir,
+    )
+    from hpcgen.generators.atoms.split import split_counts
+
     n, seed, chunk_size = args.num_images, args.seed, args.chunk_size
     if n <= 0:
         raise UserError(f"--num-images must be > 0, got {n}")
@@ -111,8 +110,10 @@ def run_dataset(args: argparse.Namespace) -> int:
     mem = memory_info(params, n)
     print("Dataset generation plan:")
     print(f"  Images: {n:,} (" + ", ".join(f"{s} {c:,}" for s, c in zip(SPLIT_NAMES, counts)) + ")")
-    print(f"  Estimated size: {mem['readable']} uncompressed ({mem['bytes_per_image']} bytes per "
-          "image); the npz files are smaller")
+    print(
+        f"  Estimated size: {mem['readable']} uncompressed ({mem['bytes_per_image']} bytes per "
+        "image); the npz files are smaller"
+    )
     print(f"  Output: {out}")
     sys.stdout.flush()
     if not args.yes and not _confirm():
@@ -128,14 +129,20 @@ def run_dataset(args: argparse.Namespace) -> int:
 def write(out: Path, params: AtomsParams, n: int, seed: int, chunk_size: int) -> dict[str, Any]:
     """Generate n images chunk by chunk (as ``hpcgen run`` would) into the dataset directory
     ``out`` (existing and empty). Returns the metadata."""
+    import numpy as np
     from tqdm import tqdm
+
+    from hpcgen.generators.atoms.dataset import DatasetWriter, base_metadata
+    from hpcgen.generators.atoms.generator import AtomsGenerator
+    from hpcgen.generators.base import Chunk, Device
 
     gen = AtomsGenerator(params)
     cpu = Device("cpu", np)
     writer = DatasetWriter(out, params)
     try:
-        with tqdm(total=n, desc="Generating images", unit="img", disable=None,
-                  file=sys.stderr) as bar:
+        with tqdm(
+            total=n, desc="Generating images", unit="img", disable=None, file=sys.stderr
+        ) as bar:
             for k in range(-(-n // chunk_size)):
                 start = k * chunk_size
                 chunk = Chunk(index=k, start=start, count=min(chunk_size, n - start), seed=seed)

@@ -93,14 +93,17 @@ def memory_info(params: AtomsParams, n: int) -> dict[str, Any]:
     return {"bytes_per_image": per, "total_bytes": per * n, "readable": readable_bytes(per * n)}
 
 
-# --- the output directory ---------------------------------------------------------------------------
+# --- the output directory ------------------------------------------------------------------------
 
 
 def next_version_dir(root: Path, today: dt.date) -> Path:
     """root/YYYY-MM-DD-vN with N one above the highest version of that date already there."""
     pattern = re.compile(rf"^{re.escape(today.isoformat())}-v(\d+)$")
-    taken = [int(m.group(1)) for p in (root.iterdir() if root.is_dir() else ()) if
-             (m := pattern.match(p.name))]
+    taken = [
+        int(m.group(1))
+        for p in (root.iterdir() if root.is_dir() else ())
+        if (m := pattern.match(p.name))
+    ]
     return root / f"{today.isoformat()}-v{max(taken, default=0) + 1}"
 
 
@@ -123,16 +126,17 @@ def create_output_dir(path: Path) -> None:
         check_output_dir(path)  # an empty directory that already existed is fine
 
 
-# --- writing ----------------------------------------------------------------------------------------
+# --- writing -------------------------------------------------------------------------------------
 
 
-def _write_npz_entry(zf: zipfile.ZipFile, key: str, spool: Path, shape: tuple[int, ...],
-                     dtype: np.dtype) -> None:
-    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
-              "shape": shape}
+def _write_npz_entry(
+    zf: zipfile.ZipFile, key: str, spool: Path, shape: tuple[int, ...], dtype: np.dtype
+) -> None:
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
     with zf.open(f"{key}.npy", "w", force_zip64=True) as out, open(spool, "rb") as src:
-        np.lib.format.write_array_header_2_0(out, header) if _needs_v2(header) else \
-            np.lib.format.write_array_header_1_0(out, header)
+        np.lib.format.write_array_header_2_0(out, header) if _needs_v2(
+            header
+        ) else np.lib.format.write_array_header_1_0(out, header)
         shutil.copyfileobj(src, out, _COPY_BYTES)
 
 
@@ -150,7 +154,7 @@ class DatasetWriter:
         self.spool = self.out / ".spool"
         self.spool.mkdir()
         self.files = {
-            (s, key): open(self.spool / f"{name}.{key}.bin", "wb")  # noqa: SIM115
+            (s, key): open(self.spool / f"{name}.{key}.bin", "wb")
             for s, name in enumerate(SPLIT_NAMES)
             for key in KEYS
         }
@@ -186,8 +190,9 @@ class DatasetWriter:
         file_bytes = {}
         for s, name in enumerate(SPLIT_NAMES):
             path = self.out / f"{name}.npz"
-            with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED,
-                                 allowZip64=True) as zf:
+            with zipfile.ZipFile(
+                path, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True
+            ) as zf:
                 for key in KEYS:
                     shape, dtype = self.layout[key]
                     spool = self.spool / f"{name}.{key}.bin"
@@ -200,8 +205,8 @@ class DatasetWriter:
             "total": int(self.counts.sum()),
         }
         metadata["label_histogram"] = {
-            name: {str(i): int(c) for i, c in enumerate(h)} for name, h in
-            zip(SPLIT_NAMES, self.label_hist)
+            name: {str(i): int(c) for i, c in enumerate(h)}
+            for name, h in zip(SPLIT_NAMES, self.label_hist)
         }
         metadata["file_format"] = {**metadata.get("file_format", {}), "file_bytes": file_bytes}
         shutil.rmtree(self.spool)
@@ -227,11 +232,16 @@ class DatasetWriter:
             images = np.memmap(self.spool / "train.images.bin", np.uint8, "r").reshape(-1, g, g)
             labels = np.memmap(self.spool / "train.labels.bin", np.uint8, "r")
             images, labels = np.array(images[pick]), np.array(labels[pick])
-        draw_report(images, labels, self.label_hist, self.out / "validation_report.png",
-                    f"{self.out.name}: {n_train} training images, {len(pick)} at random")
+        draw_report(
+            images,
+            labels,
+            self.label_hist,
+            self.out / "validation_report.png",
+            f"{self.out.name}: {n_train} training images, {len(pick)} at random",
+        )
 
 
-# --- metadata ---------------------------------------------------------------------------------------
+# --- metadata ------------------------------------------------------------------------------------
 
 
 def provenance(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -254,14 +264,20 @@ def provenance(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     }
 
 
-def base_metadata(params: AtomsParams, n: int, seed: int, chunk_size: int,
-                  name: str, extra_provenance: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def base_metadata(
+    params: AtomsParams,
+    n: int,
+    seed: int,
+    chunk_size: int,
+    name: str,
+    extra_provenance: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """metadata.json without the counts (DatasetWriter.finish adds them)."""
     fractions = params.split_fractions
     return {
         "version": METADATA_VERSION,
         "name": name,
-        "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "timestamp": dt.datetime.now(dt.UTC).isoformat(),
         "generation_params": {
             "num_images": n,
             "seed": seed,
@@ -279,8 +295,10 @@ def base_metadata(params: AtomsParams, n: int, seed: int, chunk_size: int,
         "file_format": {
             "dtype": "uint8",
             "compression": "npz (zip, deflate): np.savez_compressed format, read with np.load",
-            "keys": {k: {"dtype": str(d), "per_sample_shape": list(s)} for k, (s, d) in
-                     key_layout(params).items()},
+            "keys": {
+                k: {"dtype": str(d), "per_sample_shape": list(s)}
+                for k, (s, d) in key_layout(params).items()
+            },
             "labels": "number of objects placed in the image",
             "masks": "object index per cell: 0 background, 1..labels in placement order",
             "kinds": dict(enumerate(KIND_NAMES)) | {EMPTY_KIND: "empty slot"},
@@ -291,11 +309,12 @@ def base_metadata(params: AtomsParams, n: int, seed: int, chunk_size: int,
     }
 
 
-# --- the validation report --------------------------------------------------------------------------
+# --- the validation report -----------------------------------------------------------------------
 
 
-def draw_report(images: np.ndarray, labels: np.ndarray, label_hist: np.ndarray, out: Path,
-                title: str) -> None:
+def draw_report(
+    images: np.ndarray, labels: np.ndarray, label_hist: np.ndarray, out: Path, title: str
+) -> None:
     """Up to 100 images in a 10x10 grid (ARC colours, label above each) and the label histogram
     per split (label_hist: (3, max_objects + 1) counts). The grid is one mosaic image, so the
     report takes a fraction of a second."""
@@ -313,20 +332,35 @@ def draw_report(images: np.ndarray, labels: np.ndarray, label_hist: np.ndarray, 
         r, c = divmod(i, 10)
         mosaic[r * py + gap_y - 1 : r * py + gap_y - 1 + g, c * px + 1 : c * px + 1 + g] = images[i]
     fig, (ax, axh) = plt.subplots(2, 1, figsize=(10, 13), height_ratios=[4.4, 1])
-    ax.imshow(mosaic, cmap=ListedColormap([*ARC_PALETTE, "#FFFFFF"]), vmin=0, vmax=10,
-              interpolation="nearest")
+    ax.imshow(
+        mosaic,
+        cmap=ListedColormap([*ARC_PALETTE, "#FFFFFF"]),
+        vmin=0,
+        vmax=10,
+        interpolation="nearest",
+    )
     for i in range(min(100, len(images))):
         r, c = divmod(i, 10)
-        ax.text(c * px + 1 + g / 2, r * py + gap_y - 2, f"label {int(labels[i])}",
-                ha="center", va="bottom", fontsize=8)
+        ax.text(
+            c * px + 1 + g / 2,
+            r * py + gap_y - 2,
+            f"label {int(labels[i])}",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
     ax.set_axis_off()
     ax.set_title(title)
     width = 0.27
     x = np.arange(label_hist.shape[1])
     for s, name in enumerate(SPLIT_NAMES):
         total = max(int(label_hist[s].sum()), 1)
-        axh.bar(x + (s - 1) * width, label_hist[s] / total, width,
-                label=f"{name} ({int(label_hist[s].sum())} images)")
+        axh.bar(
+            x + (s - 1) * width,
+            label_hist[s] / total,
+            width,
+            label=f"{name} ({int(label_hist[s].sum())} images)",
+        )
     axh.set_xticks(x)
     axh.set_xlabel("label (objects placed)")
     axh.set_ylabel("fraction of the split")
@@ -337,7 +371,7 @@ def draw_report(images: np.ndarray, labels: np.ndarray, label_hist: np.ndarray, 
     plt.close(fig)
 
 
-# --- export from an HDF5 run --------------------------------------------------------------------
+# --- export from an HDF5 run ---------------------------------------------------------------------
 
 
 def export_dataset(reader: Any, out: Path, options: Mapping[str, Any]) -> None:
@@ -357,11 +391,17 @@ def export_dataset(reader: Any, out: Path, options: Mapping[str, Any]) -> None:
         for start, block in reader.iter_rows(FIELD_NAMES):
             writer.add(block, reader.row_range[0] + start)
         meta = base_metadata(
-            params, reader.n_rows, reader.spec.seed, reader.spec.chunk_size, out.name,
-            {"source_file": str(Path(reader.path).resolve()),
-             "source_rows": list(reader.row_range),
-             "source_data_hash": _attr(reader, "hpcgen_data_hash"),
-             "source_provenance": reader.provenance},
+            params,
+            reader.n_rows,
+            reader.spec.seed,
+            reader.spec.chunk_size,
+            out.name,
+            {
+                "source_file": str(Path(reader.path).resolve()),
+                "source_rows": list(reader.row_range),
+                "source_data_hash": _attr(reader, "hpcgen_data_hash"),
+                "source_provenance": reader.provenance,
+            },
         )
         writer.finish(meta, report_seed=reader.spec.seed)
     except BaseException:
@@ -371,4 +411,6 @@ def export_dataset(reader: Any, out: Path, options: Mapping[str, Any]) -> None:
 
 def _attr(reader: Any, name: str) -> str | None:
     value = reader.h5.attrs.get(name)
-    return value.decode() if isinstance(value, bytes) else (str(value) if value is not None else None)
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)

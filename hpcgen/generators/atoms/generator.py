@@ -12,6 +12,7 @@ from hpcgen.generators.atoms.checks import AtomsVerifier
 from hpcgen.generators.atoms.dataset import ARC_PALETTE, draw_report, export_dataset
 from hpcgen.generators.atoms.kernel import render_images
 from hpcgen.generators.atoms.params import (
+    DEFAULT_CHUNK_SIZE,
     EMPTY_KIND,
     KIND_NAMES,
     SPLIT_NAMES,
@@ -33,28 +34,47 @@ class AtomsGenerator(Generator):
 
     name = "atoms"
     Params = AtomsParams
-    default_chunk_size = 20_000
+    default_chunk_size = DEFAULT_CHUNK_SIZE
 
     def fields(self) -> list[FieldSpec]:
         p: AtomsParams = self.params
         g, k = p.grid_size, p.max_objects
         kinds = {str(i): n for i, n in enumerate(KIND_NAMES)} | {str(EMPTY_KIND): "empty"}
         return [
-            FieldSpec("images", (g, g), "uint8", "colour index",
-                      "grid cells: 0 background, 1-9 object colour (ARC palette)",
-                      {"palette": list(ARC_PALETTE)}),
+            FieldSpec(
+                "images",
+                (g, g),
+                "uint8",
+                "colour index",
+                "grid cells: 0 background, 1-9 object colour (ARC palette)",
+                {"palette": list(ARC_PALETTE)},
+            ),
             FieldSpec("labels", (), "uint8", "objects", "number of objects placed in the image"),
-            FieldSpec("masks", (g, g), "uint8", "object index",
-                      "object of each cell: 0 background, 1..labels in placement order"),
-            FieldSpec("kinds", (k,), "uint8", "kind code",
-                      f"kind of object slot j (mask value j+1); {EMPTY_KIND} = empty slot",
-                      {"kind_names": list(KIND_NAMES), "empty": EMPTY_KIND,
-                       "codes": str(kinds)}),
-            FieldSpec("split", (), "uint8", "split code",
-                      "0 train, 1 val, 2 test: keyed hash of (seed, index), exactly "
-                      f"{'/'.join(map(str, p.split_parts))} per aligned block of "
-                      f"{sum(p.split_parts)} indices",
-                      {"split_names": list(SPLIT_NAMES), "split_parts": list(p.split_parts)}),
+            FieldSpec(
+                "masks",
+                (g, g),
+                "uint8",
+                "object index",
+                "object of each cell: 0 background, 1..labels in placement order",
+            ),
+            FieldSpec(
+                "kinds",
+                (k,),
+                "uint8",
+                "kind code",
+                f"kind of object slot j (mask value j+1); {EMPTY_KIND} = empty slot",
+                {"kind_names": list(KIND_NAMES), "empty": EMPTY_KIND, "codes": str(kinds)},
+            ),
+            FieldSpec(
+                "split",
+                (),
+                "uint8",
+                "split code",
+                "0 train, 1 val, 2 test: keyed hash of (seed, index), exactly "
+                f"{'/'.join(map(str, p.split_parts))} per aligned block of "
+                f"{sum(p.split_parts)} indices",
+                {"split_names": list(SPLIT_NAMES), "split_parts": list(p.split_parts)},
+            ),
         ]
 
     def sample(self, chunk: Chunk) -> dict[str, np.ndarray]:
@@ -102,5 +122,10 @@ class AtomsGenerator(Generator):
         pick = np.concatenate(pick) if pick else np.zeros(0, np.int64)
         images = reader.h5["images"][pick] if pick.size else np.zeros((0, 1, 1), np.uint8)
         labels = reader.h5["labels"][pick] if pick.size else np.zeros(0, np.uint8)
-        draw_report(images, labels, hist, Path(out),
-                    f"{Path(reader.path).name}: {n_train} training images, {pick.size} at random")
+        draw_report(
+            images,
+            labels,
+            hist,
+            Path(out),
+            f"{Path(reader.path).name}: {n_train} training images, {pick.size} at random",
+        )

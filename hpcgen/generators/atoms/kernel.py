@@ -50,9 +50,7 @@ def _randint(state: np.ndarray, n: int) -> int:
 
 
 @numba.njit(cache=True)
-def _grow_blob(
-    state, size, g, blocked, inblob, seen, stamp, oy, ox, fy, fx, fw, weight
-) -> bool:
+def _grow_blob(state, size, g, blocked, inblob, seen, stamp, oy, ox, fy, fx, fw, weight) -> bool:
     """Grow a 4-connected blob of ``size`` cells from a random seed cell into free cells.
 
     Each step adds one frontier cell (a free 4-neighbour of the blob), drawn with weight
@@ -174,7 +172,18 @@ def render(
             for _attempt in range(max_attempts):
                 if t < 0:
                     ok = _grow_blob(
-                        state, size, g, blocked, inblob, seen, stamp, oy, ox, fy, fx, fw,
+                        state,
+                        size,
+                        g,
+                        blocked,
+                        inblob,
+                        seen,
+                        stamp,
+                        oy,
+                        ox,
+                        fy,
+                        fx,
+                        fw,
                         blob_weight,
                     )
                 else:

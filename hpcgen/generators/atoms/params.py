@@ -13,6 +13,8 @@ LINE_NAMES = ("horizontal", "vertical", "diagonal", "antidiagonal")
 PATTERN_NAMES = ("checkerboard", "L", "T", "plus", "zigzag")
 SPLIT_NAMES = ("train", "val", "test")
 EMPTY_KIND = 255
+#: samples per chunk: ~525 bytes per sample, so ~10 MB per chunk
+DEFAULT_CHUNK_SIZE = 20_000
 #: colours are 1..N_COLOURS (0 is the background), as in ARC
 N_COLOURS = 9
 
