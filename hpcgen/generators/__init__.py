@@ -21,6 +21,7 @@ REGISTRY: dict[str, str] = {
 CLI_EXTENSIONS: list[str] = [
     "hpcgen.generators.atoms.cli",
     "hpcgen.generators.energy.cli",
+    "hpcgen.jobs.cli",
 ]
 
 

@@ -1,0 +1,174 @@
+"""``hpcgen jobs slurm|condor SPEC --jobs N --out DIR``: render a ready batch directory.
+
+hpcgen jobs slurm  jobs/tracks_10M.toml --jobs 1000 --out runs/t10M
+sbatch runs/t10M/submit.sbatch               # array(s) + merge job (afterok)
+hpcgen jobs condor jobs/tracks_10M.toml --jobs 1000 --out runs/t10M_c
+condor_submit_dag runs/t10M_c/run.dag        # N generation nodes -> merge node
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from hpcgen.jobs.plan import (
+    DEFAULT_MAX_ARRAY_SIZE,
+    Resources,
+    default_disk_kb,
+    default_memory_mb,
+    parse_memory_mb,
+)
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "jobs",
+        help="render batch jobs for a spec: SLURM arrays + merge job, or an HTCondor DAG",
+        description="Render a ready-to-submit directory: the spec frozen in it, one job per chunk "
+        "range, each writing its own shard atomically, then merge + verify. See docs/batch.md.",
+    )
+    sub = p.add_subparsers(dest="system", required=True)
+    for system, text in (
+        ("slurm", "SLURM: submit.sbatch (job arrays, then the merge job afterok) and mpi.sbatch"),
+        ("condor", "HTCondor: generate.sub (queue N) and run.dag (N nodes -> merge node)"),
+    ):
+        s = sub.add_parser(system, help=text, description=text)
+        s.add_argument("spec", help="run spec (TOML); it is frozen into DIR/spec.toml")
+        s.add_argument(
+            "--jobs",
+            "-j",
+            type=int,
+            required=True,
+            help="number of generation jobs (each runs a block of whole chunks)",
+        )
+        s.add_argument("--out", "-o", required=True, metavar="DIR", help="directory to render into")
+        s.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a spec key or generator parameter before freezing",
+        )
+        s.add_argument("--cpus", type=int, default=1, help="CPUs per job (and per MPI rank)")
+        s.add_argument(
+            "--mem",
+            help="memory per job (and per MPI rank), e.g. 4G (default: 3 x "
+            "one chunk + 1 GiB, rounded up to 256 MiB)",
+        )
+        s.add_argument(
+            "--retries",
+            type=int,
+            default=2,
+            help="extra attempts of a failed job (default 2; never after exit 2)",
+        )
+        s.add_argument(
+            "--virtual",
+            action="store_true",
+            help="merge into a virtual-dataset file over the shards instead of a copy",
+        )
+        s.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="re-render a directory that holds jobs of another spec (no shards)",
+        )
+        s.add_argument(
+            "--hpcgen",
+            metavar="CMD",
+            help="absolute command the jobs run hpcgen with (default: this venv's)",
+        )
+        if system == "slurm":
+            s.add_argument("--partition", help="SLURM partition (default: the cluster's)")
+            s.add_argument(
+                "--time",
+                default="01:00:00",
+                help="time limit of one array task and of the merge job (default 01:00:00)",
+            )
+            s.add_argument("--mpi-time", help="time limit of mpi.sbatch (default: --time)")
+            s.add_argument("--ranks", type=int, default=2, help="MPI ranks of mpi.sbatch")
+            s.add_argument(
+                "--max-array-size",
+                type=int,
+                default=DEFAULT_MAX_ARRAY_SIZE,
+                help="the cluster's MaxArraySize (default 1001, see `scontrol show "
+                "config`): more jobs are split into several arrays",
+            )
+        s.set_defaults(func=cmd_jobs)
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from hpcgen.engine.run import sample_bytes
+    from hpcgen.jobs import render
+    from hpcgen.jobs.plan import job_ranges
+    from hpcgen.spec import RunSpec, parse_set
+
+    spec = RunSpec.load(args.spec, parse_set(args.set))
+    ranges = job_ranges(spec.n_chunks, args.jobs)  # validates --jobs before anything is written
+    per_sample = sample_bytes(spec, spec.make_generator())
+    chunk_bytes = per_sample * spec.chunk_size
+    max_chunks = max(b - a for a, b in ranges)
+    mem_mb = parse_memory_mb(args.mem) if args.mem else default_memory_mb(chunk_bytes)
+    slurm = args.system == "slurm"
+    res = Resources(
+        cpus=args.cpus,
+        mem_mb=mem_mb,
+        retries=args.retries,
+        disk_kb=default_disk_kb(max_chunks * chunk_bytes),
+        **(
+            {
+                "time": args.time,
+                "mpi_time": args.mpi_time or args.time,
+                "ranks": args.ranks,
+                "partition": args.partition,
+            }
+            if slurm
+            else {}
+        ),
+    )
+    hpcgen = render.hpcgen_command(args.hpcgen)
+    if slurm:
+        r = render.render_slurm(
+            spec,
+            args.out,
+            args.jobs,
+            res,
+            args.max_array_size,
+            virtual=args.virtual,
+            overwrite=args.overwrite,
+            hpcgen=hpcgen,
+        )
+    else:
+        r = render.render_condor(
+            spec,
+            args.out,
+            args.jobs,
+            res,
+            virtual=args.virtual,
+            overwrite=args.overwrite,
+            hpcgen=hpcgen,
+        )
+    d = r.directory
+    lo, hi = min(b - a for a, b in ranges), max(b - a for a, b in ranges)
+    print(
+        f"hpcgen jobs {args.system}: {d}: {len(ranges)} jobs x {lo}"
+        f"{f'-{hi}' if hi != lo else ''} chunk(s) of {spec.chunk_size:,} samples "
+        f"({spec.n_samples:,} samples, {spec.n_chunks} chunks), {res.mem_mb} MiB and "
+        f"{res.cpus} CPU(s) per job",
+        file=sys.stderr,
+    )
+    if slurm:
+        arrays = ", ".join(f"--array=0-{c - 1} (jobs {o}-{o + c - 1})" for o, c in r.arrays)
+        print(
+            f"  {len(r.arrays)} array(s): {arrays}\n"
+            f"  submit:    sbatch {d}/submit.sbatch     (arrays, then merge + verify afterok)\n"
+            f"  or MPI:    sbatch {d}/mpi.sbatch        ({res.ranks} ranks, srun --mpi=pmi2)",
+            file=sys.stderr,
+        )
+    else:
+        print(
+            f"  submit:    condor_submit_dag {d}/run.dag  (then the merge node)\n"
+            f"  or plain:  condor_submit {d}/generate.sub, then {d}/merge.sh",
+            file=sys.stderr,
+        )
+    print(f"  result:    {r.spec.output} (shards in {d}/shards, logs in {d}/logs)", file=sys.stderr)
+    return 0
