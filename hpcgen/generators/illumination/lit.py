@@ -157,8 +157,9 @@ class LitCalculator:
         # block copies: the K centroids of a triangle are consecutive, one direction per pair
         xp.take(self.origin_prepared, ts, axis=0, out=origins.reshape(n_pairs, K, 3))
         s_pairs = s.astype(dirs.dtype)[cs]
-        if xp is np:  # copy whole 12-byte vectors: numpy's inner loop then runs over K, not 3
-            dirs.view("V12").reshape(n_pairs, K)[...] = s_pairs.view("V12")
+        if xp is np:  # copy whole vectors as opaque items: numpy's inner loop then runs over K
+            vec = f"V{3 * dirs.itemsize}"
+            dirs.view(vec).reshape(n_pairs, K)[...] = s_pairs.view(vec)
         else:
             dirs.reshape(n_pairs, K, 3)[...] = s_pairs[:, None, :]
         hits = self.static_caster.occluded_prepared(origins, dirs)

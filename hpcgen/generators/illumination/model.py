@@ -362,13 +362,17 @@ def _parse_component(raw: Any, where: str) -> tuple[Component, list[tuple[str, n
     return comp, faces
 
 
-def _check_name(name: Any, where: str) -> str:
+def _check_name(name: Any, where: str, slash: bool = False) -> str:
+    """A component or face name: it becomes a CSV column, so no commas, quotes or newlines;
+    no "/" either, except in mesh node names (the user's own `component/face` namespacing)."""
     if not isinstance(name, str) or not name.strip():
         raise SpecError(f"{where} must be a non-empty string, got {name!r}")
-    if _BAD_NAME.search(name) or name != name.strip():
+    bad = _BAD_NAME.search(name.replace("/", "") if slash else name)
+    if bad or name != name.strip():
+        forbidden = "',', quotes, newlines" if slash else "'/', ',', quotes, newlines"
         raise SpecError(
-            f"{where} {name!r} may not contain '/', ',', quotes, newlines or "
-            "surrounding blanks (it becomes a CSV column and a `component/face` name)"
+            f"{where} {name!r} may not contain {forbidden} or surrounding blanks "
+            "(it becomes a CSV column)"
         )
     return name
 
@@ -452,7 +456,7 @@ def _load_mesh(p: Path) -> Model:
         geom = scene.geometry[geom_name]
         if not isinstance(geom, trimesh.Trimesh) or len(geom.faces) == 0:
             continue
-        name = _check_name(str(node), f"{p}: node name")
+        name = _check_name(str(node), f"{p}: node name", slash=True)
         tris = trimesh.transform_points(geom.triangles.reshape(-1, 3), transform).reshape(-1, 3, 3)
         areas = triangle_areas(tris)
         if areas.sum() <= 0:
