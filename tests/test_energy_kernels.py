@@ -57,8 +57,10 @@ def test_translation_is_exact():
 
 def test_blur_conserves_energy_without_renormalising():
     e = smooth_map()
-    for blurred in (kernels.blur_reference(e, 3.0),
-                    kernels.blur_fft(e, kernels.gaussian_transfer(e.shape, 3.0))):
+    for blurred in (
+        kernels.blur_reference(e, 3.0),
+        kernels.blur_fft(e, kernels.gaussian_transfer(e.shape, 3.0)),
+    ):
         assert maps.total_energy(blurred) == pytest.approx(maps.total_energy(e), rel=1e-6)
         assert blurred.min() >= -1e-6 * blurred.max()
 
@@ -163,8 +165,15 @@ def test_batch_path_on_numpy_matches_cpu_path():
         b, a, s, f, g = _draws(p, seed=10 + k)()
         bases.append(b), angles.append(a), shifts.append(s), scales.append(f), rngs.append(g)
     frames, ent, rescaled = evolve_batch(
-        np.stack(bases), np.stack(angles), np.stack(shifts), np.stack(scales), rngs, p.preset,
-        p.drift_tolerance, np, ndi,
+        np.stack(bases),
+        np.stack(angles),
+        np.stack(shifts),
+        np.stack(scales),
+        rngs,
+        p.preset,
+        p.drift_tolerance,
+        np,
+        ndi,
     )
     for k in range(3):
         tr = evolve(*_draws(p, seed=10 + k)(), p.preset, p.drift_tolerance, method="reference")
@@ -182,8 +191,13 @@ def _draws(p: EnergyParams, seed: int):
         rng = np.random.Generator(np.random.PCG64(int(inputs["trajectory_seed"][0])))
         base = patterns.base_pattern(p.preset.pattern, p.shape, rng)
         shifts = np.stack([inputs["scalars/shift_x"][0], inputs["scalars/shift_y"][0]], -1)
-        return (base, inputs["scalars/rotation_deg"][0].astype(np.float64),
-                shifts.astype(int), inputs["scalars/scale_factor"][0].astype(np.float64), rng)
+        return (
+            base,
+            inputs["scalars/rotation_deg"][0].astype(np.float64),
+            shifts.astype(int),
+            inputs["scalars/scale_factor"][0].astype(np.float64),
+            rng,
+        )
 
     return make
 
@@ -193,8 +207,9 @@ def test_drift_beyond_tolerance_is_rescaled_and_counted():
     base = smooth_map((32, 32))
     calm = Preset("turbulent", 0.0, 0.0, 0.0, 0)  # only scaling acts
     scales = np.array([1.0, 1.03, 1.03, 0.9, 1.0])
-    tr = evolve(base, np.zeros(5), np.zeros((5, 2), int), scales, np.random.default_rng(0),
-                calm, 0.05)
+    tr = evolve(
+        base, np.zeros(5), np.zeros((5, 2), int), scales, np.random.default_rng(0), calm, 0.05
+    )
     totals = maps.total_energy(tr.frames) / maps.total_energy(base)
     # 1.03 is within 5 %; 1.03^2 = 1.0609 is not -> back to 1; 0.9 -> back to 1
     np.testing.assert_allclose(totals, [1.0, 1.03, 1.0, 1.0, 1.0], rtol=1e-6)
@@ -233,8 +248,9 @@ def test_periodic_gradients_are_exact_for_a_sine():
     i = np.arange(n)
     e = np.repeat(np.sin(2 * np.pi * i / n)[:, None], 8, axis=1)
     gx, gy, mag = maps.gradients(e)
-    np.testing.assert_allclose(gx[:, 0], np.sin(2 * np.pi / n) * np.cos(2 * np.pi * i / n),
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        gx[:, 0], np.sin(2 * np.pi / n) * np.cos(2 * np.pi * i / n), atol=1e-12
+    )
     assert np.abs(gy).max() == 0 and np.array_equal(mag, np.abs(gx))
 
 

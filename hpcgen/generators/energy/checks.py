@@ -79,8 +79,9 @@ class EnergyVerifier(Verifier):
                 f"energy conserved within {tol:.0%} at every step",
                 self.rows > 0 and self.max_err <= tol,
                 f"max error {self.max_err:.3g}",
-                f"worst: trajectory {self.worst[0]} frame {self.worst[1]}" if self.rows else
-                "no trajectories",
+                f"worst: trajectory {self.worst[0]} frame {self.worst[1]}"
+                if self.rows
+                else "no trajectories",
             ),
             CheckResult("no negative energy", self.n_negative == 0, f"{self.n_negative} pixels"),
             CheckResult("all values finite", self.n_nonfinite == 0, f"{self.n_nonfinite} pixels"),

@@ -70,7 +70,7 @@ def build_catalog(directory: Path, exclude: tuple[Path, ...] = ()) -> dict[str, 
             domain_files[info.domain] = domain_files.get(info.domain, 0) + 1
         files.append(entry)
     return {
-        "generated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "generated_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "directory": str(directory.resolve()),
         "files": files,
         "domains": {

@@ -1,14 +1,14 @@
 """The energy generator: sequences of 2-D energy maps for next-frame surrogates (issue 8).
 
-One run = one domain preset = one file in The Well's layout (see :mod:`.well`). A sample is one
-trajectory: a base pattern (frame 0) evolved by ``n_steps - 1`` perturbation steps (rotation, thermal
-blur, translation, noise, optional scaling), energy renormalised after each perturbation.
+One run = one domain preset = one file in The Well's layout (see :mod:`.well`). A sample is
+one trajectory: a base pattern (frame 0) evolved by ``n_steps - 1`` perturbation steps (rotation,
+thermal blur, translation, noise, optional scaling), energy renormalised after each perturbation.
 
 Randomness: ``sample()`` draws, from the chunk's streams, the per-step rotation angles, shifts and
 scaling factors (stored as The Well scalars) and one 64-bit seed per trajectory (stored as
-``trajectory_seed``); ``compute()`` derives everything else from those inputs -- the base pattern and
-the pixel noise come from ``np.random.Generator(PCG64(seed))``, drawn on the CPU in the same order on
-every device. So the data depend only on (spec, chunk), never on the rank count.
+``trajectory_seed``); ``compute()`` derives everything else from those inputs -- the base pattern
+and the pixel noise come from ``np.random.Generator(PCG64(seed))``, drawn on the CPU in the same
+order on every device. So the data depend only on (spec, chunk), never on the rank count.
 """
 
 from __future__ import annotations
@@ -114,8 +114,16 @@ class EnergyGenerator(Generator):
         else:
             stepper = kernels.FastStepper(p.shape, pre.blur_sigma)
             trajs = [
-                evolve(bases[i], angles[i], shifts[i], scales[i], rngs[i], pre,
-                       p.drift_tolerance, stepper=stepper)
+                evolve(
+                    bases[i],
+                    angles[i],
+                    shifts[i],
+                    scales[i],
+                    rngs[i],
+                    pre,
+                    p.drift_tolerance,
+                    stepper=stepper,
+                )
                 for i in range(len(seeds))
             ]
             frames = np.stack([tr.frames for tr in trajs])

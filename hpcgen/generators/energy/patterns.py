@@ -1,8 +1,9 @@
 """Base energy patterns (frame 0 of every trajectory), each divided by its mean.
 
-All four are non-negative and have mean exactly 1 before the cast to float32. The maps are treated
-as periodic everywhere else (wrap-around rotation, blur and translation), so the turbulent pattern is
-upsampled with periodic ("grid-wrap") splines and the laminar one is sampled without its endpoint.
+All four are non-negative and have mean exactly 1 before the cast to float32. The maps are
+treated as periodic everywhere else (wrap-around rotation, blur and translation), so the turbulent
+pattern is upsampled with periodic ("grid-wrap") splines and the laminar one is sampled without its
+endpoint.
 """
 
 from __future__ import annotations

@@ -31,7 +31,11 @@ def read_strip(h5: h5py.File, trajectory: int = 0) -> Strip:
     if not 0 <= trajectory < n:
         raise UserError(f"trajectory {trajectory} out of range: the file holds 0..{n - 1}")
     frames = h5[well.ENERGY][trajectory]
-    ent = h5["scalars/entropy"][trajectory] if "scalars/entropy" in h5 else np.full(len(frames), np.nan)
+    ent = (
+        h5["scalars/entropy"][trajectory]
+        if "scalars/entropy" in h5
+        else np.full(len(frames), np.nan)
+    )
     domain = str(h5.attrs.get("domain", h5.attrs.get("dataset_name", "?")))
     return Strip(f"{domain}\ntrajectory {trajectory}", frames, ent)
 

@@ -26,8 +26,16 @@ from hpcgen.errors import UserError
 from hpcgen.generators.energy import maps, well
 from hpcgen.generators.energy.maps import entropy, gradients, pyramid, rescale
 
-__all__ = ["EnergyAtlas", "EnergyFile", "RunningStats", "entropy", "gradients", "pyramid",
-           "rescale", "file_stats"]
+__all__ = [
+    "EnergyAtlas",
+    "EnergyFile",
+    "RunningStats",
+    "entropy",
+    "file_stats",
+    "gradients",
+    "pyramid",
+    "rescale",
+]
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
 
@@ -48,8 +56,9 @@ def open_energy_file(path: Path) -> EnergyFile | None:
             if well.ENERGY not in h5 or "domain" not in h5.attrs:
                 return None
             d = h5[well.ENERGY]
-            return EnergyFile(path, str(h5.attrs["domain"]), d.shape[0], d.shape[1],
-                              (d.shape[2], d.shape[3]))
+            return EnergyFile(
+                path, str(h5.attrs["domain"]), d.shape[0], d.shape[1], (d.shape[2], d.shape[3])
+            )
     except OSError:
         return None
 
@@ -175,8 +184,9 @@ class EnergyAtlas:
                     frames = h5[well.ENERGY][trajectory, t0 : t0 + length]
                 return frames if scale is None else rescale(frames, scale)
             trajectory -= f.n_trajectories
-        raise UserError(f"trajectory out of range: domain {domain!r} has "
-                        f"{self.n_trajectories(domain)}")
+        raise UserError(
+            f"trajectory out of range: domain {domain!r} has {self.n_trajectories(domain)}"
+        )
 
     def windows(
         self,

@@ -133,8 +133,12 @@ def evolve_batch(
             x = xp.stack(
                 [
                     ndimage.rotate(
-                        x[b], float(angles_deg[b, t]), reshape=False, order=3,
-                        mode="grid-wrap", output=f32,
+                        x[b],
+                        float(angles_deg[b, t]),
+                        reshape=False,
+                        order=3,
+                        mode="grid-wrap",
+                        output=f32,
                     )
                     for b in range(n_traj)
                 ]
@@ -143,8 +147,9 @@ def evolve_batch(
         if transfer is not None:
             spec = xp.fft.rfft2(x) * transfer
             x = renorm(xp.maximum(xp.fft.irfft2(spec, s=(h, w)).astype(f32), 0), ref)
-        x = xp.stack([xp.roll(x[b], tuple(int(s) for s in shifts[b, t]), axis=(0, 1))
-                      for b in range(n_traj)])
+        x = xp.stack(
+            [xp.roll(x[b], tuple(int(s) for s in shifts[b, t]), axis=(0, 1)) for b in range(n_traj)]
+        )
         if preset.noise_sigma > 0:
             noise = xp.asarray(np.stack(noise_host))
             amp = (preset.noise_sigma * ref / (h * w)).astype(f32)
@@ -169,4 +174,3 @@ def entropy_xp(e: Any, xp: ModuleType) -> Any:
 
 def _to_host(a: Any) -> np.ndarray:
     return a.get() if hasattr(a, "get") else np.asarray(a)
-

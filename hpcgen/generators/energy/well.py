@@ -116,8 +116,11 @@ def static_datasets(params: EnergyParams) -> dict[str, StaticData]:
     for dim, n, axis in (("x", h, 2), ("y", w, 3)):
         out[f"dimensions/{dim}"] = StaticData(
             np.arange(n, dtype=np.float32),
-            {**_flags(False, False), "units": "pixel",
-             "description": f"pixel index along field axis {axis}"},
+            {
+                **_flags(False, False),
+                "units": "pixel",
+                "description": f"pixel index along field axis {axis}",
+            },
         )
         mask = np.zeros(n, bool)
         mask[[0, -1]] = True
@@ -128,9 +131,7 @@ def static_datasets(params: EnergyParams) -> dict[str, StaticData]:
             np.zeros(2, np.float32), {"description": "unused for periodic boundaries"}
         )
     for name, value in params.simulation_parameters().items():
-        out[f"scalars/{name}"] = StaticData(
-            np.array([value], np.float32), _flags(False, False)
-        )
+        out[f"scalars/{name}"] = StaticData(np.array([value], np.float32), _flags(False, False))
     return out
 
 
@@ -188,8 +189,13 @@ def check_layout(h5: h5py.File) -> list[str]:
     """
     problems: list[str] = []
     a = h5.attrs
-    for key in ("dataset_name", "grid_type", "n_spatial_dims", "n_trajectories",
-                "simulation_parameters"):
+    for key in (
+        "dataset_name",
+        "grid_type",
+        "n_spatial_dims",
+        "n_trajectories",
+        "simulation_parameters",
+    ):
         if key not in a:
             problems.append(f"root: missing attribute {key}")
     if problems:
@@ -252,7 +258,7 @@ def check_layout(h5: h5py.File) -> list[str]:
         mask = bc.get("mask")
         if not isinstance(mask, h5py.Dataset) or mask.dtype != bool:
             problems.append(f"{where}: missing boolean dataset mask")
-        elif mask.shape[-len(assoc):] != tuple(sizes[d] for d in assoc):
+        elif mask.shape[-len(assoc) :] != tuple(sizes[d] for d in assoc):
             problems.append(f"{where}/mask: shape {mask.shape} does not match {assoc}")
 
     # scalars and fields
@@ -298,12 +304,12 @@ def _check_group(
         if is_field:
             varying = [bool(v) for v in np.asarray(d.attrs["dim_varying"]).ravel()]
             if len(varying) != len(spatial):
-                problems.append(f"{w}: dim_varying has {len(varying)} entries, expected "
-                                f"{len(spatial)}")
+                problems.append(
+                    f"{w}: dim_varying has {len(varying)} entries, expected {len(spatial)}"
+                )
                 continue
             expected += [sizes[s] for s, v in zip(spatial, varying) if v]
             expected += [len(spatial)] * order
         if tuple(expected) != d.shape and not (not expected and d.shape in ((), (1,))):
             problems.append(f"{w}: shape {d.shape}, expected {tuple(expected)} from its flags")
     return problems
-
