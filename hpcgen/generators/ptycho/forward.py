@@ -25,11 +25,8 @@ import scipy.fft
 FFT_WORKERS = int(os.environ.get("HPCGEN_PTYCHO_FFT_WORKERS", "1"))
 
 
-def pad_object(obj: np.ndarray, n: int) -> tuple[np.ndarray, int]:
-    """Zero-pad the object by N/2 + 1 on every side: a probe centred anywhere inside the object
-    (0 <= x, y <= M) reads only padded pixels, never out of bounds. Returns (padded, pad)."""
-    pad = n // 2 + 1
-    return np.pad(obj.astype(np.complex64), pad), pad
+#: patterns per FFT block: patch, FFT and |F|^2 of a block stay in cache (~1 MB at N = 64)
+BLOCK = 32
 
 
 def position_bounds(m: int, n: int) -> tuple[float, float]:
@@ -38,19 +35,98 @@ def position_bounds(m: int, n: int) -> tuple[float, float]:
     return n / 2, m - n / 2
 
 
+class Forward:
+    """The forward model for one object and probe, on the CPU (``run``) or with cupy
+    (``run_gpu``).
+
+    The object is zero-padded by N/2 + 1 on every side and kept as float32 real and imaginary
+    planes (the fused numba loop vectorises over them). A probe centre anywhere in [0, M]^2 is
+    valid; the patch then reads zeros outside the object.
+    """
+
+    def __init__(self, obj: np.ndarray, probe: np.ndarray) -> None:
+        self.m = obj.shape[0]
+        self.n = probe.shape[0]
+        self.pad = self.n // 2 + 1
+        padded = np.pad(obj.astype(np.complex64), self.pad)
+        self.obj = obj.astype(np.complex64)
+        self.probe = probe.astype(np.complex64)
+        self._ore = np.ascontiguousarray(padded.real)
+        self._oim = np.ascontiguousarray(padded.imag)
+        self._pre = np.ascontiguousarray(self.probe.real)
+        self._pim = np.ascontiguousarray(self.probe.imag)
+        self._gpu: tuple[Any, Any] | None = None
+
+    def check_positions(self, xs: np.ndarray, ys: np.ndarray) -> None:
+        """Probe centres must lie in [0, M] (finite); raises ValueError otherwise."""
+        for name, v in (("x", xs), ("y", ys)):
+            if len(v) and not (np.all(np.isfinite(v)) and v.min() >= 0 and v.max() <= self.m):
+                raise ValueError(f"scan {name} coordinates must lie in [0, {self.m}]")
+
+    def patches(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(patches Y (B, N, N) complex64, exit waves (B, N, N) complex64, energies (B,) float64)."""
+        b, n = len(xs), self.n
+        patches = np.empty((b, n, 2 * n), np.float32)
+        exitw = np.empty((b, n, 2 * n), np.float32)
+        energy = np.empty(b, np.float64)
+        _patches_cpu(
+            self._ore,
+            self._oim,
+            self.pad,
+            np.ascontiguousarray(xs, np.float64),
+            np.ascontiguousarray(ys, np.float64),
+            self._pre,
+            self._pim,
+            patches,
+            exitw,
+            energy,
+        )
+        return patches.view(np.complex64), exitw.view(np.complex64), energy
+
+    def run(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(patches Y complex64, intensity float32 (B, N, N), exit energy float64 (B,)), CPU."""
+        b, n = len(xs), self.n
+        patches = np.empty((b, n, n), np.complex64)
+        intensity = np.empty((b, n, n), np.float32)
+        energy = np.empty(b, np.float64)
+        for s in range(0, b, BLOCK):
+            e = min(s + BLOCK, b)
+            y, exitw, energy[s:e] = self.patches(xs[s:e], ys[s:e])
+            patches[s:e] = y
+            f = scipy.fft.fft2(exitw, norm="ortho", workers=FFT_WORKERS, overwrite_x=True)
+            _intensity_shifted(f, intensity[s:e])
+        return patches, intensity, energy
+
+    def run_gpu(
+        self, xp: Any, xs: np.ndarray, ys: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Same as :meth:`run` with cupy; returns host arrays."""
+        if self._gpu is None:
+            self._gpu = (xp.asarray(np.pad(self.obj, self.pad)), xp.asarray(self.probe))
+        return forward_gpu(xp, self._gpu[0], self.pad, xs, ys, self._gpu[1])
+
+    def mean_energy(self, xs: np.ndarray, ys: np.ndarray, block: int = 4096) -> float:
+        """Mean exit-wave energy over an explicit list of positions (raster or file scans)."""
+        total = 0.0
+        for s in range(0, len(xs), block):
+            total += self.patches(xs[s : s + block], ys[s : s + block])[2].sum()
+        return total / len(xs)
+
+
 # --- CPU kernels -----------------------------------------------------------------------------------
 
 
 @numba.njit(cache=True, nogil=True)
-def _patches_cpu(objp, pad, xs, ys, probe, patches, exitw, energy):  # pragma: no cover - numba
-    n = probe.shape[0]
+def _patches_cpu(ore, oim, pad, xs, ys, pre, pim, patches, exitw, energy):  # pragma: no cover
+    # patches/exitw: float32 (B, n, 2n) views of complex64; split planes let LLVM vectorise j
+    n = pre.shape[0]
     h = n // 2
+    one = np.float32(1.0)
     for b in range(xs.shape[0]):
         x0 = math.floor(xs[b])
         y0 = math.floor(ys[b])
         fx = np.float32(xs[b] - x0)
         fy = np.float32(ys[b] - y0)
-        one = np.float32(1.0)
         w00 = (one - fy) * (one - fx)
         w01 = (one - fy) * fx
         w10 = fy * (one - fx)
@@ -59,63 +135,39 @@ def _patches_cpu(objp, pad, xs, ys, probe, patches, exitw, energy):  # pragma: n
         c0 = int(x0) - h + pad
         e = 0.0
         for i in range(n):
+            ar = ore[r0 + i, c0 : c0 + n + 1]
+            ai = oim[r0 + i, c0 : c0 + n + 1]
+            br = ore[r0 + i + 1, c0 : c0 + n + 1]
+            bi = oim[r0 + i + 1, c0 : c0 + n + 1]
+            row = 0.0
             for j in range(n):
-                v = (
-                    w00 * objp[r0 + i, c0 + j]
-                    + w01 * objp[r0 + i, c0 + j + 1]
-                    + w10 * objp[r0 + i + 1, c0 + j]
-                    + w11 * objp[r0 + i + 1, c0 + j + 1]
-                )
-                patches[b, i, j] = v
-                ex = v * probe[i, j]
-                exitw[b, i, j] = ex
-                e += float(ex.real) ** 2 + float(ex.imag) ** 2
+                vr = w00 * ar[j] + w01 * ar[j + 1] + w10 * br[j] + w11 * br[j + 1]
+                vi = w00 * ai[j] + w01 * ai[j + 1] + w10 * bi[j] + w11 * bi[j + 1]
+                patches[b, i, 2 * j] = vr
+                patches[b, i, 2 * j + 1] = vi
+                er = vr * pre[i, j] - vi * pim[i, j]
+                ei = vr * pim[i, j] + vi * pre[i, j]
+                exitw[b, i, 2 * j] = er
+                exitw[b, i, 2 * j + 1] = ei
+                row += float(er) * float(er) + float(ei) * float(ei)
+            e += row
         energy[b] = e
 
 
 @numba.njit(cache=True, nogil=True)
 def _intensity_shifted(f, out):  # pragma: no cover - numba
+    # |f|^2 with fftshift (even n: a roll by n/2 on both axes), two contiguous halves per row
     n = f.shape[1]
     h = n // 2
     for b in range(f.shape[0]):
         for i in range(n):
             si = (i + h) % n
-            for j in range(n):
-                z = f[b, si, (j + h) % n]
+            for j in range(h):
+                z = f[b, si, j + h]
                 out[b, i, j] = z.real * z.real + z.imag * z.imag
-
-
-def patches_cpu(
-    obj_padded: np.ndarray, pad: int, xs: np.ndarray, ys: np.ndarray, probe: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Patches Y (B, N, N) complex64, exit waves (B, N, N) complex64, exit energies (B,) float64.
-
-    Positions must satisfy 0 <= x, y <= M (checked by the caller)."""
-    b, n = len(xs), probe.shape[0]
-    patches = np.empty((b, n, n), np.complex64)
-    exitw = np.empty((b, n, n), np.complex64)
-    energy = np.empty(b, np.float64)
-    _patches_cpu(
-        obj_padded, pad, np.ascontiguousarray(xs, np.float64),
-        np.ascontiguousarray(ys, np.float64), probe.astype(np.complex64), patches, exitw, energy,
-    )
-    return patches, exitw, energy
-
-
-def intensity_cpu(exitw: np.ndarray, workers: int | None = None) -> np.ndarray:
-    """|fftshift(FFT2(exit))|^2, orthonormal, (B, N, N) float32. ``exitw`` is overwritten."""
-    f = scipy.fft.fft2(exitw, norm="ortho", workers=workers or FFT_WORKERS, overwrite_x=True)
-    out = np.empty(exitw.shape, np.float32)
-    _intensity_shifted(f, out)
-    return out
-
-
-def forward_cpu(
-    obj_padded: np.ndarray, pad: int, xs: np.ndarray, ys: np.ndarray, probe: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(patches Y complex64, intensity float32, exit energy float64) on the CPU."""
-    patches, exitw, energy = patches_cpu(obj_padded, pad, xs, ys, probe)
-    return patches, intensity_cpu(exitw), energy
+            for j in range(h, n):
+                z = f[b, si, j - h]
+                out[b, i, j] = z.real * z.real + z.imag * z.imag
 
 
 # --- GPU (cupy) ------------------------------------------------------------------------------------
@@ -180,14 +232,3 @@ def expected_energy_uniform(obj: np.ndarray, probe: np.ndarray) -> float:
     lo_c, hi_c = i[None, :], i[None, :] + length
     window = sat[hi, hi_c] - sat[lo, hi_c] - sat[hi, lo_c] + sat[lo, lo_c]
     return float((np.abs(probe.astype(np.complex128)) ** 2 * window).sum() / length**2)
-
-
-def mean_energy_at(
-    obj_padded: np.ndarray, pad: int, xs: np.ndarray, ys: np.ndarray, probe: np.ndarray,
-    block: int = 2048,
-) -> float:
-    """Mean exit-wave energy over an explicit list of positions (raster or file scans)."""
-    total = 0.0
-    for s in range(0, len(xs), block):
-        total += patches_cpu(obj_padded, pad, xs[s : s + block], ys[s : s + block], probe)[2].sum()
-    return total / len(xs)

@@ -49,12 +49,17 @@ class PtychoParams:
         require(len(set(self.doses)) == len(self.doses), "params.doses must be distinct")
         tags = [dose_tag(d) for d in self.doses]
         require(len(set(tags)) == len(tags), f"params.doses give clashing group names {tags}")
-        require(8 <= self.N <= 1024 and self.N % 2 == 0, f"params.N must be even, 8..1024, got {self.N}")
+        require(
+            8 <= self.N <= 1024 and self.N % 2 == 0, f"params.N must be even, 8..1024, got {self.N}"
+        )
         require(
             self.object_size >= self.N + 2,
             f"params.object_size must be >= N + 2 = {self.N + 2}, got {self.object_size}",
         )
-        require(self.object_size <= 16384, f"params.object_size must be <= 16384, got {self.object_size}")
+        require(
+            self.object_size <= 16384,
+            f"params.object_size must be <= 16384, got {self.object_size}",
+        )
         require(
             0.0 <= self.overlap <= 0.95,
             f"params.overlap must be in [0, 0.95], got {self.overlap}",

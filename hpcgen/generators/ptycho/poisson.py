@@ -1,20 +1,25 @@
 """Exact Poisson counts for a batch of diffraction patterns, fast at every dose.
 
-Pixels of a pattern are independent Poisson variables with means lambda_i. Two exact ways to
+The pixels of a pattern are independent Poisson variables with means lambda_i. Two exact ways to
 draw them:
 
-- direct: numpy's Poisson sampler per pixel (PTRS for lambda >= 10, multiplication below): a
-  roughly constant cost per pixel, whatever the dose.
-- splitting: a set S of independent Poisson pixels is one Poisson process: draw the set's total
-  K ~ Poisson(sum_S lambda), then place the K photons independently with probability
-  lambda_i / sum_S lambda (multinomial). That is the same joint law, and it costs per *photon*,
-  not per pixel. Photons are placed in one pass: K sorted uniforms from K + 1 exponential
-  spacings (order statistics of uniforms), walked against the running sum of lambda.
+- direct: a Poisson draw per pixel (numpy's algorithms: multiplication for lambda < 10, PTRS
+  above): a roughly constant ~50-100 ns per pixel, whatever the dose.
+- splitting: a set S of independent Poisson pixels is one Poisson process. Lay the pixels'
+  lambdas end to end on [0, Lambda_S) and draw the arrival times of a unit-rate Poisson process
+  on that interval (cumulative sums of Exp(1) spacings); the number of arrivals inside pixel i's
+  interval is exactly Poisson(lambda_i), independent of the others. Equivalently: the total is
+  Poisson(Lambda_S) and, given the total, photons land on pixel i with probability
+  lambda_i / Lambda_S (multinomial). It costs one exponential per *photon* plus a compare per
+  pixel, so it is far cheaper than per-pixel draws where lambda is small.
 
-``auto`` splits each pattern's pixels at lambda = AUTO_THRESHOLD: bright pixels by the direct
-sampler (one draw each), the dim remainder by splitting (one draw per photon). Every pixel is
-still exactly Poisson and independent of the others; the rule depends only on lambda, so the
-result is deterministic. ``direct`` is threshold 0 (no splitting), ``split`` is threshold inf.
+``auto`` (the default) treats each pixel by its lambda: lambda >= AUTO_THRESHOLD by a direct
+draw, the dim remainder by splitting, in one pass over the pattern. Every pixel is still exactly
+Poisson and independent; the rule depends only on lambda, so results are deterministic.
+``direct`` is threshold 0 (no splitting), ``split`` threshold inf (no direct draws).
+
+Random numbers come from the numpy Generator handed in (numba runs numpy's own algorithms on
+its bit generator, so ``direct`` gives exactly ``rng.poisson(lam)``).
 """
 
 from __future__ import annotations
@@ -24,8 +29,8 @@ import math
 import numba
 import numpy as np
 
-#: lambda at or above which ``auto`` draws a pixel directly. Near the cost ratio of one numpy
-#: Poisson draw to one photon of splitting (bench/bench_ptycho.py measures both).
+#: lambda at or above which ``auto`` draws a pixel directly: the ratio of the cost of one direct
+#: draw to the cost of one photon of splitting (bench/bench_ptycho.py --sampler-costs measures it)
 AUTO_THRESHOLD = 8.0
 
 METHODS = ("auto", "direct", "split")
@@ -42,68 +47,50 @@ def threshold_for(method: str) -> float:
     raise ValueError(f"unknown Poisson sampler {method!r} (known: {', '.join(METHODS)})")
 
 
-@numba.njit(cache=True, nogil=True)
-def _dim_totals(lam, threshold, out):  # pragma: no cover - numba
-    for b in range(lam.shape[0]):
-        s = 0.0
-        for i in range(lam.shape[1]):
-            v = lam[b, i]
-            if v < threshold and v > 0.0:
-                s += v
-        out[b] = s
+@numba.njit(cache=True)
+def _sample(intensity, scale2, threshold, rng, amplitude, photons):  # pragma: no cover - numba
+    inv_scale = 1.0 / math.sqrt(scale2)
+    for b in range(intensity.shape[0]):
+        # next arrival of the unit-rate Poisson process laid over the dim pixels' lambdas
+        t = rng.standard_exponential() if threshold > 0.0 else math.inf
+        c = 0.0
+        total = 0
+        for i in range(intensity.shape[1]):
+            lam = float(intensity[b, i]) * scale2
+            if lam >= threshold:
+                k = rng.poisson(lam)
+            else:
+                c += lam
+                k = 0
+                while t < c:
+                    k += 1
+                    t += rng.standard_exponential()
+            total += k
+            amplitude[b, i] = np.float32(math.sqrt(float(k)) * inv_scale)
+        photons[b] = total
 
 
-@numba.njit(cache=True, nogil=True)
-def _place_photons(lam, threshold, totals, k, spacings, counts):  # pragma: no cover - numba
-    npix = lam.shape[1]
-    off = 0
-    for b in range(lam.shape[0]):
-        kb = k[b]
-        if kb == 0:
-            continue
-        norm = 0.0
-        for q in range(kb + 1):
-            norm += spacings[off + q]
-        step = totals[b] / norm
-        t = 0.0
-        c = 0.0  # running sum of dim lambda through pixel `cur`, accumulated as in _dim_totals
-        i = 0
-        cur = -1
-        for q in range(kb):
-            t += spacings[off + q]
-            target = t * step  # the q-th smallest of kb uniforms on [0, totals[b])
-            while c <= target and i < npix:
-                v = lam[b, i]
-                if v < threshold and v > 0.0:
-                    c += v
-                    cur = i
-                i += 1
-            # a target rounding up to the total lands on the last dim pixel: probability ~1e-16
-            counts[b, cur] += 1
-        off += kb + 1
+def sample_amplitudes(
+    intensity: np.ndarray, scale2: float, rng: np.random.Generator, method: str = "auto"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Poisson counts with means ``scale2 * intensity``, stored as PtychoPINN stores them.
+
+    ``intensity``: (B, ...) >= 0, float32 or float64, one pattern per row. Returns
+    (amplitude = sqrt(counts) / sqrt(scale2) as float32, same shape; photons per pattern, int64).
+    The draw order is fixed (pattern by pattern, pixel by pixel), so a given rng state and method
+    always give the same result."""
+    if not (scale2 > 0 and math.isfinite(scale2)):
+        raise ValueError(f"scale2 must be finite and > 0, got {scale2}")
+    flat = np.ascontiguousarray(intensity).reshape(len(intensity), -1)
+    if flat.dtype not in (np.float32, np.float64):
+        flat = flat.astype(np.float64)
+    amp = np.empty(flat.shape, np.float32)
+    photons = np.empty(len(flat), np.int64)
+    _sample(flat, float(scale2), threshold_for(method), rng, amp, photons)
+    return amp.reshape(intensity.shape), photons
 
 
-def poisson_counts(
-    lam: np.ndarray, rng: np.random.Generator, method: str = "auto"
-) -> np.ndarray:
-    """Independent Poisson counts with means ``lam`` (B, P) float64 >= 0 -> (B, P) int64.
-
-    Draws, in this order: direct pixels, per-pattern totals of the split pixels, exponential
-    spacings. Deterministic for a given rng state and method."""
-    lam = np.ascontiguousarray(lam, dtype=np.float64)
-    threshold = threshold_for(method)
-    counts = np.zeros(lam.shape, np.int64)
-    if threshold <= 0.0:
-        return rng.poisson(lam).astype(np.int64, copy=False)
-    if math.isfinite(threshold):
-        bright = lam >= threshold
-        if bright.any():
-            counts[bright] = rng.poisson(lam[bright])
-    totals = np.empty(lam.shape[0], np.float64)
-    _dim_totals(lam, threshold, totals)
-    k = rng.poisson(totals).astype(np.int64)
-    n_spacings = int(k.sum() + np.count_nonzero(k))
-    if n_spacings:
-        spacings = rng.standard_exponential(n_spacings)
-        _place_photons(lam, threshold, totals, k, spacings, counts)
-    return counts
+def counts_from_amplitudes(amplitude: np.ndarray, scale: float) -> np.ndarray:
+    """Undo the storage: counts = round((amplitude * scale)**2) as int64. Exact while a pixel
+    holds fewer than ~1e6 photons (float32 keeps 24 bits of the amplitude)."""
+    return np.rint((amplitude.astype(np.float64) * scale) ** 2).astype(np.int64)

@@ -1,0 +1,261 @@
+"""PtychoGenerator: diffraction patterns of a known object and probe at several photon doses.
+
+Per sample (one scan position) the file holds the position, the ground-truth object patch Y,
+the exit-wave energy and, for every dose, the normalised amplitude sqrt(counts) / scale and the
+photon count. Positions and noise-free patterns are shared by all doses; each dose has its own
+Poisson noise stream ``chunk.rng("noise", "dose_<d>")``, so adding a dose to the list never
+changes the data of the others.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hpcgen.errors import SpecError, UserError
+from hpcgen.generators.base import (
+    Chunk,
+    Device,
+    Exporter,
+    FieldSpec,
+    Generator,
+    StaticData,
+    Verifier,
+)
+from hpcgen.generators.ptycho import scan
+from hpcgen.generators.ptycho.base_data import (
+    BaseData,
+    default_object,
+    default_probe,
+    load_base_npz,
+)
+from hpcgen.generators.ptycho.forward import Forward, expected_energy_uniform
+from hpcgen.generators.ptycho.params import PtychoParams, dose_tag
+from hpcgen.generators.ptycho.poisson import sample_amplitudes
+
+COORD_UNITS = "object pixels"
+
+
+class PtychoGenerator(Generator):
+    name = "ptycho"
+    Params = PtychoParams
+    #: 512 patterns: ~25 MB per chunk for one dose, ~41 MB for three (Y is 32 kB a pattern)
+    default_chunk_size = 512
+
+    params: PtychoParams
+
+    # --- ground truth (loaded lazily: reading a file must not need the base NPZ) ---------------
+    @functools.cached_property
+    def base(self) -> BaseData:
+        p = self.params
+        if p.base_npz is None:
+            return BaseData(object=default_object(p.object_size), probe=default_probe(p.N))
+        base = load_base_npz(p.base_npz, p.N, need_coords=p.scan == "file")
+        if p.scan == "file":
+            fw = Forward(base.object, base.probe)
+            try:
+                fw.check_positions(base.xcoords, base.ycoords)
+            except ValueError as e:
+                raise UserError(f"{p.base_npz}: {e} (the object is {fw.m} px)") from None
+        return base
+
+    @functools.cached_property
+    def forward(self) -> Forward:
+        return Forward(self.base.object, self.base.probe)
+
+    @functools.cached_property
+    def scan_list(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """All positions of a raster or file scan (sample i is entry i); None for random."""
+        p = self.params
+        if p.scan == "raster":
+            return scan.raster_positions(self.forward.m, p.N, p.overlap)
+        if p.scan == "file":
+            return self.base.xcoords, self.base.ycoords
+        return None
+
+    @functools.cached_property
+    def mean_energy(self) -> float:
+        """Mean exit-wave energy the doses are calibrated on: exact expectation over uniform
+        random positions, or the mean over the whole raster/file position list."""
+        if self.scan_list is None:
+            return expected_energy_uniform(self.base.object, self.base.probe)
+        return self.forward.mean_energy(*self.scan_list)
+
+    def photon_scale2(self, dose: float) -> float:
+        """Photons per unit of normalised intensity |FFT(exit)|^2 at ``dose``."""
+        return dose / self.mean_energy
+
+    def amplitude_scale(self, dose: float) -> float:
+        """s with stored diffraction = sqrt(counts) / s (PtychoPINN's intensity_scale)."""
+        return math.sqrt(self.photon_scale2(dose))
+
+    def check_n_samples(self, n_samples: int) -> None:
+        """A raster or file scan has a fixed number of positions: SpecError beyond it."""
+        if self.scan_list is not None and n_samples > len(self.scan_list[0]):
+            p = self.params
+            what = (
+                f"the raster ({len(self.scan_list[0])} positions at overlap {p.overlap}, "
+                f"object {self.forward.m} px, N = {p.N})"
+                if p.scan == "raster"
+                else f"the {len(self.scan_list[0])} positions in {p.base_npz}"
+            )
+            raise SpecError(f"n_samples = {n_samples} exceeds {what}")
+
+    # --- contract ---------------------------------------------------------------------------
+    def fields(self) -> list[FieldSpec]:
+        n = self.params.N
+        out = [
+            FieldSpec(
+                "xcoords",
+                (),
+                "float64",
+                COORD_UNITS,
+                "probe-centre column (x) on the object; patch pixel [i, j] samples the "
+                "object at (y + i - N/2, x + j - N/2)",
+            ),
+            FieldSpec("ycoords", (), "float64", COORD_UNITS, "probe-centre row (y) on the object"),
+            FieldSpec("scan_index", (), "int64", "1", "index of the scan point"),
+            FieldSpec(
+                "Y",
+                (n, n),
+                "complex64",
+                "1",
+                "ground-truth object patch under the probe (bilinear sub-pixel shift)",
+            ),
+            FieldSpec(
+                "exit_energy",
+                (),
+                "float64",
+                "normalised intensity",
+                "sum |Y * probe|^2 = noise-free photons / amplitude_scale^2 (Parseval)",
+            ),
+        ]
+        for dose in self.params.doses:
+            tag = dose_tag(dose)
+            scale = self.amplitude_scale(dose)
+            attrs = {
+                "dose": dose,
+                "amplitude_scale": scale,
+                "photons_per_unit_intensity": scale * scale,
+                "sampler": self.params.sampler,
+            }
+            out.append(
+                FieldSpec(
+                    f"{tag}/diffraction",
+                    (n, n),
+                    "float32",
+                    "normalised amplitude",
+                    f"sqrt(Poisson counts) / amplitude_scale at {dose:g} mean photons per pattern, "
+                    "zero frequency at [N/2, N/2]; counts = (diffraction * amplitude_scale)**2",
+                    attrs,
+                )
+            )
+            out.append(
+                FieldSpec(
+                    f"{tag}/photons",
+                    (),
+                    "int64",
+                    "photons",
+                    f"detected photons in the pattern at dose {dose:g}",
+                    attrs,
+                )
+            )
+        return out
+
+    def sample(self, chunk: Chunk) -> dict[str, np.ndarray]:
+        idx = np.arange(chunk.start, chunk.start + chunk.count, dtype=np.int64)
+        if self.scan_list is None:
+            xs, ys = scan.random_positions(
+                chunk.rng("positions"), chunk.count, self.forward.m, self.params.N
+            )
+        else:
+            self.check_n_samples(chunk.start + chunk.count)
+            xs, ys = self.scan_list[0][idx], self.scan_list[1][idx]
+        return {
+            "xcoords": xs.astype(np.float64),
+            "ycoords": ys.astype(np.float64),
+            "scan_index": idx,
+        }
+
+    def compute(
+        self, inputs: Mapping[str, np.ndarray], chunk: Chunk, device: Device
+    ) -> dict[str, np.ndarray]:
+        xs, ys = inputs["xcoords"], inputs["ycoords"]
+        if device.kind == "gpu":
+            patches, intensity, energy = self.forward.run_gpu(device.xp, xs, ys)
+        else:
+            patches, intensity, energy = self.forward.run(xs, ys)
+        out: dict[str, np.ndarray] = {"Y": patches, "exit_energy": energy}
+        for dose in self.params.doses:
+            tag = dose_tag(dose)
+            # Poisson noise is drawn on the CPU for every device: the same bytes everywhere
+            amp, photons = sample_amplitudes(
+                intensity, self.photon_scale2(dose), chunk.rng("noise", tag), self.params.sampler
+            )
+            out[f"{tag}/diffraction"] = amp
+            out[f"{tag}/photons"] = photons
+        return out
+
+    def static_datasets(self) -> dict[str, StaticData]:
+        src = self.base.source
+        return {
+            "objectGuess": StaticData(
+                self.base.object,
+                {
+                    "units": "1",
+                    "description": "ground-truth complex object (M, M), [y, x]",
+                    "source": src,
+                },
+            ),
+            "probeGuess": StaticData(
+                self.base.probe,
+                {
+                    "units": "1",
+                    "description": "probe (N, N), [y, x], multiplies the patch",
+                    "source": src,
+                },
+            ),
+        }
+
+    def root_attrs(self) -> dict[str, Any]:
+        doses = list(self.params.doses)
+        return {
+            "ptycho_doses": np.asarray(doses, np.float64),
+            "ptycho_dose_groups": [dose_tag(d) for d in doses],
+            "ptycho_amplitude_scales": np.asarray([self.amplitude_scale(d) for d in doses]),
+            "ptycho_mean_exit_energy": self.mean_energy,
+            "ptycho_dose_calibration": (
+                "exact mean over uniform random positions"
+                if self.scan_list is None
+                else f"mean over all {len(self.scan_list[0])} scan positions"
+            ),
+            "ptycho_base": self.base.source,
+            "ptycho_fft": "orthonormal FFT2, zero frequency centred (fftshift)",
+        }
+
+    def input_files(self) -> list[Path]:
+        return [Path(self.params.base_npz)] if self.params.base_npz else []
+
+    def supports_device(self, kind: str) -> bool:
+        # gpu: patches, exit waves and FFTs with cupy; Poisson noise stays on the CPU
+        return kind in ("cpu", "gpu")
+
+    def verifier(self) -> Verifier:
+        from hpcgen.generators.ptycho.checks import PtychoVerifier
+
+        return PtychoVerifier(self)
+
+    def exporters(self) -> dict[str, Exporter]:
+        from hpcgen.generators.ptycho.export import export_data001
+
+        return {"data001": export_data001}
+
+    def plot(self, reader: Any, out: Path, options: Mapping[str, Any]) -> None:
+        from hpcgen.generators.ptycho.plot import plot_file
+
+        plot_file(reader, out, options)
