@@ -15,6 +15,7 @@ REGISTRY: dict[str, str] = {
     "atoms": "hpcgen.generators.atoms.generator:AtomsGenerator",
     "illumination": "hpcgen.generators.illumination.generator:IlluminationGenerator",
     "energy": "hpcgen.generators.energy.generator:EnergyGenerator",
+    "ptycho": "hpcgen.generators.ptycho.generator:PtychoGenerator",
 }
 
 #: modules with ``register(subparsers)`` adding generator-specific subcommands to ``hpcgen``
