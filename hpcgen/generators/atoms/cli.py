@@ -92,6 +92,12 @@ def run_dataset(args: argparse.Namespace) -> int:
     )
     from hpcgen.generators.atoms.split import split_counts
 
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is not None and mpi.COMM_WORLD.size > 1:
+        raise UserError(
+            "hpcgen dataset runs on one process; under MPI use hpcgen run, then "
+            "hpcgen export FILE --format dataset"
+        )
     n, seed, chunk_size = args.num_images, args.seed, args.chunk_size
     if n <= 0:
         raise UserError(f"--num-images must be > 0, got {n}")
