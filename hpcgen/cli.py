@@ -46,8 +46,13 @@ def add_spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=("float64", "float32"))
     p.add_argument("--device", choices=("auto", "cpu", "gpu"))
     p.add_argument("--io", choices=("auto", "mpio", "shards"))
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a spec key or generator parameter (VALUE as TOML), repeatable")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec key or generator parameter (VALUE as TOML), repeatable",
+    )
 
 
 def load_spec(args: argparse.Namespace):
@@ -96,17 +101,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not bcast_result(comm, confirm):
         print("hpcgen: aborted, nothing written", file=sys.stderr)
         return 1
-    opts = RunOptions(resume=args.resume, overwrite=args.overwrite, chunks=chunks,
-                      atomic=args.atomic, quiet=args.quiet)
+    opts = RunOptions(
+        resume=args.resume,
+        overwrite=args.overwrite,
+        chunks=chunks,
+        atomic=args.atomic,
+        quiet=args.quiet,
+    )
     res = run(spec, opts, comm)
     if comm.rank == 0 and not args.quiet:
         if res.skipped:
             print(f"hpcgen: {res.output}: {res.skipped}, nothing to do", file=sys.stderr)
         else:
             rate = res.samples_written / res.wall_s if res.wall_s > 0 else 0.0
-            print(f"hpcgen: wrote {res.samples_written} samples ({res.chunks_written} chunks) to "
-                  f"{res.output} in {res.wall_s:.2f} s ({rate:,.0f} samples/s, {comm.size} "
-                  f"rank{'s' if comm.size > 1 else ''})", file=sys.stderr)
+            print(
+                f"hpcgen: wrote {res.samples_written} samples ({res.chunks_written} chunks) to "
+                f"{res.output} in {res.wall_s:.2f} s ({rate:,.0f} samples/s, {comm.size} "
+                f"rank{'s' if comm.size > 1 else ''})",
+                file=sys.stderr,
+            )
     return 0
 
 
@@ -140,8 +153,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(f"samples          {spec.n_samples:,}")
     print(f"chunks           {n_chunks:,} x {spec.chunk_size:,} samples")
     print(f"bytes on disk    {human_bytes(info['bytes_on_disk'])} ({per_sample} B/sample)")
-    print(f"memory per rank  ~{human_bytes(info['memory_per_rank_bytes'])} (3 x one chunk, "
-          "independent of the sample count)")
+    print(
+        f"memory per rank  ~{human_bytes(info['memory_per_rank_bytes'])} (3 x one chunk, "
+        "independent of the sample count)"
+    )
     print(f"chunks per rank  {min(cpr)}-{max(cpr)} with {args.ranks} rank(s)")
     print(f"output           {spec.output}")
     return 0
@@ -173,15 +188,22 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from hpcgen.io.merge import MergeError, merge
 
     try:
-        res = merge(Path(args.shard_dir), Path(args.out), virtual=args.virtual,
-                    allow_partial=args.allow_partial, overwrite=args.overwrite)
+        res = merge(
+            Path(args.shard_dir),
+            Path(args.out),
+            virtual=args.virtual,
+            allow_partial=args.allow_partial,
+            overwrite=args.overwrite,
+        )
     except MergeError as e:  # the one-line summary, then the report naming every chunk range
         print(f"hpcgen: error: {e}", file=sys.stderr)
         return 2
     kind = "virtual file" if args.virtual else "file"
     missing = ", ".join(f"[{a},{b})" for a, b in res["missing"]) or "none"
-    print(f"merged {res['shards']} shard(s) into {kind} {res['output']}; missing chunks: {missing}",
-          file=sys.stderr)
+    print(
+        f"merged {res['shards']} shard(s) into {kind} {res['output']}; missing chunks: {missing}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -203,8 +225,11 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from hpcgen.generators import CLI_EXTENSIONS
 
-    p = _Parser(prog="hpcgen", description="Physics-based training data for ML surrogates, "
-                "from one core (python) to a cluster (mpiexec, SLURM, HTCondor).")
+    p = _Parser(
+        prog="hpcgen",
+        description="Physics-based training data for ML surrogates, "
+        "from one core (python) to a cluster (mpiexec, SLURM, HTCondor).",
+    )
     p.add_argument("--version", action="version", version=f"hpcgen {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -213,9 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", action="store_true", help="finish an interrupted run")
     r.add_argument("--overwrite", action="store_true", help="replace an existing output")
     r.add_argument("--chunks", metavar="A:B", help="only chunks [A, B) of the plan (batch jobs)")
-    r.add_argument("--atomic", action="store_true",
-                   help="write OUT.partial and rename when complete; exit 0 at once if OUT is "
-                   "already complete (batch jobs with retries)")
+    r.add_argument(
+        "--atomic",
+        action="store_true",
+        help="write OUT.partial and rename when complete; exit 0 at once if OUT is "
+        "already complete (batch jobs with retries)",
+    )
     r.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     r.add_argument("--yes", "-y", action="store_true", help="do not ask before large outputs")
     r.set_defaults(func=cmd_run)
@@ -242,10 +270,16 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("merge", help="join batch-job shard files into one file (or a VDS)")
     m.add_argument("shard_dir")
     m.add_argument("--out", "-o", required=True)
-    m.add_argument("--virtual", action="store_true",
-                   help="write a virtual-dataset file over the shards instead of copying")
-    m.add_argument("--allow-partial", action="store_true",
-                   help="merge what exists; record the missing chunk ranges in the file")
+    m.add_argument(
+        "--virtual",
+        action="store_true",
+        help="write a virtual-dataset file over the shards instead of copying",
+    )
+    m.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="merge what exists; record the missing chunk ranges in the file",
+    )
     m.add_argument("--overwrite", action="store_true")
     m.set_defaults(func=cmd_merge)
 

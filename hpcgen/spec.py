@@ -57,7 +57,9 @@ class RunSpec:
     def from_dict(cls, d: dict[str, Any], where: str = "spec") -> RunSpec:
         unknown = sorted(set(d) - set(TOP_LEVEL) - {"params"})
         if unknown:
-            raise SpecError(f"{where}: unknown key {unknown[0]!r} (known: params, {', '.join(TOP_LEVEL)})")
+            raise SpecError(
+                f"{where}: unknown key {unknown[0]!r} (known: params, {', '.join(TOP_LEVEL)})"
+            )
         if "generator" not in d:
             raise SpecError(f"{where}: missing key 'generator'")
         params = d.get("params", {})
@@ -94,7 +96,9 @@ class RunSpec:
             raise SpecError(f"chunk_size must be > 0, got {self.chunk_size}")
         for key, allowed in (("dtype", DTYPES), ("device", DEVICES), ("io", IO_ROUTES)):
             if getattr(self, key) not in allowed:
-                raise SpecError(f"{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
+                raise SpecError(
+                    f"{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}"
+                )
         if not isinstance(self.output, str) or not self.output:
             raise SpecError("output must be a non-empty path")
         params = build_params(gen_cls.Params, self.params)
@@ -119,8 +123,20 @@ class RunSpec:
         return -(-self.n_samples // self.chunk_size)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("generator", "n_samples", "seed", "chunk_size",
-                                              "output", "dtype", "device", "io", "params")}
+        return {
+            k: getattr(self, k)
+            for k in (
+                "generator",
+                "n_samples",
+                "seed",
+                "chunk_size",
+                "output",
+                "dtype",
+                "device",
+                "io",
+                "params",
+            )
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -180,7 +196,7 @@ def apply_overrides(d: dict[str, Any], overrides: dict[str, Any]) -> None:
     """Apply overrides in place: top-level keys directly, anything else into [params]."""
     for key, value in overrides.items():
         if key.startswith("params."):
-            d.setdefault("params", {})[key[len("params."):]] = value
+            d.setdefault("params", {})[key[len("params.") :]] = value
         elif key in TOP_LEVEL:
             d[key] = value
         else:

@@ -18,17 +18,29 @@ from hpcgen.io.writer import check_vds_sources
 def integrity_checks(r: Reader) -> list[CheckResult]:
     out = []
     missing_src = check_vds_sources(r.path)
-    out.append(CheckResult("virtual sources present", not missing_src,
-                           f"{len(missing_src)} missing", ", ".join(missing_src[:5])))
+    out.append(
+        CheckResult(
+            "virtual sources present",
+            not missing_src,
+            f"{len(missing_src)} missing",
+            ", ".join(missing_src[:5]),
+        )
+    )
     done = r.done
     n_missing = int((~done).sum())
-    out.append(CheckResult("every chunk written (done bitmap)", n_missing == 0,
-                           f"{done.sum()}/{done.size} chunks"))
+    out.append(
+        CheckResult(
+            "every chunk written (done bitmap)", n_missing == 0, f"{done.sum()}/{done.size} chunks"
+        )
+    )
     recorded = r.h5.attrs.get(layout.ATTR_MISSING)
     if recorded is not None and len(recorded):
         ranges = ", ".join(f"[{a},{b})" for a, b in recorded)
-        out.append(CheckResult("merged without missing ranges", False, ranges,
-                               "written with --allow-partial"))
+        out.append(
+            CheckResult(
+                "merged without missing ranges", False, ranges, "written with --allow-partial"
+            )
+        )
     shape_ok = all(r.h5[f.name].shape[0] == r.n_rows for f in r.fields)
     out.append(CheckResult("field lengths match the spec", shape_ok, f"{r.n_rows} rows"))
     return out
@@ -57,11 +69,14 @@ def missing_sources(checks: list[CheckResult]) -> bool:
 
 
 def print_table(report: dict[str, Any], stream: TextIO) -> None:
-    rows = [(("PASS" if c["passed"] else "FAIL"), c["name"], c["value"], c["detail"])
-            for c in report["checks"]]
+    rows = [
+        (("PASS" if c["passed"] else "FAIL"), c["name"], c["value"], c["detail"])
+        for c in report["checks"]
+    ]
     w = max(len(r[1]) for r in rows)
-    print(f"verify {report['file']} ({report['generator']}, {report['n_rows']} samples)",
-          file=stream)
+    print(
+        f"verify {report['file']} ({report['generator']}, {report['n_rows']} samples)", file=stream
+    )
     for status, name, value, detail in rows:
         extra = f"  ({detail})" if detail else ""
         print(f"  {status}  {name:<{w}}  {value}{extra}", file=stream)

@@ -23,8 +23,12 @@ def mpiexec() -> str:
 
 
 def run_hpcgen(
-    *args: str, ranks: int = 0, cwd: str | Path | None = None, env: dict | None = None,
-    timeout: float = 300, check: bool = False,
+    *args: str,
+    ranks: int = 0,
+    cwd: str | Path | None = None,
+    env: dict | None = None,
+    timeout: float = 300,
+    check: bool = False,
 ) -> subprocess.CompletedProcess:
     """Run ``hpcgen ARGS`` as users do: ranks=0 plain, ranks=N under ``mpiexec -n N``."""
     cmd = [sys.executable, "-m", "hpcgen", *map(str, args)]
@@ -36,7 +40,8 @@ def run_hpcgen(
     )
     if check and proc.returncode != 0:
         raise AssertionError(
-            f"{' '.join(cmd)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+            f"{' '.join(cmd)} exited {proc.returncode}\n"
+            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
         )
     return proc
 

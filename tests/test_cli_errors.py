@@ -13,18 +13,31 @@ BAD = [
     ('generator = "tracks"\nn_samples = -5\n', "n_samples must be > 0"),
     ('generator = "tracks"\nn_samples = 10\nseed = -1\n', "seed must be >= 0"),
     ('generator = "tracks"\nn_samples = 10\ncolour = 3\n', "unknown key 'colour'"),
-    ('generator = "tracks"\nn_samples = 10\n[params]\nwidth = 3\n', "unknown parameter params.width"),
-    ('generator = "tracks"\nn_samples = 10\n[params]\np_min = 50.0\np_max = 10.0\n',
-     "params.p_min 50.0 > p_max 10.0"),
-    ('generator = "tracks"\nn_samples = 10\n[params]\nx_range = [10.0, -10.0]\n',
-     "params.x_range: low 10.0 > high -10.0"),
-    ('generator = "tracks"\nn_samples = 10\n[params]\nstep = "big"\n',
-     "params.step must be a number"),
-    ('generator = "tracks"\nn_samples = 10\n[params]\nfield = "dipole"\n',
-     "params.field must be one of"),
+    (
+        'generator = "tracks"\nn_samples = 10\n[params]\nwidth = 3\n',
+        "unknown parameter params.width",
+    ),
+    (
+        'generator = "tracks"\nn_samples = 10\n[params]\np_min = 50.0\np_max = 10.0\n',
+        "params.p_min 50.0 > p_max 10.0",
+    ),
+    (
+        'generator = "tracks"\nn_samples = 10\n[params]\nx_range = [10.0, -10.0]\n',
+        "params.x_range: low 10.0 > high -10.0",
+    ),
+    (
+        'generator = "tracks"\nn_samples = 10\n[params]\nstep = "big"\n',
+        "params.step must be a number",
+    ),
+    (
+        'generator = "tracks"\nn_samples = 10\n[params]\nfield = "dipole"\n',
+        "params.field must be one of",
+    ),
     ('generator = "tracks"\nn_samples = 10\ndtype = "float16"\n', "dtype must be one of"),
-    ('generator = "tracks"\nn_samples = 10\noutput = "/nonexistent/dir/x.h5"\n',
-     "output directory does not exist"),
+    (
+        'generator = "tracks"\nn_samples = 10\noutput = "/nonexistent/dir/x.h5"\n',
+        "output directory does not exist",
+    ),
     ("this is = not [toml\n", "not valid TOML"),
 ]
 
@@ -33,8 +46,13 @@ BAD = [
 def test_bad_spec_one_line_exit_2(tmp_path: Path, text: str, message: str):
     spec = tmp_path / "bad.toml"
     spec.write_text(text)
-    proc = run_hpcgen("run", spec, "--out", tmp_path / "x.h5" if "output" not in text else
-                      "/nonexistent/dir/x.h5", cwd=tmp_path)
+    proc = run_hpcgen(
+        "run",
+        spec,
+        "--out",
+        tmp_path / "x.h5" if "output" not in text else "/nonexistent/dir/x.h5",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr

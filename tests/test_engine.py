@@ -100,8 +100,9 @@ def test_killed_run_resumes_to_identical_file(tmp_path, reference, ranks):
 def test_shards_resume_after_crash(tmp_path, reference):
     spec, ref = reference
     out = tmp_path / "crash_s.h5"
-    proc = run_hpcgen("run", spec, "--out", out, "--io", "shards", "--quiet", ranks=2,
-                      env={CRASH_ENV: "1"})
+    proc = run_hpcgen(
+        "run", spec, "--out", out, "--io", "shards", "--quiet", ranks=2, env={CRASH_ENV: "1"}
+    )
     assert proc.returncode != 0
     assert not out.exists()
     run_ok("run", spec, "--out", out, "--io", "shards", "--resume", ranks=2)
@@ -172,8 +173,11 @@ def test_verify_passes_and_catches_corruption(tmp_path, reference):
         f["P"][11] = -1.0
     proc = run_hpcgen("verify", out, "--json", tmp_path / "v2.json")
     assert proc.returncode == 1
-    failed = {c["name"] for c in json.loads((tmp_path / "v2.json").read_text())["checks"]
-              if not c["passed"]}
+    failed = {
+        c["name"]
+        for c in json.loads((tmp_path / "v2.json").read_text())["checks"]
+        if not c["passed"]
+    }
     assert failed == {"all values finite", "P > 0"}
 
 
@@ -189,7 +193,7 @@ def test_verify_flags_an_unfinished_file(tmp_path, reference):
 def test_export_npz_streams_the_seed_format(tmp_path, reference):
     _, ref = reference
     npz = tmp_path / "t.npz"
-    run_ok("export", ref, "--format", "npz", "--out", npz)
+    run_hpcgen("export", ref, "--format", "npz", "--out", npz, check=True)
     with np.load(npz) as z:
         assert sorted(z.files) == ["P", "X", "Y", "Z"]
         d = data_fields(ref)

@@ -13,14 +13,26 @@ from helpers import assert_same_data, run_hpcgen
 from hpcgen.engine.run import CRASH_ENV
 from hpcgen.io.writer import shard_name
 
-SPEC = ('generator = "tracks"\nn_samples = 2300\nseed = 11\nchunk_size = 250\n'
-        'output = "m.h5"\n\n[params]\nstep = 50.0\n')  # 10 chunks, the last one short
+SPEC = (
+    'generator = "tracks"\nn_samples = 2300\nseed = 11\nchunk_size = 250\n'
+    'output = "m.h5"\n\n[params]\nstep = 50.0\n'
+)  # 10 chunks, the last one short
 N_CHUNKS = 10
 
 
 def job(spec: Path, d: Path, a: int, b: int, env: dict | None = None, check: bool = True):
-    return run_hpcgen("run", spec, "--chunks", f"{a}:{b}", "--atomic", "--quiet",
-                      "--out", d / shard_name((a, b)), env=env, check=check)
+    return run_hpcgen(
+        "run",
+        spec,
+        "--chunks",
+        f"{a}:{b}",
+        "--atomic",
+        "--quiet",
+        "--out",
+        d / shard_name((a, b)),
+        env=env,
+        check=check,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +141,7 @@ def test_corrupt_and_truncated_shards_are_refused(setup, tmp_path):
 
 
 def test_shard_of_another_spec_is_refused_even_with_allow_partial(setup, tmp_path):
-    spec, _, shards = setup
+    _spec, _, shards = setup
     d = fresh_copy(shards, tmp_path)
     other = tmp_path / "other.toml"
     other.write_text(SPEC.replace("seed = 11", "seed = 12"))

@@ -58,9 +58,17 @@ def test_collective_write_equals_direct_computation(shared_dir, n_samples, chunk
 
     comm = MPI.COMM_WORLD
     out = shared_dir / f"c{n_samples}_{chunk_size}.h5"
-    spec = RunSpec.from_dict({"generator": "tracks", "n_samples": n_samples, "seed": 3,
-                              "chunk_size": chunk_size, "output": str(out), "io": "mpio",
-                              "params": {"step": 50.0}})
+    spec = RunSpec.from_dict(
+        {
+            "generator": "tracks",
+            "n_samples": n_samples,
+            "seed": 3,
+            "chunk_size": chunk_size,
+            "output": str(out),
+            "io": "mpio",
+            "params": {"step": 50.0},
+        }
+    )
     res = run(spec, RunOptions(quiet=True), comm)
     assert res.samples_written == n_samples
     comm.Barrier()
@@ -81,9 +89,17 @@ def test_shards_route_in_process(shared_dir):
 
     comm = MPI.COMM_WORLD
     out = shared_dir / "shards.h5"
-    spec = RunSpec.from_dict({"generator": "tracks", "n_samples": 700, "seed": 5,
-                              "chunk_size": 100, "output": str(out), "io": "shards",
-                              "params": {"step": 50.0}})
+    spec = RunSpec.from_dict(
+        {
+            "generator": "tracks",
+            "n_samples": 700,
+            "seed": 5,
+            "chunk_size": 100,
+            "output": str(out),
+            "io": "shards",
+            "params": {"step": 50.0},
+        }
+    )
     run(spec, RunOptions(quiet=True), comm)
     comm.Barrier()
     if comm.rank == 0:

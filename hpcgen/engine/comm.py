@@ -27,15 +27,15 @@ class SerialComm:
     def allreduce(self, obj: Any, op: Any = None) -> Any:
         return obj
 
-    def Barrier(self) -> None:  # noqa: N802 (mpi4py's name)
+    def Barrier(self) -> None:
         pass
 
-    def Abort(self, code: int = 1) -> None:  # noqa: N802
+    def Abort(self, code: int = 1) -> None:
         raise SystemExit(code)
 
 
 def world() -> Any:
-    """COMM_WORLD when mpi4py is importable (a plain `python` run is a 1-rank MPI job), else serial."""
+    """COMM_WORLD if mpi4py imports (plain `python` is a 1-rank MPI job), else a serial stand-in."""
     try:
         from mpi4py import MPI
     except ImportError:

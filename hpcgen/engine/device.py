@@ -27,7 +27,9 @@ def select_device(requested: str, generator: Generator) -> Device:
     has_gpu = gpu_available()
     if requested == "gpu":
         if not has_gpu:
-            raise UserError("--device gpu: no usable CUDA GPU (cupy missing or cupy.is_available() is False)")
+            raise UserError(
+                "--device gpu: no usable CUDA GPU (cupy missing or cupy.is_available() is False)"
+            )
         if not generator.supports_device("gpu"):
             raise UserError(f"--device gpu: the {generator.name} generator has no GPU path")
     if has_gpu and generator.supports_device("gpu"):

@@ -28,8 +28,9 @@ class Plan:
 
     def chunk(self, k: int) -> Chunk:
         start = k * self.chunk_size
-        return Chunk(index=k, start=start, count=min(self.chunk_size, self.n_samples - start),
-                     seed=self.seed)
+        return Chunk(
+            index=k, start=start, count=min(self.chunk_size, self.n_samples - start), seed=self.seed
+        )
 
     def chunks_of(self, rank: int) -> list[int]:
         return [r[rank] for r in self.rounds if r[rank] is not None]
@@ -60,7 +61,11 @@ def contiguous(first: int, stop: int, n_ranks: int) -> list[tuple[int, int]]:
     return out
 
 
-def make_plan(n_samples: int, chunk_size: int, seed: int, n_ranks: int,
-              pending: list[int]) -> Plan:
-    return Plan(n_samples=n_samples, chunk_size=chunk_size, seed=seed, n_ranks=n_ranks,
-                rounds=round_robin(pending, n_ranks))
+def make_plan(n_samples: int, chunk_size: int, seed: int, n_ranks: int, pending: list[int]) -> Plan:
+    return Plan(
+        n_samples=n_samples,
+        chunk_size=chunk_size,
+        seed=seed,
+        n_ranks=n_ranks,
+        rounds=round_robin(pending, n_ranks),
+    )

@@ -13,8 +13,16 @@ from typing import TextIO
 
 
 class Progress:
-    def __init__(self, total: int, done: int = 0, *, enabled: bool = True, interval: float = 30.0,
-                 stream: TextIO | None = None, label: str = "samples") -> None:
+    def __init__(
+        self,
+        total: int,
+        done: int = 0,
+        *,
+        enabled: bool = True,
+        interval: float = 30.0,
+        stream: TextIO | None = None,
+        label: str = "samples",
+    ) -> None:
         self.total, self.done, self.label = total, done, label
         self.stream = stream or sys.stderr
         self.enabled = enabled
@@ -26,8 +34,15 @@ class Progress:
         if enabled and self.stream.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=done, unit=" " + label, unit_scale=True,
-                            file=self.stream, dynamic_ncols=True, smoothing=0.1)
+            self.bar = tqdm(
+                total=total,
+                initial=done,
+                unit=" " + label,
+                unit_scale=True,
+                file=self.stream,
+                dynamic_ncols=True,
+                smoothing=0.1,
+            )
 
     def update(self, done: int) -> None:
         """Set the global number of finished samples."""
@@ -46,8 +61,10 @@ class Progress:
         rate = (self.done - self.start_done) / elapsed if elapsed > 0 else 0.0
         eta = (self.total - self.done) / rate if rate > 0 else float("inf")
         pct = 100.0 * self.done / self.total
-        return (f"[hpcgen] {self.done}/{self.total} {self.label} ({pct:5.1f}%) "
-                f"{rate:,.0f}/s elapsed {elapsed:,.0f}s eta {eta:,.0f}s")
+        return (
+            f"[hpcgen] {self.done}/{self.total} {self.label} ({pct:5.1f}%) "
+            f"{rate:,.0f}/s elapsed {elapsed:,.0f}s eta {eta:,.0f}s"
+        )
 
     def close(self) -> None:
         if self.bar is not None:

@@ -18,7 +18,7 @@ from hpcgen.engine.comm import mpi_library_version
 
 
 def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def sha256_file(path: str | Path, bufsize: int = 1 << 20) -> str:
@@ -33,8 +33,12 @@ def git_commit() -> str | None:
     """The hpcgen source tree's commit (with "-dirty" if modified), when it is a git checkout."""
     src = Path(hpcgen.__file__).resolve().parent.parent
     try:
-        out = subprocess.run(["git", "-C", str(src), "describe", "--always", "--dirty",
-                              "--abbrev=40"], capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "-C", str(src), "describe", "--always", "--dirty", "--abbrev=40"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
@@ -61,8 +65,9 @@ def versions() -> dict[str, str]:
     return out
 
 
-def base_record(spec_dict: dict[str, Any], input_files: list[Path], n_ranks: int,
-                device: str, io_route: str) -> dict[str, Any]:
+def base_record(
+    spec_dict: dict[str, Any], input_files: list[Path], n_ranks: int, device: str, io_route: str
+) -> dict[str, Any]:
     return {
         "spec": spec_dict,
         "seed": spec_dict["seed"],

@@ -68,12 +68,14 @@ def sample_bytes(spec: RunSpec, gen: Generator) -> int:
 
 
 def resolve_route(io: str, comm_size: int) -> str:
-    """"mpio" (one shared file) or "shards" (per-rank files + VDS)."""
+    """ "mpio" (one shared file) or "shards" (per-rank files + VDS)."""
     if io == "auto":
         return "mpio" if (mpio_available() or comm_size == 1) else "shards"
     if io == "mpio" and comm_size > 1 and not mpio_available():
-        raise UserError("--io mpio: this h5py has no MPI support (h5py.get_config().mpi is False); "
-                        "use --io shards or rebuild h5py against parallel HDF5 (scripts/setup.sh)")
+        raise UserError(
+            "--io mpio: this h5py has no MPI support (h5py.get_config().mpi is False); "
+            "use --io shards or rebuild h5py against parallel HDF5 (scripts/setup.sh)"
+        )
     return io
 
 
@@ -92,8 +94,9 @@ def _collective_call(comm: Any, fn: Any) -> Any:
     return out
 
 
-def _prepare_output(spec: RunSpec, opts: RunOptions, route: str, chunk_range: tuple[int, int],
-                    n_ranks: int) -> dict[str, Any]:
+def _prepare_output(
+    spec: RunSpec, opts: RunOptions, route: str, chunk_range: tuple[int, int], n_ranks: int
+) -> dict[str, Any]:
     """Rank 0: decide what to do with the output path. Never overwrites unless asked."""
     out = Path(spec.output)
     spec.check_output_dir()
@@ -103,8 +106,10 @@ def _prepare_output(spec: RunSpec, opts: RunOptions, route: str, chunk_range: tu
             if _is_complete(out, spec, chunk_range):
                 return {"skip": "already complete"}
             if not opts.overwrite:
-                raise OutputExistsError(f"{out} exists and is not this job's complete output; "
-                                        "use --overwrite to replace it")
+                raise OutputExistsError(
+                    f"{out} exists and is not this job's complete output; "
+                    "use --overwrite to replace it"
+                )
             out.unlink()
         if target.exists():  # half-written temporary of a killed attempt: discard
             target.unlink()
@@ -113,8 +118,9 @@ def _prepare_output(spec: RunSpec, opts: RunOptions, route: str, chunk_range: tu
     exists = out.exists() or (route == "shards" and sdir.exists())
     if exists and not opts.resume:
         if not opts.overwrite:
-            raise OutputExistsError(f"{out} exists; use --resume to finish it or --overwrite "
-                                    "to replace it")
+            raise OutputExistsError(
+                f"{out} exists; use --resume to finish it or --overwrite to replace it"
+            )
         if out.exists():
             out.unlink()
         if sdir.exists():
@@ -122,11 +128,15 @@ def _prepare_output(spec: RunSpec, opts: RunOptions, route: str, chunk_range: tu
         exists = False
     if route == "shards":
         sdir.mkdir(exist_ok=True)
-        expected = {shard_name(cr) for cr in partition.contiguous(*chunk_range, n_ranks) if cr[0] < cr[1]}
+        expected = {
+            shard_name(cr) for cr in partition.contiguous(*chunk_range, n_ranks) if cr[0] < cr[1]
+        }
         found = {p.name for p in sdir.glob("chunks-*.h5")}
         if found - expected:
-            raise UserError(f"cannot resume {out}: its shards were written by a different rank "
-                            f"count ({len(found)} shard files in {sdir}); resume with the same -n")
+            raise UserError(
+                f"cannot resume {out}: its shards were written by a different rank "
+                f"count ({len(found)} shard files in {sdir}); resume with the same -n"
+            )
         if out.exists():
             out.unlink()  # the VDS file is rebuilt at the end
     return {"mode": "open" if exists else "create", "target": str(target)}
@@ -137,9 +147,11 @@ def _is_complete(path: Path, spec: RunSpec, chunk_range: tuple[int, int]) -> boo
 
     try:
         with h5py.File(path, "r") as f:
-            return (f.attrs.get(layout.ATTR_DATA_HASH) == spec.data_hash()
-                    and tuple(int(x) for x in f.attrs[layout.ATTR_CHUNK_RANGE]) == chunk_range
-                    and bool(f[layout.DONE][...].all()))
+            return (
+                f.attrs.get(layout.ATTR_DATA_HASH) == spec.data_hash()
+                and tuple(int(x) for x in f.attrs[layout.ATTR_CHUNK_RANGE]) == chunk_range
+                and bool(f[layout.DONE][...].all())
+            )
     except (OSError, KeyError):
         return False
 
@@ -151,8 +163,9 @@ def run(spec: RunSpec, opts: RunOptions, comm: Any = None) -> RunResult:
     n_chunks = spec.n_chunks
     chunk_range = opts.chunks or (0, n_chunks)
     if not (0 <= chunk_range[0] < chunk_range[1] <= n_chunks):
-        raise UserError(f"--chunks {chunk_range[0]}:{chunk_range[1]} is outside the plan's "
-                        f"chunks 0:{n_chunks}")
+        raise UserError(
+            f"--chunks {chunk_range[0]}:{chunk_range[1]} is outside the plan's chunks 0:{n_chunks}"
+        )
     route = resolve_route(spec.io, comm.size)
     if opts.atomic and route == "shards":
         route = "mpio"  # a job's shard is one file; --io shards splits a file per rank instead
@@ -164,8 +177,9 @@ def run(spec: RunSpec, opts: RunOptions, comm: Any = None) -> RunResult:
     if "skip" in decision:
         return RunResult(out, 0, 0, time.monotonic() - t_start, skipped=decision["skip"])
 
-    provenance = bcast_result(comm, lambda: base_record(
-        spec.to_dict(), gen.input_files(), comm.size, device.kind, route))
+    provenance = bcast_result(
+        comm, lambda: base_record(spec.to_dict(), gen.input_files(), comm.size, device.kind, route)
+    )
     provenance["start_time"] = started
     provenance["chunk_range"] = list(chunk_range)
 
@@ -173,8 +187,12 @@ def run(spec: RunSpec, opts: RunOptions, comm: Any = None) -> RunResult:
     if route == "mpio":
         target = Path(decision["target"])
         writer = FileWriter(target, spec, gen, chunk_range, comm, decision["mode"], provenance)
-        plan = bcast_result(comm, lambda: partition.make_plan(
-            spec.n_samples, spec.chunk_size, spec.seed, comm.size, writer.pending()))
+        plan = bcast_result(
+            comm,
+            lambda: partition.make_plan(
+                spec.n_samples, spec.chunk_size, spec.seed, comm.size, writer.pending()
+            ),
+        )
         my_chunks = plan.chunks_of(comm.rank)
     else:
         from hpcgen.engine.comm import SerialComm
@@ -185,8 +203,9 @@ def run(spec: RunSpec, opts: RunOptions, comm: Any = None) -> RunResult:
         if block[0] < block[1]:
             path = shard_dir(out) / shard_name(block)
             mode = "open" if path.exists() else "create"
-            writer = _collective_call(comm, lambda: FileWriter(
-                path, spec, gen, block, SerialComm(), mode, provenance))
+            writer = _collective_call(
+                comm, lambda: FileWriter(path, spec, gen, block, SerialComm(), mode, provenance)
+            )
             my_chunks = writer.pending()
         else:
             _collective_call(comm, lambda: None)
@@ -196,8 +215,12 @@ def run(spec: RunSpec, opts: RunOptions, comm: Any = None) -> RunResult:
     # --- the loop ------------------------------------------------------------------------------
     r0, r1 = layout.rows_of(chunk_range, spec.chunk_size, spec.n_samples)
     rows_left = comm.allreduce(sum(plan.chunk(k).count for k in my_chunks))
-    progress = Progress(total=r1 - r0, done=(r1 - r0) - rows_left,
-                        enabled=(comm.rank == 0 and not opts.quiet), interval=opts.log_interval)
+    progress = Progress(
+        total=r1 - r0,
+        done=(r1 - r0) - rows_left,
+        enabled=(comm.rank == 0 and not opts.quiet),
+        interval=opts.log_interval,
+    )
     crash_after = int(os.environ.get(CRASH_ENV, "0"))
     t = {"sample_s": 0.0, "compute_s": 0.0, "write_s": 0.0}
     written_rows = 0
@@ -240,14 +263,22 @@ def run(spec: RunSpec, opts: RunOptions, comm: Any = None) -> RunResult:
             writer.finish(provenance)
         comm.Barrier()
         if comm.rank == 0:
-            shards = [(shard_dir(out) / shard_name(cr), cr)
-                      for cr in partition.contiguous(*chunk_range, comm.size) if cr[0] < cr[1]]
+            shards = [
+                (shard_dir(out) / shard_name(cr), cr)
+                for cr in partition.contiguous(*chunk_range, comm.size)
+                if cr[0] < cr[1]
+            ]
             build_vds(out, spec, gen, shards, provenance)
     if comm.rank == 0:
         write_sidecar(out, spec, gen, provenance)
     comm.Barrier()
-    return RunResult(out, comm.allreduce(len(my_chunks)), comm.allreduce(written_rows),
-                     time.monotonic() - t_start, timings=timings)
+    return RunResult(
+        out,
+        comm.allreduce(len(my_chunks)),
+        comm.allreduce(written_rows),
+        time.monotonic() - t_start,
+        timings=timings,
+    )
 
 
 def _max_op() -> Any:
@@ -269,9 +300,16 @@ def write_sidecar(out: Path, spec: RunSpec, gen: Generator, provenance: dict[str
         "file": out.name,
         "provenance": provenance,
         "data_hash": spec.data_hash(),
-        "fields": [{"name": f.name, "shape": [spec.n_samples, *f.shape],
-                    "dtype": str(f.resolved_dtype(spec.dtype)), "units": f.units,
-                    "description": f.description} for f in gen.fields()],
+        "fields": [
+            {
+                "name": f.name,
+                "shape": [spec.n_samples, *f.shape],
+                "dtype": str(f.resolved_dtype(spec.dtype)),
+                "units": f.units,
+                "description": f.description,
+            }
+            for f in gen.fields()
+        ],
     }
     sidecar_path(out).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 

@@ -38,7 +38,7 @@ import numpy as np
 
 from hpcgen.errors import SpecError
 
-#: dtype placeholder in a FieldSpec meaning "the run's float dtype" (spec ``dtype``: float64/float32)
+#: dtype placeholder in a FieldSpec: "the run's float dtype" (spec ``dtype``: float64/float32)
 FLOAT = "float"
 
 
@@ -176,7 +176,7 @@ class Generator:
         return kind == "cpu"
 
 
-# --- parameters ------------------------------------------------------------------------------------
+# --- parameters ---------------------------------------------------------------------------------
 
 
 def build_params(cls: type, values: Mapping[str, Any], where: str = "params") -> Any:
@@ -221,7 +221,9 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise SpecError(f"{where} must have {len(args)} entries, got {len(value)}")
-            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+            return tuple(
+                _coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args))
+            )
         inner = args[0] if args else Any
         return tuple(_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
     if hint is float:

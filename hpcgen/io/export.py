@@ -28,8 +28,13 @@ def check_output(out: Path, overwrite: bool) -> None:
         raise UserError(f"output directory does not exist: {out.parent}")
 
 
-def export_npz(r: Reader, out: Path, names: list[str] | None = None,
-               row_filter: RowFilter = None, keys: Mapping[str, str] | None = None) -> int:
+def export_npz(
+    r: Reader,
+    out: Path,
+    names: list[str] | None = None,
+    row_filter: RowFilter = None,
+    keys: Mapping[str, str] | None = None,
+) -> int:
     """Write fields as an uncompressed NPZ (np.load reads it), streaming. Returns rows written.
 
     With a row filter, a first pass counts the kept rows (the .npy header needs the shape).
@@ -44,8 +49,11 @@ def export_npz(r: Reader, out: Path, names: list[str] | None = None,
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for name in names:
             ds = r.h5[name]
-            header = {"descr": np.lib.format.dtype_to_descr(ds.dtype), "fortran_order": False,
-                      "shape": (n_keep, *ds.shape[1:])}
+            header = {
+                "descr": np.lib.format.dtype_to_descr(ds.dtype),
+                "fortran_order": False,
+                "shape": (n_keep, *ds.shape[1:]),
+            }
             with zf.open(keys[name] + ".npy", "w", force_zip64=True) as fh:
                 np.lib.format.write_array_header_2_0(fh, header)
                 for _, block in r.iter_rows([name] if row_filter is None else None):
@@ -67,4 +75,6 @@ def export(path: Path, fmt: str, out: Path, options: Mapping[str, Any]) -> None:
             export_npz(r, out)
         else:
             known = ", ".join(sorted({"npz", *formats}))
-            raise UserError(f"unknown export format {fmt!r} for {r.spec.generator} (known: {known})")
+            raise UserError(
+                f"unknown export format {fmt!r} for {r.spec.generator} (known: {known})"
+            )

@@ -64,8 +64,11 @@ def inspect_shard(path: Path) -> Shard:
 
 def _field_names(f: h5py.File) -> list[str]:
     names: list[str] = []
-    f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset)
-                 and "sample_axis" in o.attrs else None)
+    f.visititems(
+        lambda n, o: (
+            names.append(n) if isinstance(o, h5py.Dataset) and "sample_axis" in o.attrs else None
+        )
+    )
     return names
 
 
@@ -78,7 +81,9 @@ def find_shards(shard_dir: Path) -> list[Path]:
     return paths
 
 
-def coverage(ranges: list[tuple[int, int, str]], n_chunks: int) -> tuple[list[str], list[tuple[int, int]]]:
+def coverage(
+    ranges: list[tuple[int, int, str]], n_chunks: int
+) -> tuple[list[str], list[tuple[int, int]]]:
     """Problems (overlaps, duplicates) and gaps of chunk ranges against [0, n_chunks)."""
     problems: list[str] = []
     gaps: list[tuple[int, int]] = []
@@ -92,7 +97,9 @@ def coverage(ranges: list[tuple[int, int, str]], n_chunks: int) -> tuple[list[st
         elif a > pos:
             gaps.append((pos, a))
         if b > n_chunks:
-            problems.append(f"out of range: {name} holds chunks [{a},{b}) of a {n_chunks}-chunk plan")
+            problems.append(
+                f"out of range: {name} holds chunks [{a},{b}) of a {n_chunks}-chunk plan"
+            )
         pos = max(pos, b)
         prev = (a, b, name)
     if pos < n_chunks:
@@ -100,13 +107,17 @@ def coverage(ranges: list[tuple[int, int, str]], n_chunks: int) -> tuple[list[st
     return problems, gaps
 
 
-def plan_merge(shard_dir: Path, allow_partial: bool) -> tuple[RunSpec, list[Shard], list[tuple[int, int]]]:
+def plan_merge(
+    shard_dir: Path, allow_partial: bool
+) -> tuple[RunSpec, list[Shard], list[tuple[int, int]]]:
     shards = [inspect_shard(p) for p in find_shards(shard_dir)]
     good = [s for s in shards if not s.problem]
     report: list[str] = []
     if not good:
-        raise MergeError(f"no usable shard in {shard_dir}: "
-                         + "; ".join(f"{s.path.name}: {s.problem}" for s in shards))
+        raise MergeError(
+            f"no usable shard in {shard_dir}: "
+            + "; ".join(f"{s.path.name}: {s.problem}" for s in shards)
+        )
     # the reference spec: the most common data identity among readable shards
     hashes = [s.data_hash for s in good]
     ref_hash = max(set(hashes), key=hashes.count)
@@ -131,8 +142,14 @@ def plan_merge(shard_dir: Path, allow_partial: bool) -> tuple[RunSpec, list[Shar
     return ref.spec, sorted(usable, key=lambda s: s.chunk_range), gaps
 
 
-def merge(shard_dir: Path, out: Path, *, virtual: bool = False, allow_partial: bool = False,
-          overwrite: bool = False) -> dict[str, Any]:
+def merge(
+    shard_dir: Path,
+    out: Path,
+    *,
+    virtual: bool = False,
+    allow_partial: bool = False,
+    overwrite: bool = False,
+) -> dict[str, Any]:
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{out} exists; use --overwrite to replace it")
     if not out.parent.resolve().is_dir():
@@ -141,8 +158,9 @@ def merge(shard_dir: Path, out: Path, *, virtual: bool = False, allow_partial: b
     gen = spec.make_generator()
     prov = base_record(spec.to_dict(), [], 1, "none", "merge-virtual" if virtual else "merge")
     prov["start_time"] = now_iso()
-    prov["merged_from"] = [{"file": s.path.name, "chunk_range": list(s.chunk_range)}
-                           for s in shards]
+    prov["merged_from"] = [
+        {"file": s.path.name, "chunk_range": list(s.chunk_range)} for s in shards
+    ]
     prov["missing_chunk_ranges"] = [list(g) for g in gaps]
     if virtual:
         prov["end_time"] = now_iso()
@@ -155,8 +173,14 @@ def merge(shard_dir: Path, out: Path, *, virtual: bool = False, allow_partial: b
     return {"output": str(out), "shards": len(shards), "missing": gaps}
 
 
-def _merge_copy(out: Path, spec: RunSpec, gen: Any, shards: list[Shard],
-                gaps: list[tuple[int, int]], prov: dict[str, Any]) -> None:
+def _merge_copy(
+    out: Path,
+    spec: RunSpec,
+    gen: Any,
+    shards: list[Shard],
+    gaps: list[tuple[int, int]],
+    prov: dict[str, Any],
+) -> None:
     tmp = out.with_name(out.name + ".partial")
     names = [f.name for f in gen.fields()]
     with h5py.File(tmp, "w") as f:

@@ -36,8 +36,13 @@ def mpio_available() -> bool:
 # --- layout ---------------------------------------------------------------------------------------
 
 
-def create_layout(f: h5py.File, spec: RunSpec, gen: Generator,
-                  chunk_range: tuple[int, int], provenance: dict[str, Any]) -> None:
+def create_layout(
+    f: h5py.File,
+    spec: RunSpec,
+    gen: Generator,
+    chunk_range: tuple[int, int],
+    provenance: dict[str, Any],
+) -> None:
     """Create every dataset and attribute of an hpcgen file (collective under MPI-IO: every rank
     calls this with the same arguments)."""
     r0, r1 = layout.rows_of(chunk_range, spec.chunk_size, spec.n_samples)
@@ -54,8 +59,7 @@ def create_layout(f: h5py.File, spec: RunSpec, gen: Generator,
         f.attrs[k] = v
     grp = f.require_group(layout.GROUP)
     grp.attrs["description"] = "hpcgen bookkeeping: done[k] = 1 once chunk a+k is on disk"
-    f.create_dataset(layout.DONE, shape=(chunk_range[1] - chunk_range[0],), dtype="u1",
-                     fillvalue=0)
+    f.create_dataset(layout.DONE, shape=(chunk_range[1] - chunk_range[0],), dtype="u1", fillvalue=0)
     f.attrs[layout.ATTR_SPEC] = spec.to_json()
     f.attrs[layout.ATTR_DATA_HASH] = spec.data_hash()
     f.attrs[layout.ATTR_CHUNK_RANGE] = np.array(chunk_range, dtype=np.int64)
@@ -75,8 +79,10 @@ def _field_attrs(d: h5py.Dataset, fs: FieldSpec, first_row: int) -> None:
 def check_existing(f: h5py.File, spec: RunSpec, chunk_range: tuple[int, int], path: Path) -> None:
     """A file we resume must be of the same data identity and chunk range."""
     if f.attrs.get(layout.ATTR_DATA_HASH) != spec.data_hash():
-        raise UserError(f"cannot resume {path}: it was written from a different spec "
-                        "(generator, params, n_samples, seed, chunk_size or dtype differ)")
+        raise UserError(
+            f"cannot resume {path}: it was written from a different spec "
+            "(generator, params, n_samples, seed, chunk_size or dtype differ)"
+        )
     have = tuple(int(x) for x in f.attrs[layout.ATTR_CHUNK_RANGE])
     if have != tuple(chunk_range):
         raise UserError(f"cannot resume {path}: it holds chunks {have}, this run {chunk_range}")
@@ -91,8 +97,9 @@ def _collective_dxpl() -> h5py.h5p.PropDXID:
     return dxpl
 
 
-def write_rows(dset: h5py.Dataset, start: int | None, data: np.ndarray | None,
-               collective: bool) -> None:
+def write_rows(
+    dset: h5py.Dataset, start: int | None, data: np.ndarray | None, collective: bool
+) -> None:
     """Write ``data`` at rows [start, start+len); ``data`` None joins the collective call with an
     empty selection. (h5py's ``dset[a:a] = empty`` skips H5Dwrite, which hangs the other ranks.)"""
     dxpl = _collective_dxpl() if collective else None
@@ -108,7 +115,9 @@ def write_rows(dset: h5py.Dataset, start: int | None, data: np.ndarray | None,
         return
     buf = np.ascontiguousarray(data, dtype=dset.dtype)
     if buf.shape[1:] != dset.shape[1:]:
-        raise ValueError(f"{dset.name}: rows of shape {buf.shape[1:]}, dataset wants {dset.shape[1:]}")
+        raise ValueError(
+            f"{dset.name}: rows of shape {buf.shape[1:]}, dataset wants {dset.shape[1:]}"
+        )
     fspace.select_hyperslab((start,) + (0,) * (buf.ndim - 1), buf.shape)
     mspace = h5py.h5s.create_simple(buf.shape)
     dset.id.write(mspace, fspace, buf, dxpl=dxpl)
@@ -117,8 +126,16 @@ def write_rows(dset: h5py.Dataset, start: int | None, data: np.ndarray | None,
 class FileWriter:
     """Chunks [a, b) into one file. ``comm`` with size > 1 means MPI-IO collective writes."""
 
-    def __init__(self, path: Path, spec: RunSpec, gen: Generator, chunk_range: tuple[int, int],
-                 comm: Any, mode: str, provenance: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        spec: RunSpec,
+        gen: Generator,
+        chunk_range: tuple[int, int],
+        comm: Any,
+        mode: str,
+        provenance: dict[str, Any],
+    ) -> None:
         self.path, self.spec, self.chunk_range, self.comm = path, spec, chunk_range, comm
         self.collective = mpio_available() and comm.size > 1
         kw: dict[str, Any] = {"driver": "mpio", "comm": comm} if self.collective else {}
@@ -143,8 +160,12 @@ class FileWriter:
             write_rows(self.f[name], start, None if data is None else data[name], self.collective)
         self.f.flush()  # rows on disk before the done flag says so
         flag = None if k is None else np.ones(1, dtype="u1")
-        write_rows(self.f[layout.DONE], None if k is None else k - self.chunk_range[0], flag,
-                   self.collective)
+        write_rows(
+            self.f[layout.DONE],
+            None if k is None else k - self.chunk_range[0],
+            flag,
+            self.collective,
+        )
         self.f.flush()
 
     def finish(self, provenance: dict[str, Any]) -> None:
@@ -163,8 +184,14 @@ def shard_name(chunk_range: tuple[int, int]) -> str:
     return f"chunks-{chunk_range[0]:09d}-{chunk_range[1]:09d}.h5"
 
 
-def build_vds(out: Path, spec: RunSpec, gen: Generator, shards: list[tuple[Path, tuple[int, int]]],
-              provenance: dict[str, Any], missing: list[tuple[int, int]] | None = None) -> None:
+def build_vds(
+    out: Path,
+    spec: RunSpec,
+    gen: Generator,
+    shards: list[tuple[Path, tuple[int, int]]],
+    provenance: dict[str, Any],
+    missing: list[tuple[int, int]] | None = None,
+) -> None:
     """Write ``out``: virtual datasets over shard files (paths stored relative to out's folder),
     real copies of static data and a done bitmap gathered from the shards."""
     n_chunks = spec.n_chunks
@@ -188,11 +215,12 @@ def build_vds(out: Path, spec: RunSpec, gen: Generator, shards: list[tuple[Path,
         done = np.zeros(n_chunks, dtype="u1")
         for path, cr in shards:
             with h5py.File(path, "r") as s:
-                done[cr[0]:cr[1]] = s[layout.DONE][...]
+                done[cr[0] : cr[1]] = s[layout.DONE][...]
         grp = f.require_group(layout.GROUP)
         grp.attrs["description"] = "hpcgen bookkeeping: done[k] = 1 once chunk k is on disk"
         grp.attrs["virtual_sources"] = json.dumps(
-            [[os.path.relpath(p, out.parent), list(cr)] for p, cr in shards])
+            [[os.path.relpath(p, out.parent), list(cr)] for p, cr in shards]
+        )
         f.create_dataset(layout.DONE, data=done)
         f.attrs[layout.ATTR_SPEC] = spec.to_json()
         f.attrs[layout.ATTR_DATA_HASH] = spec.data_hash()

@@ -33,11 +33,22 @@ class TracksGenerator(Generator):
 
     def fields(self) -> list[FieldSpec]:
         return [
-            FieldSpec("X", (6,), FLOAT, "mm, mm, 1, 1, 1/MeV, mm",
-                      "inputs at z_start: x, y, tx, ty, q/p, dz = z_end - z_start",
-                      {"columns": ["x", "y", "tx", "ty", "qop", "dz"]}),
-            FieldSpec("Y", (4,), FLOAT, "mm, mm, 1, 1", "outputs at z_end: x, y, tx, ty",
-                      {"columns": ["x", "y", "tx", "ty"]}),
+            FieldSpec(
+                "X",
+                (6,),
+                FLOAT,
+                "mm, mm, 1, 1, 1/MeV, mm",
+                "inputs at z_start: x, y, tx, ty, q/p, dz = z_end - z_start",
+                {"columns": ["x", "y", "tx", "ty", "qop", "dz"]},
+            ),
+            FieldSpec(
+                "Y",
+                (4,),
+                FLOAT,
+                "mm, mm, 1, 1",
+                "outputs at z_end: x, y, tx, ty",
+                {"columns": ["x", "y", "tx", "ty"]},
+            ),
             FieldSpec("P", (), FLOAT, "GeV", "momentum magnitude"),
             FieldSpec("Z", (2,), FLOAT, "mm", "z_start, z_end", {"columns": ["z_start", "z_end"]}),
         ]
@@ -47,8 +58,9 @@ class TracksGenerator(Generator):
         # Round inputs to the stored dtype first, so Y is the propagation of the stored X.
         return {k: v.astype(self.float_dtype) for k, v in raw.items()}
 
-    def compute(self, inputs: Mapping[str, np.ndarray], chunk: Chunk,
-                device: Device) -> dict[str, np.ndarray]:
+    def compute(
+        self, inputs: Mapping[str, np.ndarray], chunk: Chunk, device: Device
+    ) -> dict[str, np.ndarray]:
         xp = device.xp
         X = xp.asarray(inputs["X"], dtype=xp.float64)
         Z = xp.asarray(inputs["Z"], dtype=xp.float64)
@@ -56,11 +68,13 @@ class TracksGenerator(Generator):
         return {"Y": device.to_host(Y).astype(self.float_dtype)}
 
     def verifier(self) -> Verifier:
-        return TracksVerifier()
+        return TracksVerifier(self.field)
 
     def root_attrs(self) -> dict[str, str]:
-        return {"units": "mm, T, GeV (P), 1/MeV (q/p)",
-                "description": "charged tracks propagated through the LHCb dipole field"}
+        return {
+            "units": "mm, T, GeV (P), 1/MeV (q/p)",
+            "description": "charged tracks propagated through the LHCb dipole field",
+        }
 
     def supports_device(self, kind: str) -> bool:
         return kind in ("cpu", "gpu")

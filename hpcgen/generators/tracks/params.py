@@ -50,14 +50,23 @@ class TracksParams:
         require(self.step > 0, f"params.step must be > 0 mm, got {self.step}")
         require(self.p_min > 0, f"params.p_min must be > 0 GeV, got {self.p_min}")
         require(self.p_min <= self.p_max, f"params.p_min {self.p_min} > p_max {self.p_max}")
-        require(len(self.charges) > 0 and all(q in (-1, 1) for q in self.charges),
-                f"params.charges must be a non-empty list of -1/+1, got {list(self.charges)}")
+        require(
+            len(self.charges) > 0 and all(q in (-1, 1) for q in self.charges),
+            f"params.charges must be a non-empty list of -1/+1, got {list(self.charges)}",
+        )
         if self.dz_range:
             require(len(self.dz_range) == 2, "params.dz_range must be [low, high] (mm) or empty")
             lo, hi = self.dz_range
             require(lo <= hi, f"params.dz_range: low {lo} > high {hi}")
         else:
             require(self.z_end != self.z_start, "params.z_end must differ from z_start")
-        require(max(abs(self.tx_range[0]), abs(self.tx_range[1]),
-                    abs(self.ty_range[0]), abs(self.ty_range[1])) < 10,
-                "params.tx_range/ty_range: |slope| must stay below 10")
+        require(
+            max(
+                abs(self.tx_range[0]),
+                abs(self.tx_range[1]),
+                abs(self.ty_range[0]),
+                abs(self.ty_range[1]),
+            )
+            < 10,
+            "params.tx_range/ty_range: |slope| must stay below 10",
+        )

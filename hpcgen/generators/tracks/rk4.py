@@ -40,8 +40,9 @@ def rk4_step(z: Any, s: tuple, qop: Any, h: Any, field: Field, xp: Any) -> tuple
     k3 = derivatives(z + 0.5 * h, *s3, qop, field, xp)
     s4 = [v + h * k for v, k in zip(s, k3)]
     k4 = derivatives(z + h, *s4, qop, field, xp)
-    return tuple(v + h / 6.0 * (a + 2.0 * b + 2.0 * c + d)
-                 for v, a, b, c, d in zip(s, k1, k2, k3, k4))
+    return tuple(
+        v + h / 6.0 * (a + 2.0 * b + 2.0 * c + d) for v, a, b, c, d in zip(s, k1, k2, k3, k4)
+    )
 
 
 def propagate_rk4(state: Any, z_start: Any, z_end: Any, field: Field, step: float, xp: Any):
