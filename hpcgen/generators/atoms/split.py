@@ -40,7 +40,12 @@ def assign_split(index: np.ndarray, seed: int, parts: Sequence[int] = (8, 1, 1))
     b = int(sum(parts))
     if index.size == 0:
         return np.zeros(0, np.uint8)
-    blocks, where = np.unique(index // b, return_inverse=True)
+    block = index // b
+    lo, hi = int(block.min()), int(block.max())
+    if hi - lo < 2 * index.size:  # a chunk: consecutive indices, hash every block in the range
+        blocks, where = np.arange(lo, hi + 1), block - lo
+    else:  # scattered indices: only the blocks they touch
+        blocks, where = np.unique(block, return_inverse=True)
     members = blocks[:, None] * b + np.arange(b)[None, :]  # every index of the touched blocks
     key = mix64(np.full(1, seed, np.uint64) ^ _SPLIT_SALT)
     hashed = mix64(mix64(members.astype(np.uint64) * _GOLDEN) ^ key)
