@@ -73,8 +73,6 @@ def test_csv_export_seed_format(tmp_path, reference):
         assert len(cells) == 3 + len(names) and all(NUMBER.fullmatch(c) for c in cells)
     values = np.loadtxt(out, delimiter=",", skiprows=1)
     np.testing.assert_allclose(values, data, atol=5e-7)
-    again = run_hpcgen("export", ref, "--format", "csv", "--out", out)
-    assert again.returncode == 2 and "exists" in again.stderr
 
 
 def test_plot_sky_png_and_face_errors(tmp_path, reference):
