@@ -6,7 +6,7 @@ the satellite body frame once placed; a component-frame point ``p`` sits at ``R 
 body frame, with ``R`` from the unit quaternion ``orientation = (w, x, y, z)`` and ``t`` the
 ``position``.
 
-YAML layout (see ``data/intelsat901.yaml``)::
+YAML layout (see ``models/intelsat901.yaml``)::
 
     name: my_sat
     components:
@@ -40,7 +40,7 @@ import numpy as np
 from hpcgen.errors import SpecError
 
 #: the bundled Intelsat 901 box-wing model (package data)
-DEFAULT_MODEL = Path(__file__).with_name("data") / "intelsat901.yaml"
+DEFAULT_MODEL = Path(__file__).with_name("models") / "intelsat901.yaml"
 YAML_SUFFIXES = (".yaml", ".yml")
 
 #: |q| may differ from 1 by this much (rounded decimals in files); it is then normalised
