@@ -224,7 +224,7 @@ def test_raster_positions_are_a_function_of_the_sample_index(tmp_path: Path) -> 
     # dose calibration over the whole raster: its mean noise-free total is the dose exactly
     lam = gen.photon_scale2(1e3) * gen.forward.patches(xs, ys)[2]
     assert lam.mean() == pytest.approx(1e3, rel=1e-9)
-    with pytest.raises(SpecError, match=r"n_samples = 82 exceeds the raster \(81 positions"):
+    with pytest.raises(SpecError, match=r"n_samples must be <= 81: the raster .* has 81 positions \(asked for 82\)"):
         gen.sample(Chunk(index=8, start=80, count=2, seed=1))
 
 

@@ -109,7 +109,7 @@ class PtychoVerifier(Verifier):
                 np.count_nonzero((sx != xs[ok]) | (sy != ys[ok]))
             )
         # ground truth: the patches and energies the file claims
-        patches, exitw, energy = gen.forward.patches(xs, ys)
+        patches, _, energy = gen.forward.patches(xs, ys)
         y = data["Y"]
         self.y_err = max(self.y_err, float(np.abs(y - patches).max(initial=0.0)))
         e_file = data["exit_energy"]
@@ -159,7 +159,7 @@ class PtychoVerifier(Verifier):
     def results(self) -> list[CheckResult]:
         from hpcgen.generators.ptycho.export import split_masks
 
-        gen, p = self.gen, self.p
+        p = self.p
         out = [
             CheckResult(
                 "DATA-001 dtypes and shapes",

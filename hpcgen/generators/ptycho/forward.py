@@ -64,7 +64,8 @@ class Forward:
                 raise ValueError(f"scan {name} coordinates must lie in [0, {self.m}]")
 
     def patches(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(patches Y (B, N, N) complex64, exit waves (B, N, N) complex64, energies (B,) float64)."""
+        """(patches Y (B, N, N) complex64, exit waves (B, N, N) complex64, energies (B,)
+        float64)."""
         b, n = len(xs), self.n
         patches = np.empty((b, n, 2 * n), np.float32)
         exitw = np.empty((b, n, 2 * n), np.float32)
@@ -113,7 +114,7 @@ class Forward:
         return total / len(xs)
 
 
-# --- CPU kernels -----------------------------------------------------------------------------------
+# --- CPU kernels ----------------------------------------------------------------------------------
 
 
 @numba.njit(cache=True, nogil=True)
@@ -170,13 +171,13 @@ def _intensity_shifted(f, out):  # pragma: no cover - numba
                 out[b, i, j] = z.real * z.real + z.imag * z.imag
 
 
-# --- GPU (cupy) ------------------------------------------------------------------------------------
+# --- GPU (cupy) -----------------------------------------------------------------------------------
 
 
 def forward_gpu(
     xp: Any, obj_padded: Any, pad: int, xs: np.ndarray, ys: np.ndarray, probe: Any
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Same as :func:`forward_cpu` with cupy (``obj_padded``, ``probe`` already on the device).
+    """Same as :meth:`Forward.run` with cupy (``obj_padded``, ``probe`` already on the device).
 
     Float rounding differs from the CPU path (cuFFT vs pocketfft), so GPU files match CPU files
     to float precision, not byte for byte. Returns host arrays."""
@@ -203,7 +204,7 @@ def forward_gpu(
     return patches.get(), intensity.get(), energy.get()
 
 
-# --- dose calibration ------------------------------------------------------------------------------
+# --- dose calibration -----------------------------------------------------------------------------
 
 
 def expected_energy_uniform(obj: np.ndarray, probe: np.ndarray) -> float:

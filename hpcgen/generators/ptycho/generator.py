@@ -96,15 +96,16 @@ class PtychoGenerator(Generator):
 
     def check_n_samples(self, n_samples: int) -> None:
         """A raster or file scan has a fixed number of positions: SpecError beyond it."""
-        if self.scan_list is not None and n_samples > len(self.scan_list[0]):
-            p = self.params
-            what = (
-                f"the raster ({len(self.scan_list[0])} positions at overlap {p.overlap}, "
-                f"object {self.forward.m} px, N = {p.N})"
-                if p.scan == "raster"
-                else f"the {len(self.scan_list[0])} positions in {p.base_npz}"
-            )
-            raise SpecError(f"n_samples = {n_samples} exceeds {what}")
+        if self.scan_list is None or n_samples <= len(self.scan_list[0]):
+            return
+        p, k = self.params, len(self.scan_list[0])
+        what = (
+            f"the raster at overlap {p.overlap} on a {self.forward.m} px object with N = {p.N} "
+            f"has {k} positions"
+            if p.scan == "raster"
+            else f"{p.base_npz} has {k} scan positions"
+        )
+        raise SpecError(f"n_samples must be <= {k}: {what} (asked for {n_samples})")
 
     # --- contract ---------------------------------------------------------------------------
     def fields(self) -> list[FieldSpec]:

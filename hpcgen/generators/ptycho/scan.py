@@ -23,7 +23,7 @@ def raster_shape(m: int, n: int, overlap: float) -> tuple[int, int, float, float
     that fits in [N/2, M - N/2], centred in that range."""
     lo, hi = position_bounds(m, n)
     spacing = (1.0 - overlap) * n
-    k = int(math.floor((hi - lo) / spacing + 1e-9)) + 1
+    k = math.floor((hi - lo) / spacing + 1e-9) + 1
     start = lo + ((hi - lo) - (k - 1) * spacing) / 2
     return k, k * k, spacing, start
 
