@@ -17,7 +17,7 @@ PY="${PYTHON:-python3}"
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 # --- 1. system packages: MPICH, parallel HDF5 (MPICH flavour), h5dump ------------------------
-APT_PKGS=(mpich libmpich-dev libhdf5-mpich-dev hdf5-tools pkg-config)
+APT_PKGS=(mpich libmpich-dev libhdf5-mpich-dev hdf5-tools pkg-config slurm-wlm munge)
 if [[ "${HPCGEN_NO_APT:-0}" != 1 ]]; then
     missing=()
     for p in "${APT_PKGS[@]}"; do
