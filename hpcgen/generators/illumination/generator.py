@@ -154,11 +154,11 @@ class IlluminationGenerator(Generator):
         return {
             "illumination_model": self.model.name,
             "illumination_model_file": str(self.model.source),
-            "illumination_unshadowable_faces": [
+            # comma-separated (face names cannot contain commas)
+            "illumination_unshadowable_faces": ",".join(
                 self.model.face_names[i]
                 for i in unshadowable_faces(self.model, self.params.sun_tracking)
-            ]
-            or [""],
+            ),
             "illumination_ray_offset_m": RAY_OFFSET * self.model.scale,
         }
 
