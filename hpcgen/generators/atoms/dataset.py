@@ -365,8 +365,8 @@ def draw_report(
     axh.set_xlabel("label (objects placed)")
     axh.set_ylabel("fraction of the split")
     axh.set_title("label histogram")
-    axh.legend()
-    fig.tight_layout()
+    axh.legend(loc="upper left")  # label 0 (no object) is always empty
+    fig.subplots_adjust(left=0.08, right=0.98, top=0.97, bottom=0.05, hspace=0.1)
     fig.savefig(out, dpi=90)
     plt.close(fig)
 
