@@ -107,6 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         chunks=chunks,
         atomic=args.atomic,
         quiet=args.quiet,
+        checkpoint_s=args.checkpoint_every,
     )
     res = run(spec, opts, comm)
     if comm.rank == 0 and not args.quiet:
@@ -243,6 +244,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write OUT.partial and rename when complete; exit 0 at once if OUT is "
         "already complete (batch jobs with retries)",
+    )
+    r.add_argument(
+        "--checkpoint-every",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="flush and mark chunks done at most this often (default 10 s; a crash "
+        "loses at most this much work; 0: after every round)",
     )
     r.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     r.add_argument("--yes", "-y", action="store_true", help="do not ask before large outputs")

@@ -83,7 +83,17 @@ def test_seed_changes_data(tmp_path, reference):
 def test_killed_run_resumes_to_identical_file(tmp_path, reference, ranks):
     spec, ref = reference
     out = tmp_path / "crash.h5"
-    proc = run_hpcgen("run", spec, "--out", out, "--quiet", ranks=ranks, env={CRASH_ENV: "2"})
+    proc = run_hpcgen(
+        "run",
+        spec,
+        "--out",
+        out,
+        "--quiet",
+        "--checkpoint-every",
+        "0",
+        ranks=ranks,
+        env={CRASH_ENV: "2"},
+    )
     assert proc.returncode != 0  # SIGKILLed mid-run
     with h5py.File(out) as f:
         done = f["_hpcgen/done"][...]
@@ -101,7 +111,17 @@ def test_shards_resume_after_crash(tmp_path, reference):
     spec, ref = reference
     out = tmp_path / "crash_s.h5"
     proc = run_hpcgen(
-        "run", spec, "--out", out, "--io", "shards", "--quiet", ranks=2, env={CRASH_ENV: "1"}
+        "run",
+        spec,
+        "--out",
+        out,
+        "--io",
+        "shards",
+        "--quiet",
+        "--checkpoint-every",
+        "0",
+        ranks=2,
+        env={CRASH_ENV: "1"},
     )
     assert proc.returncode != 0
     assert not out.exists()
@@ -184,7 +204,9 @@ def test_verify_passes_and_catches_corruption(tmp_path, reference):
 def test_verify_flags_an_unfinished_file(tmp_path, reference):
     spec, _ = reference
     out = tmp_path / "u.h5"
-    run_hpcgen("run", spec, "--out", out, "--quiet", env={CRASH_ENV: "1"})
+    run_hpcgen(
+        "run", spec, "--out", out, "--quiet", "--checkpoint-every", "0", env={CRASH_ENV: "1"}
+    )
     proc = run_hpcgen("verify", out)
     assert proc.returncode == 1
     assert "FAIL  every chunk written" in proc.stdout

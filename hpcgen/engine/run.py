@@ -47,6 +47,8 @@ class RunOptions:
     atomic: bool = False  # batch jobs: write OUT.partial, rename when complete
     quiet: bool = False
     log_interval: float = 30.0
+    #: seconds between checkpoints (flush + done flags); a crash loses at most this much work
+    checkpoint_s: float = 10.0
 
 
 @dataclass
@@ -224,6 +226,7 @@ def run(spec: RunSpec, opts: RunOptions, comm: Any = None) -> RunResult:
     crash_after = int(os.environ.get(CRASH_ENV, "0"))
     t = {"sample_s": 0.0, "compute_s": 0.0, "write_s": 0.0}
     written_rows = 0
+    last_checkpoint = time.monotonic()
     for rnd in range(n_rounds):
         k = my_chunks[rnd] if rnd < len(my_chunks) else None
         data = None
@@ -240,6 +243,11 @@ def run(spec: RunSpec, opts: RunOptions, comm: Any = None) -> RunResult:
         t2 = time.perf_counter()
         if writer is not None:
             writer.write(k, data)
+        # rank 0 decides for everyone: a checkpoint is collective
+        if comm.bcast(time.monotonic() - last_checkpoint >= opts.checkpoint_s, root=0):
+            if writer is not None:
+                writer.checkpoint()
+            last_checkpoint = time.monotonic()
         t["write_s"] += time.perf_counter() - t2
         if k is not None:
             written_rows += plan.chunk(k).count
