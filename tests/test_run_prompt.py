@@ -1,0 +1,95 @@
+"""`hpcgen run` asks before a large output on a terminal, never waits elsewhere; progress goes to
+log lines when stderr is not a terminal."""
+
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from helpers import run_hpcgen
+
+BIG = {"HPCGEN_CONFIRM_BYTES": "1"}  # every output counts as "large"
+
+
+def run_on_terminal(args: list[str], answer: bytes, env: dict, timeout: float = 120):
+    """Run hpcgen with stdin/stdout/stderr on a pseudo-terminal, type ``answer`` at the prompt."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hpcgen", *args],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env={**os.environ, **env},
+        close_fds=True,
+    )
+    os.close(slave)
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while b"[y/N]" not in seen and time.monotonic() < deadline:
+        try:
+            seen += os.read(master, 1024)
+        except OSError:
+            break
+    os.write(master, answer)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    proc.wait(timeout=timeout)
+    os.close(master)
+    return proc.returncode, (seen + out).decode(errors="replace")
+
+
+def test_terminal_no_writes_nothing(tmp_path: Path, tiny_spec: Path):
+    out = tmp_path / "big.h5"
+    code, text = run_on_terminal(["run", str(tiny_spec), "--out", str(out)], b"n\n", BIG)
+    assert "[y/N]" in text and "write" in text
+    assert code == 1
+    assert not out.exists()
+
+
+def test_terminal_yes_writes(tmp_path: Path, tiny_spec: Path):
+    out = tmp_path / "big.h5"
+    code, text = run_on_terminal(["run", str(tiny_spec), "--out", str(out)], b"y\n", BIG)
+    assert code == 0, text
+    assert out.exists()
+
+
+def test_yes_flag_skips_the_question(tmp_path: Path, tiny_spec: Path):
+    out = tmp_path / "big.h5"
+    code, text = run_on_terminal(
+        ["run", str(tiny_spec), "--out", str(out), "--yes"], b"", BIG, timeout=120
+    )
+    assert code == 0 and "[y/N]" not in text
+    assert out.exists()
+
+
+def test_not_a_terminal_never_waits_and_logs_progress(tmp_path: Path, tiny_spec: Path):
+    out = tmp_path / "big.h5"
+    # stdin is an open pipe nobody writes to: a prompt would hang until the timeout
+    proc = subprocess.run(
+        [sys.executable, "-m", "hpcgen", "run", str(tiny_spec), "--out", str(out)],
+        stdin=subprocess.PIPE,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **BIG},
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "[y/N]" not in proc.stderr
+    assert "[hpcgen] 2500/2500 samples (100.0%)" in proc.stderr  # the final log line
+    assert out.exists()
+
+
+def test_quiet_prints_nothing(tmp_path: Path, tiny_spec: Path):
+    proc = run_hpcgen("run", tiny_spec, "--out", tmp_path / "q.h5", "--quiet")
+    assert proc.returncode == 0 and proc.stderr == ""
