@@ -12,6 +12,8 @@ shadow edge crosses one column of cells and the error is at most 2^-L.
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import pytest
 import trimesh
@@ -271,6 +273,20 @@ def test_embree_caster_matches_trimesh_intersector(default_model):
     reference = mesh.ray.intersects_any(origins, dirs)
     assert 0.05 < ours.mean() < 0.95
     np.testing.assert_array_equal(ours, reference)
+
+
+def test_array_module_code_path_used_on_gpu_matches_embree(default_model):
+    """The branches taken when xp is not numpy (cupy on a GPU), run here with a stand-in module
+    that has numpy's functions but is not numpy."""
+    stand_in = types.ModuleType("numpy_stand_in")
+    stand_in.__dict__.update(np.__dict__)
+    sun = uniform(60, seed=13)
+    for convention in ("area", "lcas"):
+        embree = LitCalculator(default_model, level=1, convention=convention)(sun)
+        calc = LitCalculator(
+            default_model, level=1, convention=convention, backend="brute", xp=stand_in
+        )
+        np.testing.assert_array_equal(calc(sun), embree)
 
 
 @pytest.mark.gpu
