@@ -338,6 +338,21 @@ def test_output_folder_with_a_space_is_refused(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "no spaces" in proc.stderr
 
 
+def test_gpu_specs_ask_for_a_gpu_per_job(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path)
+    cpu, gpu = tmp_path / "cpu", tmp_path / "gpu"
+    assert jobs("slurm", spec, "--jobs", 2, "--out", cpu).returncode == 0
+    assert "--gres" not in (cpu / "array.sbatch").read_text()
+    assert "--gpus-per-task" not in (cpu / "mpi.sbatch").read_text()
+    assert jobs("condor", spec, "--jobs", 2, "--out", gpu, "--set", 'device="gpu"').returncode == 0
+    assert jobs("slurm", spec, "--jobs", 2, "--out", gpu, "--set", 'device="gpu"').returncode == 0
+    assert "#SBATCH --gres=gpu:1" in (gpu / "array.sbatch").read_text()
+    assert "#SBATCH --gpus-per-task=1" in (gpu / "mpi.sbatch").read_text()
+    for name in ("generate.sub", "node.sub"):
+        assert submit_description(gpu / name)["request_gpus"] == "1"
+    assert "request_gpus" not in submit_description(gpu / "merge.sub")
+
+
 # --- HTCondor rendering ---------------------------------------------------------------------------
 
 

@@ -57,6 +57,11 @@ def register(subparsers: Any) -> None:
             "one chunk + 1 GiB, rounded up to 256 MiB)",
         )
         s.add_argument(
+            "--gpus",
+            type=int,
+            help='GPUs per job and per MPI rank (default: 1 if the spec says device = "gpu")',
+        )
+        s.add_argument(
             "--retries",
             type=int,
             default=2,
@@ -111,6 +116,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     slurm = args.system == "slurm"
     res = Resources(
         cpus=args.cpus,
+        gpus=args.gpus if args.gpus is not None else int(spec.device == "gpu"),
         mem_mb=mem_mb,
         retries=args.retries,
         disk_kb=default_disk_kb(max_chunks * chunk_bytes),

@@ -97,6 +97,7 @@ class Resources:
     time: str = "01:00:00"  # SLURM limit of one array task and of the merge job
     mpi_time: str = "01:00:00"  # SLURM limit of the single-allocation MPI job
     ranks: int = 2  # MPI ranks of mpi.sbatch
+    gpus: int = 0  # per job and per MPI rank (specs with device = "gpu")
     partition: str | None = None
     retries: int = 2  # extra attempts of a failed job (SLURM: in the task; condor: max_retries)
     retry_delay_s: int = 10
@@ -110,6 +111,8 @@ class Resources:
                     f"--{key.replace('_mb', '').replace('_', '-')} must be >= 1, "
                     f"got {getattr(self, key)}"
                 )
+        if self.gpus < 0:
+            raise UserError(f"--gpus must be >= 0, got {self.gpus}")
         if self.retries < 0:
             raise UserError(f"--retries must be >= 0, got {self.retries}")
         check_time(self.time)

@@ -217,6 +217,15 @@ def _common_values(
             if res.partition
             else "# (no --partition: the cluster's default partition)"
         ),
+        "SLURM_GPU_LINE": (
+            f"#SBATCH --gres=gpu:{res.gpus}" if res.gpus else "# (no GPUs: --gpus 0)"
+        ),
+        "SLURM_MPI_GPU_LINE": (
+            f"#SBATCH --gpus-per-task={res.gpus}" if res.gpus else "# (no GPUs: --gpus 0)"
+        ),
+        "CONDOR_GPU_LINE": (
+            f"request_gpus          = {res.gpus}" if res.gpus else "# (no request_gpus: --gpus 0)"
+        ),
         "MERGE_FLAGS": " --virtual" if virtual else "",
         "MERGE_NOTE": (
             ",\n#      a virtual-dataset file over the shards (keep the shards beside it)"
