@@ -285,3 +285,38 @@ def slurm_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmClu
         yield cluster
     finally:
         cluster.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python tests/slurm_cluster.py DIR``: run a one-node SLURM in DIR until Ctrl-C or SIGTERM
+    (to try the rendered scripts by hand: export the printed SLURM_CONF in another shell)."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("dir", type=Path, help="scratch folder for keys, state, spool and logs")
+    args = p.parse_args(argv)
+    reason = missing_reason()
+    if reason:
+        print(f"slurm_cluster: {reason}")
+        return 2
+    cluster = write_config(args.dir.resolve())
+    stop = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        cluster.start()
+        print(f"export SLURM_CONF={cluster.conf}", flush=True)
+        while not stop:
+            time.sleep(0.5)
+    finally:
+        cluster.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
