@@ -12,6 +12,7 @@ shadow edge crosses one column of cells and the error is at most 2^-L.
 
 from __future__ import annotations
 
+import json
 import types
 
 import numpy as np
@@ -328,6 +329,22 @@ def test_duplicate_obj_object_names_refused(tmp_path):
     obj = f"o plate\n{plate}o plate\n{plate}"
     with pytest.raises(SpecError, match="duplicate object name 'plate' at line 6"):
         load_model(write(tmp_path, obj, "dup.obj"))
+
+
+def test_duplicate_gltf_node_names_refused(tmp_path):
+    tri = trimesh.Trimesh([[0, 0, 0], [1, 0, 0], [1, 1, 0]], [[0, 1, 2]])
+    scene = trimesh.Scene()
+    scene.add_geometry(tri, node_name="a", geom_name="ga")
+    scene.add_geometry(tri.copy().apply_translation([0, 0, 1]), node_name="b", geom_name="gb")
+    gltf = scene.export(file_type="gltf")  # {name: bytes}: the JSON and its buffers
+    doc = json.loads(gltf["model.gltf"])
+    for node in doc["nodes"]:
+        node["name"] = "a" if node.get("name") == "b" else node.get("name")
+    gltf["model.gltf"] = json.dumps(doc).encode()
+    for name, data in gltf.items():
+        (tmp_path / name).write_bytes(data)
+    with pytest.raises(SpecError, match="duplicate node name 'a'"):
+        load_model(str(tmp_path / "model.gltf"))
 
 
 BAD_MODELS = [

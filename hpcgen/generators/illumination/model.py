@@ -29,7 +29,9 @@ Every problem in a model file is a :class:`SpecError` naming the file, the compo
 from __future__ import annotations
 
 import functools
+import json
 import re
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -443,6 +445,8 @@ def _load_mesh(p: Path) -> Model:
 
     if p.suffix.lower() == ".obj":
         _check_obj_names(p)
+    elif p.suffix.lower() in (".glb", ".gltf"):
+        _check_gltf_names(p)
     try:
         scene = trimesh.load(str(p), force="scene")
     except Exception as e:  # trimesh raises many types for unreadable files
@@ -488,6 +492,26 @@ def _check_obj_names(p: Path) -> None:
                         "face names must be unique"
                     )
                 seen[key] = lineno
+
+
+def _check_gltf_names(p: Path) -> None:
+    """glTF node names (of nodes with a mesh) must be unique: trimesh renames repeats ('a_1')."""
+    raw = p.read_bytes()
+    try:
+        if raw[:4] == b"glTF":  # binary: 12-byte header, then the JSON chunk (length, type, data)
+            (length,) = struct.unpack_from("<I", raw, 12)
+            doc = json.loads(raw[20 : 20 + length])
+        else:
+            doc = json.loads(raw)
+    except (ValueError, struct.error) as e:
+        raise SpecError(f"{p}: not a readable glTF file ({e})") from None
+    seen: set[str] = set()
+    for node in doc.get("nodes", []):
+        name = node.get("name")
+        if "mesh" in node and name is not None:
+            if name in seen:
+                raise SpecError(f"{p}: duplicate node name {name!r}: face names must be unique")
+            seen.add(name)
 
 
 def model_summary(model: Model) -> str:
