@@ -68,7 +68,7 @@ def test_blur_conserves_energy_without_renormalising():
 def test_rotation_conserves_energy_and_90_degrees_is_exact():
     e = smooth_map()
     stepper_out = np.empty_like(e)
-    coef = np.empty((e.shape[0] + 2 * kernels.PAD, e.shape[1] + 2 * kernels.PAD), np.float32)
+    coef = kernels.coefficient_buffer(e.shape)
     kernels.spline_coefficients_wrap(e, coef)
     kernels.rotate_coefficients(coef, 0.0, 1.0, stepper_out)  # 90 degrees
     np.testing.assert_allclose(stepper_out, np.rot90(e, 1), rtol=0, atol=1e-5 * e.max())
@@ -122,7 +122,7 @@ def test_blur_raises_entropy_on_a_peaked_map():
 @pytest.mark.parametrize("shape", [(64, 64), (48, 72)])
 def test_fast_rotation_matches_scipy(shape):
     e = smooth_map(shape, seed=3)
-    coef = np.empty((shape[0] + 2 * kernels.PAD, shape[1] + 2 * kernels.PAD), np.float32)
+    coef = kernels.coefficient_buffer(shape)
     kernels.spline_coefficients_wrap(e, coef)
     out = np.empty_like(e)
     for angle in (12.5, -147.0, 301.0):
@@ -133,18 +133,35 @@ def test_fast_rotation_matches_scipy(shape):
 
 def test_spline_coefficients_match_scipy():
     e = smooth_map((40, 60), seed=4)
-    coef = np.empty((44, 64), np.float32)
+    coef = kernels.coefficient_buffer(e.shape)
     kernels.spline_coefficients_wrap(e, coef)
     expected = ndi.spline_filter(e.astype(np.float64), 3, mode="grid-wrap")
-    assert rel(coef[2:-2, 2:-2], expected) < 1e-6
-    assert np.array_equal(coef[:2, 2:-2], coef[-4:-2, 2:-2])  # periodic padding
+    py, px = kernels.rotation_padding(e.shape)
+    assert rel(coef[py : py + 40, px : px + 60], expected) < 1e-6
+    np.testing.assert_array_equal(
+        coef, np.pad(coef[py : py + 40, px : px + 60], ((py, py), (px, px)), "wrap")
+    )
 
 
-@pytest.mark.parametrize("sigma", [1.5, 4.0])
-def test_fft_blur_matches_scipy_wrap(sigma):
+@pytest.mark.parametrize("sigma", [1.5, 4.0, 20.0])
+def test_direct_and_fft_blurs_match_scipy_wrap(sigma):
     e = smooth_map((64, 96), seed=5)
-    fast = kernels.blur_fft(e, kernels.gaussian_transfer(e.shape, sigma))
-    assert rel(fast, kernels.blur_reference(e, sigma)) < 1e-5
+    expected = kernels.blur_reference(e, sigma)
+    fft = kernels.blur_fft(e, kernels.gaussian_transfer(e.shape, sigma))
+    assert rel(fft, expected) < 1e-5
+    taps = kernels.gaussian_taps(sigma)
+    direct, tmp = np.empty_like(e), np.empty_like(e)
+    kernels.blur_direct(e, taps, taps, tmp, direct)
+    assert rel(direct, expected) < 1e-5
+
+
+def test_wide_blur_takes_the_fft_path_and_matches_the_reference():
+    e = smooth_map((64, 64), seed=8)
+    stepper = kernels.FastStepper(e.shape, 7.0)  # radius 28 > DIRECT_BLUR_MAX_RADIUS
+    assert stepper.transfer is not None
+    ref = maps.total_energy(e)
+    out = stepper.step(e, 40.0, (1, 2), None, 0.0, ref)
+    assert rel(out, kernels.step_reference(e, 40.0, 7.0, (1, 2), None, 0.0, ref)) < 1e-5
 
 
 @pytest.mark.parametrize("domain", ["plasma_physics", "fluid_dynamics", "astrophysics"])
@@ -230,6 +247,21 @@ def test_laminar_is_the_analytic_pattern():
     # sin X cos Y + 2 has mean 2 on the full periodic grid: E = (sin X cos Y + 2) / 2
     assert e[0, 16] == pytest.approx(1.5, rel=1e-6)  # X = pi/2, Y = 0
     assert e[32, 16] == pytest.approx(0.5, rel=1e-6)  # Y = pi
+
+
+@pytest.mark.parametrize(("shape", "out"), [((4, 6), (64, 96)), ((64, 64), (16, 16))])
+def test_separable_zoom_is_scipy_zoom_and_keeps_maps_apart(shape, out):
+    a = np.random.default_rng(9).standard_normal((3, *shape))
+    z = maps.periodic_zoom(a, out)
+    for k in range(3):
+        expected = ndi.zoom(
+            a[k],
+            (out[0] / shape[0], out[1] / shape[1]),
+            order=3,
+            mode="grid-wrap",
+            grid_mode=True,
+        )
+        np.testing.assert_allclose(z[k], expected, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("shape", [(256, 256), (128, 192)])

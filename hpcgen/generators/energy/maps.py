@@ -49,6 +49,37 @@ def level_shape(shape: tuple[int, int], scale: int) -> tuple[int, int]:
     return (scale, int(width))
 
 
+def _zoom_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """Source indices (periodic) and cubic B-spline weights, (n_out, 4) each, of a zoom from
+    n_in to n_out samples in scipy's grid mode: output pixel o covers input coordinate
+    (o + 0.5) n_in / n_out - 0.5."""
+    coord = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+    base = np.floor(coord)
+    t = coord - base
+    u = 1.0 - t
+    weights = np.stack(
+        [u**3 / 6, 2 / 3 - t**2 + t**3 / 2, 1 / 6 + (t + t**2 - t**3) / 2, t**3 / 6], axis=1
+    )
+    idx = (base.astype(np.int64)[:, None] + np.arange(-1, 3)[None, :]) % n_in
+    return idx, weights
+
+
+def periodic_zoom(a: np.ndarray, out_shape: tuple[int, int]) -> np.ndarray:
+    """Cubic-spline zoom of a periodic map (..., h, w) to (..., *out_shape), float64: what
+    ``scipy.ndimage.zoom(order=3, mode="grid-wrap", grid_mode=True)`` computes, but separably
+    (the zoom is axis-aligned), 4 + 4 taps per pixel instead of 16, and batched over leading
+    axes without mixing maps."""
+    c = np.asarray(a, np.float64)
+    for axis in (-2, -1):  # periodic prefilter: the spline interpolates the samples
+        c = ndi.spline_filter1d(c, 3, axis=axis, mode="grid-wrap")
+    for axis, n_out in zip((-2, -1), out_shape):
+        idx, wts = _zoom_taps(c.shape[axis], n_out)
+        shape = [1] * c.ndim
+        shape[axis] = n_out
+        c = sum(np.take(c, idx[:, k], axis=axis) * wts[:, k].reshape(shape) for k in range(4))
+    return c
+
+
 def rescale(e: np.ndarray, scale: int) -> np.ndarray:
     """One pyramid level of a map (..., H, W): bicubic zoom to height ``scale`` (periodic
     boundaries), negative spline overshoots clipped at 0, then renormalised so that every level
@@ -58,14 +89,10 @@ def rescale(e: np.ndarray, scale: int) -> np.ndarray:
     out_shape = level_shape((h, w), scale)
     if out_shape == (h, w):
         return e.copy()
-    flat = e.reshape(-1, h, w)
-    out = np.empty((flat.shape[0], *out_shape), dtype=np.float32)
-    zoom = (out_shape[0] / h, out_shape[1] / w)
-    for k, frame in enumerate(flat):  # frame by frame: a zoom over the batch axis would mix maps
-        z = ndi.zoom(frame, zoom, order=3, mode="grid-wrap", grid_mode=True, output=np.float32)
-        np.maximum(z, 0, out=z)
-        out[k] = z * np.float32(frame.sum(dtype=np.float64) / z.sum(dtype=np.float64))
-    return out.reshape(*e.shape[:-2], *out_shape)
+    z = periodic_zoom(e, out_shape)
+    np.maximum(z, 0, out=z)
+    z *= (total_energy(e) / total_energy(z))[..., None, None]
+    return z.astype(np.float32)
 
 
 def pyramid(e: np.ndarray, scales: tuple[int, ...] = SCALES) -> dict[int, np.ndarray]:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import scipy.ndimage as ndi
+
+from hpcgen.generators.energy.maps import periodic_zoom
 
 #: the scales of the turbulent cascade (pixels per noise cell)
 TURBULENT_SCALES = (4, 8, 16, 32, 64)
@@ -23,10 +24,8 @@ def turbulent(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     total = np.zeros(shape)
     for s in TURBULENT_SCALES:
         small = rng.standard_normal((max(1, h // s), max(1, w // s)))
-        zoom = (h / small.shape[0], w / small.shape[1])
-        # grid_mode: zoom the pixel extents, so the output has exactly (h, w) pixels and wraps
-        big = ndi.zoom(small, zoom, order=3, mode="grid-wrap", grid_mode=True)
-        total += big[:h, :w] / s
+        # scipy.ndimage.zoom(small, order=3, mode="grid-wrap", grid_mode=True) to exactly (h, w)
+        total += periodic_zoom(small, shape) / s
     return _unit_mean(np.abs(total))
 
 

@@ -33,11 +33,19 @@ class Trajectory:
     rescaled: np.ndarray
 
 
-def draw_noise(rng: np.random.Generator, shape: tuple[int, ...], preset: Preset) -> Any:
-    """Standard normal pixel noise for one step (None when the preset has no noise)."""
+def draw_noise(
+    rng: np.random.Generator,
+    shape: tuple[int, ...],
+    preset: Preset,
+    out: np.ndarray | None = None,
+) -> Any:
+    """Standard normal float32 pixel noise for one step (None when the preset has no noise),
+    into ``out`` when given."""
     if preset.noise_sigma <= 0:
         return None
-    return rng.standard_normal(shape, dtype=np.float32)
+    if out is None:
+        return rng.standard_normal(shape, dtype=np.float32)
+    return rng.standard_normal(dtype=np.float32, out=out)
 
 
 def evolve(
@@ -64,16 +72,18 @@ def evolve(
     if method == "fast" and stepper is None:
         stepper = kernels.FastStepper(shape, preset.blur_sigma)
     rotate = preset.rotation_max_deg > 0
+    noise_buffer = np.empty(shape, np.float32)
     for t in range(1, n_steps):
-        noise = draw_noise(rng, shape, preset)
+        noise = draw_noise(rng, shape, preset, noise_buffer)
         amp = preset.noise_sigma * ref / base.size  # sigma * mean energy
         angle = float(angles_deg[t]) if rotate else None
         shift = (int(shifts[t, 0]), int(shifts[t, 1]))
+        x = frames[t]
         if method == "fast":
             assert stepper is not None
-            x = stepper.step(frames[t - 1], angle, shift, noise, amp, ref)
+            stepper.step(frames[t - 1], angle, shift, noise, amp, ref, out=x)
         elif method == "reference":
-            x = kernels.step_reference(
+            x[...] = kernels.step_reference(
                 frames[t - 1], angle, preset.blur_sigma, shift, noise, amp, ref
             )
         else:
@@ -86,7 +96,6 @@ def evolve(
             x *= np.float32(ref0 / total)
             ref = ref0
             rescaled[t] = True
-        frames[t] = x
     return Trajectory(frames, maps.entropy(frames), rescaled)
 
 
