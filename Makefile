@@ -31,8 +31,15 @@ test-mpi:
 	mpiexec.mpich -n 2 $(BIN)/python -m pytest -q -ra --with-mpi -m mpi -p no:cacheprovider
 	mpiexec.mpich -n 3 $(BIN)/python -m pytest -q -ra --with-mpi -m mpi -p no:cacheprovider
 
+## make bench: every benchmark, one after the other (minutes; results: docs/benchmarks.md)
 bench: setup
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/bench_engine.py tracks
+	mpiexec.mpich -n 2 $(BIN)/python bench/bench_engine.py io
+	$(BIN)/python bench/bench_tracks.py
+	$(BIN)/python bench/bench_illumination.py
+	$(BIN)/python bench/bench_atoms.py
+	$(BIN)/python bench/bench_ptycho.py
+	$(BIN)/python bench/bench_energy.py
 
 clean:
 	rm -rf tracks_demo.h5 tracks_demo.npz tracks_demo.metadata.json tracks_demo.verify.json

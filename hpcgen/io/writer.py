@@ -60,6 +60,19 @@ def create_layout(
         dt = fs.resolved_dtype(spec.dtype)
         d = f.create_dataset(fs.name, shape=(rows, *fs.shape), dtype=dt, fill_time="never")
         _field_attrs(d, fs, r0)
+    f.create_dataset(layout.DONE, shape=(chunk_range[1] - chunk_range[0],), dtype="u1", fillvalue=0)
+    _common(f, spec, gen, chunk_range, provenance)
+
+
+def _common(
+    f: h5py.File,
+    spec: RunSpec,
+    gen: Generator,
+    chunk_range: tuple[int, int],
+    provenance: dict[str, Any],
+) -> None:
+    """What every hpcgen file has besides its data: static datasets, generator and hpcgen root
+    attributes, the bookkeeping group."""
     for name, sd in gen.static_datasets().items():
         d = f.create_dataset(name, data=sd.data)
         for k, v in sd.attrs.items():
@@ -67,8 +80,7 @@ def create_layout(
     for k, v in gen.root_attrs().items():
         f.attrs[k] = v
     grp = f.require_group(layout.GROUP)
-    grp.attrs["description"] = "hpcgen bookkeeping: done[k] = 1 once chunk a+k is on disk"
-    f.create_dataset(layout.DONE, shape=(chunk_range[1] - chunk_range[0],), dtype="u1", fillvalue=0)
+    grp.attrs["description"] = "hpcgen bookkeeping: done[i] = 1 once chunk a+i is on disk"
     f.attrs[layout.ATTR_SPEC] = spec.to_json()
     f.attrs[layout.ATTR_DATA_HASH] = spec.data_hash()
     f.attrs[layout.ATTR_CHUNK_RANGE] = np.array(chunk_range, dtype=np.int64)
@@ -223,27 +235,15 @@ def build_vds(
                 vl[r0:r1] = h5py.VirtualSource(rel, fs.name, shape=(r1 - r0, *fs.shape))
             d = f.create_virtual_dataset(fs.name, vl, fillvalue=None)
             _field_attrs(d, fs, 0)
-        for name, sd in gen.static_datasets().items():
-            d = f.create_dataset(name, data=sd.data)
-            for k, v in sd.attrs.items():
-                d.attrs[k] = v
-        for k, v in gen.root_attrs().items():
-            f.attrs[k] = v
         done = np.zeros(n_chunks, dtype="u1")
         for path, cr in shards:
             with h5py.File(path, "r") as s:
                 done[cr[0] : cr[1]] = s[layout.DONE][...]
-        grp = f.require_group(layout.GROUP)
-        grp.attrs["description"] = "hpcgen bookkeeping: done[k] = 1 once chunk k is on disk"
-        grp.attrs["virtual_sources"] = json.dumps(
+        f.create_dataset(layout.DONE, data=done)
+        _common(f, spec, gen, (0, n_chunks), provenance)
+        f[layout.GROUP].attrs["virtual_sources"] = json.dumps(
             [[os.path.relpath(p, out.parent), list(cr)] for p, cr in shards]
         )
-        f.create_dataset(layout.DONE, data=done)
-        f.attrs[layout.ATTR_SPEC] = spec.to_json()
-        f.attrs[layout.ATTR_DATA_HASH] = spec.data_hash()
-        f.attrs[layout.ATTR_CHUNK_RANGE] = np.array((0, n_chunks), dtype=np.int64)
-        f.attrs[layout.ATTR_VERSION] = provenance["versions"]["hpcgen"]
-        f.attrs[layout.ATTR_PROVENANCE] = json.dumps(provenance, sort_keys=True)
         if missing:
             f.attrs[layout.ATTR_MISSING] = np.array(missing, dtype=np.int64)
     os.replace(tmp, out)
