@@ -113,8 +113,11 @@ class EnergyGenerator(Generator):
             frames, ent = device.to_host(frames), device.to_host(ent)
         else:
             stepper = kernels.FastStepper(p.shape, pre.blur_sigma)
-            trajs = [
-                evolve(
+            frames = np.empty((len(seeds), p.n_steps, *p.shape), np.float32)
+            ent = np.empty((len(seeds), p.n_steps))
+            rescaled = np.empty((len(seeds), p.n_steps), bool)
+            for i in range(len(seeds)):
+                tr = evolve(
                     bases[i],
                     angles[i],
                     shifts[i],
@@ -123,12 +126,9 @@ class EnergyGenerator(Generator):
                     pre,
                     p.drift_tolerance,
                     stepper=stepper,
+                    out=frames[i],
                 )
-                for i in range(len(seeds))
-            ]
-            frames = np.stack([tr.frames for tr in trajs])
-            ent = np.stack([tr.entropy for tr in trajs])
-            rescaled = np.stack([tr.rescaled for tr in trajs])
+                ent[i], rescaled[i] = tr.entropy, tr.rescaled
         return {
             well.ENERGY: frames.astype(np.float32, copy=False),
             "scalars/entropy": ent.astype(np.float32),

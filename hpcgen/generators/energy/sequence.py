@@ -58,15 +58,20 @@ def evolve(
     drift_tolerance: float,
     method: str = "fast",
     stepper: kernels.FastStepper | None = None,
+    out: np.ndarray | None = None,
 ) -> Trajectory:
     """Evolve ``base`` (H, W) through len(angles_deg) frames (entry 0 of the per-step arrays
     belongs to frame 0 and is not used). ``method``: "fast" (numba + FFT) or "reference" (plain
-    scipy.ndimage). Pass a ``stepper`` to reuse buffers across trajectories of one shape."""
+    scipy.ndimage). Pass a ``stepper`` to reuse buffers across trajectories of one shape, and
+    ``out`` (T, H, W) float32 to write the frames in place."""
     n_steps = len(angles_deg)
     shape = base.shape
-    frames = np.empty((n_steps, *shape), np.float32)
+    frames = np.empty((n_steps, *shape), np.float32) if out is None else out
     rescaled = np.zeros(n_steps, bool)
+    ent = np.empty(n_steps)
+    scratch = np.empty(shape, np.float32)
     frames[0] = base
+    ent[0] = maps.frame_entropy(frames[0], scratch)
     ref0 = float(base.sum(dtype=np.float64))
     ref = ref0
     if method == "fast" and stepper is None:
@@ -96,7 +101,8 @@ def evolve(
             x *= np.float32(ref0 / total)
             ref = ref0
             rescaled[t] = True
-    return Trajectory(frames, maps.entropy(frames), rescaled)
+        ent[t] = maps.frame_entropy(x, scratch)
+    return Trajectory(frames, ent, rescaled)
 
 
 def evolve_batch(
