@@ -436,6 +436,13 @@ def test_condor_dag_run_by_hand_reproduces_the_single_run(
     assert_same_data(out / "small.h5", ref)
     assert len(list((out / "shards").glob("chunks-*.h5"))) == 2
     assert not leftovers(out)
+    # re-rendered with --virtual (same spec and split: allowed), the merge step writes a VDS
+    assert jobs("condor", spec, "--jobs", 2, "--out", out, "--virtual").returncode == 0
+    res = run_script(merge["executable"], cwd=elsewhere)
+    assert res.returncode == 0, res.stdout + res.stderr
+    with h5py.File(out / "small.h5", "r") as f:
+        assert all(f[name].is_virtual for name in data_fields(ref))
+    assert_same_data(out / "small.h5", ref)
 
 
 # --- retries --------------------------------------------------------------------------------------
