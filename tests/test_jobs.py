@@ -239,13 +239,25 @@ def test_submit_driver_splits_2500_jobs_into_arrays_and_makes_merge_wait_for_all
     fake_bin.mkdir()
     calls = tmp_path / "calls.txt"
     sbatch = fake_bin / "sbatch"
+    seen_env = tmp_path / "env.txt"
     sbatch.write_text(
         f'#!/bin/bash\necho "$*" >> {calls}\nn=$(wc -l < {calls})\necho "$((100 + n));cluster"\n'
+        f'echo "${{SLURM_JOB_ID:-}}|${{SLURM_MEM_PER_NODE:-}}|$SLURM_CONF|$SBATCH_ACCOUNT" '
+        f">> {seen_env}\n"
     )
     sbatch.chmod(0o755)
-    env = {"PATH": f"{fake_bin}:{os.environ['PATH']}", "SLURM_JOB_ID": "7", "SLURM_CONF": "/x"}
+    # as a batch job: the driver's own job variables must not reach the jobs it submits, the
+    # user's SBATCH_* defaults and SLURM_CONF must
+    env = {
+        "PATH": f"{fake_bin}:{os.environ['PATH']}",
+        "SLURM_JOB_ID": "7",
+        "SLURM_CONF": "/x",
+        "SLURM_MEM_PER_NODE": "256",
+        "SBATCH_ACCOUNT": "physics",
+    }
     res = run_script("bash", out / "submit.sbatch", cwd=tmp_path, env=env)
     assert res.returncode == 0, res.stderr
+    assert set(seen_env.read_text().splitlines()) == {"||/x|physics"}
     lines = calls.read_text().splitlines()
     assert len(lines) == 4
     arrays = [
