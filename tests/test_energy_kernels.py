@@ -346,6 +346,17 @@ def test_chunks_are_deterministic_and_independent():
     assert not np.allclose(a[0], a[1])  # trajectories in a chunk differ
 
 
+def test_domains_sharing_a_pattern_and_seed_get_different_trajectories():
+    chunk = Chunk(index=0, start=0, count=2, seed=42)
+    seeds = [
+        EnergyGenerator(EnergyParams(domain=d, n_steps=2, height=16, width=16)).sample(chunk)[
+            "trajectory_seed"
+        ]
+        for d in ("plasma_physics", "astrophysics")  # both turbulent
+    ]
+    assert not np.array_equal(*seeds)
+
+
 @pytest.mark.gpu
 def test_gpu_path_matches_cpu():
     cupy = pytest.importorskip("cupy")

@@ -70,19 +70,20 @@ class EnergyGenerator(Generator):
         p = self.params
         pre = p.preset
         n, t = chunk.count, p.n_steps
+        # streams keyed by the domain too: the five domains of one seed get different data
         angles = np.zeros((n, t), np.float32)
         if pre.rotation_max_deg > 0:
             r = pre.rotation_max_deg
-            angles[:, 1:] = chunk.rng("rotation").uniform(-r, r, (n, t - 1))
+            angles[:, 1:] = chunk.rng("rotation", p.domain).uniform(-r, r, (n, t - 1))
         shifts = np.zeros((n, t, 2), np.float32)
         if pre.translation_max_px > 0:
             m = pre.translation_max_px
-            shifts[:, 1:] = chunk.rng("translation").integers(-m, m + 1, (n, t - 1, 2))
+            shifts[:, 1:] = chunk.rng("translation", p.domain).integers(-m, m + 1, (n, t - 1, 2))
         scales = np.ones((n, t), np.float32)
         if p.scaling_max > 0:
             s = p.scaling_max
-            scales[:, 1:] = chunk.rng("scaling").uniform(1 - s, 1 + s, (n, t - 1))
-        seeds = chunk.rng("trajectory").integers(0, 2**63, n, dtype=np.uint64)
+            scales[:, 1:] = chunk.rng("scaling", p.domain).uniform(1 - s, 1 + s, (n, t - 1))
+        seeds = chunk.rng("trajectory", p.domain).integers(0, 2**63, n, dtype=np.uint64)
         return {
             well.SEED: seeds,
             "scalars/rotation_deg": angles,
