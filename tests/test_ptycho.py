@@ -184,6 +184,12 @@ def test_direct_sampler_is_numpys_poisson_and_draws_are_deterministic() -> None:
     a2, _ = sample_amplitudes(intensity, 3.0, np.random.default_rng(5), "auto")
     a3, _ = sample_amplitudes(intensity, 3.0, np.random.default_rng(6), "auto")
     assert a1.tobytes() == a2.tobytes() and a1.tobytes() != a3.tobytes()
+    # the exponential spacings come in blocks; a block far too small (extended many times) gives
+    # the same counts as a generous one
+    for method in ("auto", "split"):
+        big, _ = sample_amplitudes(intensity, 3.0, np.random.default_rng(4), method, _spare=50.0)
+        small, _ = sample_amplitudes(intensity, 3.0, np.random.default_rng(4), method, _spare=-20.0)
+        assert big.tobytes() == small.tobytes()
 
 
 # --- generator: doses, scans, base NPZ ------------------------------------------------------------
@@ -224,7 +230,9 @@ def test_raster_positions_are_a_function_of_the_sample_index(tmp_path: Path) -> 
     # dose calibration over the whole raster: its mean noise-free total is the dose exactly
     lam = gen.photon_scale2(1e3) * gen.forward.patches(xs, ys)[2]
     assert lam.mean() == pytest.approx(1e3, rel=1e-9)
-    with pytest.raises(SpecError, match=r"n_samples must be <= 81: the raster .* has 81 positions \(asked for 82\)"):
+    with pytest.raises(
+        SpecError, match=r"n_samples must be <= 81: the raster .* has 81 positions \(asked for 82\)"
+    ):
         gen.sample(Chunk(index=8, start=80, count=2, seed=1))
 
 
