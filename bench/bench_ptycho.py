@@ -26,13 +26,13 @@ from collections.abc import Callable
 
 os.environ.setdefault("HPCGEN_PTYCHO_FFT_WORKERS", "1")
 
-import numpy as np  # noqa: E402
-import scipy.fft  # noqa: E402
+import numpy as np
+import scipy.fft
 
-from hpcgen.generators.base import Chunk, Device  # noqa: E402
-from hpcgen.generators.ptycho.generator import PtychoGenerator  # noqa: E402
-from hpcgen.generators.ptycho.params import PtychoParams  # noqa: E402
-from hpcgen.generators.ptycho.poisson import sample_amplitudes  # noqa: E402
+from hpcgen.generators.base import Chunk, Device
+from hpcgen.generators.ptycho.generator import PtychoGenerator
+from hpcgen.generators.ptycho.params import PtychoParams
+from hpcgen.generators.ptycho.poisson import sample_amplitudes
 
 CPU = Device("cpu", np)
 
@@ -71,12 +71,21 @@ def main() -> None:
     print("forward model")
     line("patch + exit wave (numba)", n_pat, *timed(lambda: fw.patches(xs, ys), rep))
     _, exitw, _ = fw.patches(xs, ys)
-    line("FFT2 complex64 (scipy.fft, whole batch)", n_pat,
-         *timed(lambda: scipy.fft.fft2(exitw, norm="ortho", workers=1), rep))
-    line("FFT2 complex64 (numpy.fft, whole batch)", n_pat,
-         *timed(lambda: np.fft.fft2(exitw, norm="ortho"), rep))
-    line("forward total: patch, FFT, |F|^2 (blocks of 32)", n_pat,
-         *timed(lambda: fw.run(xs, ys), rep))
+    line(
+        "FFT2 complex64 (scipy.fft, whole batch)",
+        n_pat,
+        *timed(lambda: scipy.fft.fft2(exitw, norm="ortho", workers=1), rep),
+    )
+    line(
+        "FFT2 complex64 (numpy.fft, whole batch)",
+        n_pat,
+        *timed(lambda: np.fft.fft2(exitw, norm="ortho"), rep),
+    )
+    line(
+        "forward total: patch, FFT, |F|^2 (blocks of 32)",
+        n_pat,
+        *timed(lambda: fw.run(xs, ys), rep),
+    )
     _, intensity, _ = fw.run(xs, ys)
 
     print("sampler costs (ns per draw / per photon)")
@@ -90,8 +99,10 @@ def main() -> None:
     a = np.full((64, 4096), 2.0 / 4.0, np.float32)
     cpu2, _ = timed(lambda: sample_amplitudes(a, 4.0, rng, "split"), rep)
     per_pixel = cpu0 / a.size
-    print(f"  split: {per_pixel * 1e9:.1f} ns per pixel + "
-          f"{(cpu2 - cpu0) / (2.0 * a.size) * 1e9:.1f} ns per photon")
+    print(
+        f"  split: {per_pixel * 1e9:.1f} ns per pixel + "
+        f"{(cpu2 - cpu0) / (2.0 * a.size) * 1e9:.1f} ns per photon"
+    )
 
     print("samplers per dose")
     for dose in doses:
@@ -101,16 +112,25 @@ def main() -> None:
         dim = np.mean(np.where(lam < 8.0, lam, 0).sum(axis=(1, 2)))
         print(f"  dose {dose:g}: {bright:.0f} pixels with lambda >= 8, {dim:.0f} photons below")
         for method in ("auto", "direct", "split"):
-            line(f"  {method}", n_pat,
-                 *timed(lambda m=method, s2=s2: sample_amplitudes(intensity, s2, rng, m), rep))
-        line("  numpy rng.poisson(lambda) (naive)", n_pat,
-             *timed(lambda lam=lam: rng.poisson(lam), rep))
+            line(
+                f"  {method}",
+                n_pat,
+                *timed(lambda m=method, s2=s2: sample_amplitudes(intensity, s2, rng, m), rep),
+            )
+        line(
+            "  numpy rng.poisson(lambda) (naive)",
+            n_pat,
+            *timed(lambda lam=lam: rng.poisson(lam), rep),
+        )
 
     print("end to end: sample + compute (one core)")
     for dose in doses:
         g = PtychoGenerator(PtychoParams(doses=(dose,)))
-        line(f"dose {dose:g} alone", n_pat,
-             *timed(lambda g=g: g.compute(g.sample(chunk), chunk, CPU), rep))
+        line(
+            f"dose {dose:g} alone",
+            n_pat,
+            *timed(lambda g=g: g.compute(g.sample(chunk), chunk, CPU), rep),
+        )
     cpu, wall = timed(lambda: gen.compute(gen.sample(chunk), chunk, CPU), rep)
     line("sweep [1e3, 1e4, 1e5]: samples", n_pat, cpu, wall, "samples/s")
     line("sweep [1e3, 1e4, 1e5]: patterns (x 3 doses)", 3 * n_pat, cpu, wall)
