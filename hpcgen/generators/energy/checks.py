@@ -31,6 +31,7 @@ class EnergyVerifier(Verifier):
         self.shapes: set[tuple[int, int]] = set()
         self.max_pyramid_err = 0.0
         self.pyramid_negative = 0
+        self.pyramid_levels: set[int] = set()
         self.max_entropy_mismatch = 0.0
         self.n_steps = 0
         self.n_decreases = 0
@@ -66,6 +67,7 @@ class EnergyVerifier(Verifier):
             if scale >= e.shape[-2] or not _keeps_aspect(e.shape[-2:], scale):
                 continue
             level = maps.rescale(ends, scale)
+            self.pyramid_levels.add(scale)
             rel = np.abs(maps.total_energy(level) / maps.total_energy(ends) - 1.0)
             self.max_pyramid_err = max(self.max_pyramid_err, float(np.nanmax(rel)))
             self.pyramid_negative += int(np.count_nonzero(level < 0))
@@ -92,8 +94,9 @@ class EnergyVerifier(Verifier):
                 "pyramid levels conserve energy",
                 self.max_pyramid_err <= tol and self.pyramid_negative == 0,
                 f"max error {self.max_pyramid_err:.3g}",
-                f"levels {', '.join(map(str, maps.SCALES))}, first and last frame of each "
-                f"trajectory; {self.pyramid_negative} negative pixels",
+                f"levels {', '.join(map(str, sorted(self.pyramid_levels))) or 'none'} (of "
+                f"{', '.join(map(str, maps.SCALES))}, below the map height), first and last "
+                f"frame of each trajectory; {self.pyramid_negative} negative pixels",
             ),
             CheckResult(
                 "stored entropy matches the frames",
