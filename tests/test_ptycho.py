@@ -176,10 +176,14 @@ def test_split_and_direct_samplers_agree_pixel_by_pixel() -> None:
 
 
 def test_direct_sampler_is_numpys_poisson_and_draws_are_deterministic() -> None:
-    intensity = np.random.default_rng(0).uniform(0, 50, (7, 64)).astype(np.float32)
-    amp, _ = sample_amplitudes(intensity, 3.0, np.random.default_rng(9), "direct")
-    ref = np.random.default_rng(9).poisson(intensity.astype(np.float64) * 3.0)
-    np.testing.assert_array_equal(counts_from_amplitudes(amp, math.sqrt(3.0)), ref)
+    # lambdas 0, below 10 (multiplication) and above (PTRS), several thousand pixels
+    lam = np.random.default_rng(0).uniform(0, 1, (7, 640)) ** 4 * 3000
+    lam[:, ::50] = 0.0
+    intensity = (lam / 3.0).astype(np.float32)
+    for spare in (6.0, -30.0):  # -30: blocks of uniforms far too small, extended many times
+        amp, _ = sample_amplitudes(intensity, 3.0, np.random.default_rng(9), "direct", spare)
+        ref = np.random.default_rng(9).poisson(intensity.astype(np.float64) * 3.0)
+        np.testing.assert_array_equal(counts_from_amplitudes(amp, math.sqrt(3.0)), ref)
     a1, _ = sample_amplitudes(intensity, 3.0, np.random.default_rng(5), "auto")
     a2, _ = sample_amplitudes(intensity, 3.0, np.random.default_rng(5), "auto")
     a3, _ = sample_amplitudes(intensity, 3.0, np.random.default_rng(6), "auto")
