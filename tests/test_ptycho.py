@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -400,3 +401,33 @@ def test_epie_from_generated_patterns_lowers_the_object_error_every_iteration(
     # control: with x and y swapped the same patterns do not fit the object
     swapped = epie_errors(amps, ys, xs, gen.base.probe, truth, iterations=10)
     assert swapped[-1] > 2 * errors[-1], (errors[-1], swapped[-1])
+
+
+# --- GPU path -------------------------------------------------------------------------------------
+
+
+def _cupy_or_skip() -> Any:
+    cupy = pytest.importorskip("cupy")
+    try:
+        if not cupy.is_available():
+            pytest.skip("no CUDA device")
+    except Exception:  # a broken CUDA install
+        pytest.skip("cupy cannot reach a CUDA device")
+    return cupy
+
+
+@pytest.mark.gpu
+def test_gpu_forward_matches_cpu(tmp_path: Path) -> None:
+    cupy = _cupy_or_skip()
+    gen = small_generator(tmp_path, doses=[1e4])
+    chunk = Chunk(index=1, start=100, count=100, seed=2)
+    inputs = gen.sample(chunk)
+    p_cpu, i_cpu, e_cpu = gen.forward.run(inputs["xcoords"], inputs["ycoords"])
+    p_gpu, i_gpu, e_gpu = gen.forward.run_gpu(cupy, inputs["xcoords"], inputs["ycoords"])
+    np.testing.assert_allclose(p_gpu, p_cpu, atol=1e-6)
+    np.testing.assert_allclose(i_gpu, i_cpu, rtol=1e-4, atol=1e-6 * i_cpu.max())
+    np.testing.assert_allclose(e_gpu, e_cpu, rtol=1e-5)
+    out = gen.compute(inputs, chunk, Device("gpu", cupy))
+    assert out["dose_10000/diffraction"].dtype == np.float32
+    lam = gen.photon_scale2(1e4) * out["exit_energy"].sum()
+    assert abs(out["dose_10000/photons"].sum() - lam) < 5 * math.sqrt(lam)
