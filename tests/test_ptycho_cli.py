@@ -131,6 +131,16 @@ def test_export_data001(runs: dict[int, Path], tmp_path: Path) -> None:
     stats = manifest["doses"][0]["splits"]["train"]
     assert stats["n_patterns"] == int(train.sum())
     assert stats["photons_mean"] == pytest.approx(photons[train].mean())
+    # the standalone checker agrees, and catches a train/test pair that shares a position
+    check = run_hpcgen("data001-check", out)
+    assert check.returncode == 0 and "PASS  " + str(out / "dose_1000") in check.stdout
+    with np.load(out / "dose_1000/test.npz") as b:
+        leaked = {k: b[k] for k in b.files}
+    with np.load(out / "dose_1000/train.npz") as a:
+        leaked["xcoords"][0], leaked["ycoords"][0] = a["xcoords"][0], a["ycoords"][0]
+    np.savez(out / "dose_1000/test.npz", **leaked)
+    check = run_hpcgen("data001-check", out / "dose_1000")
+    assert check.returncode == 1 and "1 scan positions in both train and test" in check.stdout
     # a second export into the same folder needs --overwrite
     again = run_hpcgen("export", runs[3], "--format", "data001", "--out", out)
     assert again.returncode == 2 and "--overwrite" in again.stderr
