@@ -296,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("file")
     pt.add_argument("--out", "-o", required=True)
     pt.add_argument("--face", help="illumination: face name")
+    pt.add_argument("--domain", help="energy: domain to draw")
+    pt.add_argument("--sample", type=int, default=0, help="sample (trajectory) index to draw")
     pt.add_argument("--overwrite", action="store_true")
     pt.set_defaults(func=cmd_plot)
 

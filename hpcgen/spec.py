@@ -15,7 +15,9 @@ A spec file looks like::
     field = "gaussian"
 
 The data written is a pure function of the *data identity* (generator, full params, n_samples,
-seed, chunk_size, dtype): output path, device and io route do not change a byte of data.
+seed, chunk_size, dtype): output path, rank count, batch split and io route do not change a byte
+of data. The device does not change the inputs (always drawn on the CPU); GPU outputs agree with
+CPU outputs to floating-point rounding (different libm, FFT and summation order), not bytewise.
 """
 
 from __future__ import annotations

@@ -54,6 +54,7 @@ def verify_file(path: str | Path, block: int | None = None) -> tuple[bool, dict[
             for start, data in r.iter_rows(block=block):
                 v.update(data, start + r.row_range[0])
             checks += v.results()
+            checks += r.generator.file_checks(r)
         report = {
             "file": str(r.path),
             "generator": r.spec.generator,

@@ -15,8 +15,9 @@ time and writes what it returns. Everything a generator exposes:
   Returns host (numpy) arrays.
 - ``verifier()``: a streaming checker fed chunk by chunk by ``hpcgen verify``.
 - Optional: ``static_datasets()`` (datasets without a sample axis, e.g. grids), ``root_attrs()``,
-  ``input_files()`` (hashed into provenance), ``exporters()`` (extra ``hpcgen export`` formats),
-  ``plot()``, ``supports_device()``; class attribute ``default_chunk_size``.
+  ``group_attrs()``, ``input_files()`` (hashed into provenance), ``exporters()`` (extra
+  ``hpcgen export`` formats), ``plot()``, ``file_checks()``, ``supports_device()``; class
+  attribute ``default_chunk_size``.
 
 Generator-specific subcommands (``hpcgen fieldmap``, ``hpcgen dataset atoms`` ...) live in the
 generator's package as a module with ``register(subparsers) -> None`` and are listed in
@@ -158,6 +159,17 @@ class Generator:
 
     def root_attrs(self) -> dict[str, Any]:
         return {}
+
+    def group_attrs(self, n_rows: int) -> dict[str, dict[str, Any]]:
+        """Attributes of groups ("/" = root), created if missing; ``n_rows`` is the number of
+        samples the file holds (a shard holds fewer than the run), for layouts such as The Well
+        that record it."""
+        return {}
+
+    def file_checks(self, reader: Any) -> list[CheckResult]:
+        """Checks of the file as a whole (layout, attributes), run by ``hpcgen verify`` after the
+        streaming verifier."""
+        return []
 
     def input_files(self) -> list[Path]:
         return []

@@ -79,6 +79,11 @@ def _common(
             d.attrs[k] = v
     for k, v in gen.root_attrs().items():
         f.attrs[k] = v
+    r0, r1 = layout.rows_of(chunk_range, spec.chunk_size, spec.n_samples)
+    for path, attrs in gen.group_attrs(r1 - r0).items():
+        g = f if path == "/" else f.require_group(path)
+        for k, v in attrs.items():
+            g.attrs[k] = v
     grp = f.require_group(layout.GROUP)
     grp.attrs["description"] = "hpcgen bookkeeping: done[i] = 1 once chunk a+i is on disk"
     f.attrs[layout.ATTR_SPEC] = spec.to_json()
