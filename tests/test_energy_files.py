@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from helpers import assert_same_data, run_hpcgen
 
-from hpcgen.generators.base import Generator
 from hpcgen.generators.energy import maps, well
 from hpcgen.generators.energy.generator import EnergyGenerator
 from hpcgen.generators.energy.params import EnergyParams
@@ -67,31 +66,20 @@ def test_same_data_for_one_two_and_three_ranks(atlas_dir, tmp_path):
         assert_same_data(one, run(spec, tmp_path / f"r{n}.h5", n))
 
 
-needs_group_hook = pytest.mark.xfail(
-    not hasattr(Generator, "group_attrs"),
-    reason="the engine does not yet call Generator.group_attrs(n_rows) (t1/t2 groups, "
-    "n_trajectories and group attributes); see docs/energy.md",
-    strict=True,
-)
-
-
-@needs_group_hook
 def test_written_file_follows_the_well_layout(atlas_dir):
-    for path in atlas_dir.glob("*.h5"):
+    paths = sorted(atlas_dir.glob("*.h5"))
+    assert paths
+    for path in paths:
         with h5py.File(path, "r") as h5:
             assert well.check_layout(h5) == [], path
+            assert h5.attrs["n_trajectories"] == h5["t0_fields/energy"].shape[0]
 
 
 def test_layout_checker_accepts_the_layout_and_names_each_violation(atlas_dir, tmp_path):
     path = tmp_path / "f.h5"
     shutil.copy(atlas_dir / "energy_plasma_physics.h5", path)
     gen = EnergyGenerator(EnergyParams(n_steps=4, height=48, width=48))
-    if not hasattr(Generator, "group_attrs"):  # the verify line names what the engine left out
-        with Reader(path) as r:
-            (line,) = gen.file_checks(r)
-        assert not line.passed and "root: missing attribute n_trajectories" in line.detail
-    with h5py.File(path, "r+") as h5:  # what the engine's group-attribute hook writes
-        well.apply_group_attrs(h5, gen.group_attrs(5))
+    with h5py.File(path, "r+") as h5:
         assert well.check_layout(h5) == []
         assert h5.attrs["n_trajectories"] == 5 == h5["t0_fields/energy"].shape[0]
         assert list(h5["dimensions"].attrs["spatial_dims"]) == ["x", "y"]
