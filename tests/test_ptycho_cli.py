@@ -141,9 +141,6 @@ def test_export_data001(runs: dict[int, Path], tmp_path: Path) -> None:
     np.savez(out / "dose_1000/test.npz", **leaked)
     check = run_hpcgen("data001-check", out / "dose_1000")
     assert check.returncode == 1 and "1 scan positions in both train and test" in check.stdout
-    # a second export into the same folder needs --overwrite
-    again = run_hpcgen("export", runs[3], "--format", "data001", "--out", out)
-    assert again.returncode == 2 and "--overwrite" in again.stderr
 
 
 def test_validate_data001_reports_contract_violations(tmp_path: Path) -> None:
