@@ -14,7 +14,8 @@ themselves, not a fresh draw:
 
 Plus the literal "variance = mean over repeated draws of one pattern": the first pattern's lambda
 is redrawn 1000 times with the file's sampler and the per-pixel variance compared with the mean.
-Only running sums and the y coordinates (8 bytes a row, for the train/test split) are kept.
+Only running sums, the y coordinates and scan indices (16 bytes a row, for the train/test
+split check) are kept.
 """
 
 from __future__ import annotations
