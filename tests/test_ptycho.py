@@ -293,6 +293,33 @@ def test_bad_base_npz_gives_a_clear_error(tmp_path: Path, arrays: dict, message:
     assert "\n" not in str(e.value)
 
 
+def test_a_base_without_signal_or_positions_is_refused(tmp_path: Path) -> None:
+    npz = tmp_path / "dark.npz"
+    np.savez(npz, objectGuess=np.zeros((96, 96), np.complex64), probeGuess=default_probe(32))
+    gen = PtychoGenerator(PtychoParams(N=32, base_npz=str(npz)))
+    with pytest.raises(UserError, match="the exit wave has no energy on this scan"):
+        gen.fields()
+    np.savez(
+        npz,
+        objectGuess=random_object(96),
+        probeGuess=default_probe(32),
+        xcoords=np.zeros(0),
+        ycoords=np.zeros(0),
+    )
+    with pytest.raises(UserError, match="xcoords/ycoords are empty"):
+        load_base_npz(npz, 32, need_coords=True)
+    np.savez(
+        npz,
+        objectGuess=random_object(96),
+        probeGuess=default_probe(32),
+        xcoords=np.array([50.0, 97.0]),
+        ycoords=np.array([50.0, 50.0]),
+    )
+    gen = PtychoGenerator(PtychoParams(N=32, base_npz=str(npz), scan="file"))
+    with pytest.raises(UserError, match=r"x coordinates must lie in \[0, 96\]"):
+        gen.sample(Chunk(index=0, start=0, count=2, seed=0))
+
+
 def test_params_are_validated() -> None:
     with pytest.raises(SpecError, match=r"params.doses must be > 0"):
         PtychoParams(doses=(1e3, -5.0))

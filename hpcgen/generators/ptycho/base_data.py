@@ -159,6 +159,8 @@ def load_base_npz(path: str | Path, n: int, need_coords: bool = False) -> BaseDa
             )
         if not (np.all(np.isfinite(xc)) and np.all(np.isfinite(yc))):
             raise UserError(f"{p}: xcoords/ycoords have non-finite values")
+        if need_coords and len(xc) == 0:
+            raise UserError(f"{p}: xcoords/ycoords are empty")
     elif need_coords:
         raise UserError(f'{p}: params.scan = "file" needs xcoords and ycoords in the NPZ')
     return BaseData(

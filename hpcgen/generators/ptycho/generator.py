@@ -83,8 +83,15 @@ class PtychoGenerator(Generator):
         """Mean exit-wave energy the doses are calibrated on: exact expectation over uniform
         random positions, or the mean over the whole raster/file position list."""
         if self.scan_list is None:
-            return expected_energy_uniform(self.base.object, self.base.probe)
-        return self.forward.mean_energy(*self.scan_list)
+            energy = expected_energy_uniform(self.base.object, self.base.probe)
+        else:
+            energy = self.forward.mean_energy(*self.scan_list)
+        if not energy > 0:
+            raise UserError(
+                f"{self.base.source}: the exit wave has no energy on this scan (object zero "
+                "under the probe): no dose can be set"
+            )
+        return energy
 
     def photon_scale2(self, dose: float) -> float:
         """Photons per unit of normalised intensity |FFT(exit)|^2 at ``dose``."""
