@@ -130,6 +130,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     spec = load_spec(args)
     gen = spec.make_generator()
+    gen.check_n_samples(spec.n_samples)
     per_sample = sample_bytes(spec, gen)
     n_chunks = spec.n_chunks
     chunk_bytes = per_sample * spec.chunk_size

@@ -85,4 +85,9 @@ def print_table(report: dict[str, Any], stream: TextIO) -> None:
 
 
 def write_report(report: dict[str, Any], path: Path) -> None:
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    # numpy scalars (np.bool_, np.float64) from generator checks are written as plain JSON
+    path.write_text(json.dumps(report, indent=2, default=_plain) + "\n")
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else str(v)

@@ -188,3 +188,6 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     spec.write_text(SPEC.replace("N = 32", 'N = 32\nscan = "raster"'))
     proc = run_hpcgen("run", spec, "--out", tmp_path / "r.h5", cwd=tmp_path)
     assert proc.returncode == 2 and "n_samples must be <= 121" in proc.stderr
+    assert not (tmp_path / "r.h5").exists()  # refused before any output is created
+    proc = run_hpcgen("plan", spec)
+    assert proc.returncode == 2 and "n_samples must be <= 121" in proc.stderr

@@ -173,6 +173,7 @@ def run(spec: RunSpec, opts: RunOptions, comm: Any = None) -> RunResult:
         route = "mpio"  # a job's shard is one file; --io shards splits a file per rank instead
 
     gen: Generator = _collective_call(comm, spec.make_generator)
+    _collective_call(comm, lambda: gen.check_n_samples(spec.n_samples))
     device = _collective_call(comm, lambda: select_device(spec.device, gen))
     decision = bcast_result(comm, _prepare_output, spec, opts, route, chunk_range, comm.size)
     out = Path(spec.output)

@@ -160,6 +160,10 @@ class Generator:
     def root_attrs(self) -> dict[str, Any]:
         return {}
 
+    def check_n_samples(self, n_samples: int) -> None:
+        """Raise SpecError if the generator cannot make ``n_samples`` (e.g. a raster scan or an
+        input file with fewer positions). Called before any output is created."""
+
     def group_attrs(self, n_rows: int) -> dict[str, dict[str, Any]]:
         """Attributes of groups ("/" = root), created if missing; ``n_rows`` is the number of
         samples the file holds (a shard holds fewer than the run), for layouts such as The Well
