@@ -7,6 +7,9 @@
 # --overwrite: a rerun of this step (a retried DAG node) replaces its own earlier output.
 set -euo pipefail
 hpcgen=({{HPCGEN}})
+# HDF5 keeps every source file of a virtual dataset open; past the soft open-file limit (often
+# 1024) the remaining sources read as fill values WITHOUT an error. Raise it to the hard limit.
+ulimit -Sn "$(ulimit -Hn)" 2>/dev/null || true
 export HDF5_USE_FILE_LOCKING=${HDF5_USE_FILE_LOCKING:-FALSE}
 
 t0=$(date +%s.%N)

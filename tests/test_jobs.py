@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import shlex
 import stat
 import subprocess
@@ -530,3 +531,24 @@ def test_user_error_exit_2_is_not_retried(tmp_path: Path, small: tuple[Path, Pat
     assert res.returncode == 2
     assert (tmp_path / "calls").read_text().strip() == "1"
     assert "failed with exit 2 after 1 attempt(s)" in res.stderr
+
+
+def test_merge_step_raises_the_open_file_limit_for_virtual_datasets(tmp_path: Path) -> None:
+    """HDF5 keeps every VDS source open and reads sources past the soft open-file limit as fill
+    values without an error: merge.sh lifts the soft limit to the hard one for merge and verify."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard <= 64:
+        pytest.skip(f"hard open-file limit {hard} leaves nothing to raise")
+    probe = tmp_path / "probe_hpcgen"
+    probe.write_text('#!/bin/bash\necho "$1 soft=$(ulimit -Sn)"\n')
+    probe.chmod(0o755)
+    out = tmp_path / "t"
+    spec = write_spec(tmp_path)
+    assert jobs("condor", spec, "--jobs", 2, "--out", out, "--hpcgen", probe).returncode == 0
+    res = run_script("bash", "-c", f"ulimit -Sn 64 && exec {out}/merge.sh", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    want = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
+    assert [x for x in res.stdout.splitlines() if "soft=" in x] == [
+        f"merge soft={want}",
+        f"verify soft={want}",
+    ]
