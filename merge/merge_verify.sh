@@ -6,6 +6,8 @@
 #   2. hpcgen verify: the physics checks; exit 1 if one fails (report: *.verify.json).
 # --overwrite: a rerun of this step (a retried DAG node) replaces its own earlier output.
 set -euo pipefail
+# Relative paths in the spec (input files) mean what they meant where `hpcgen jobs` ran.
+cd {{WORKDIR}}
 hpcgen=({{HPCGEN}})
 # HDF5 keeps every source file of a virtual dataset open; past the soft open-file limit (often
 # 1024) the remaining sources read as fill values WITHOUT an error. Raise it to the hard limit.

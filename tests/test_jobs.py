@@ -273,12 +273,18 @@ def test_submit_driver_splits_2500_jobs_into_arrays_and_makes_merge_wait_for_all
     assert "merge job 104" in (out / "logs" / "submitted.txt").read_text()
 
 
-def test_array_task_index_maps_to_its_chunk_range_across_array_boundaries(tmp_path: Path) -> None:
+def test_array_task_index_maps_to_its_chunk_range_across_array_boundaries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """array.sbatch run as tasks of the 2nd and 3rd array, with a stand-in hpcgen printing its
-    arguments: task T of the array at OFFSET runs exactly the chunks of job OFFSET+T."""
+    arguments: task T of the array at OFFSET runs exactly the chunks of job OFFSET+T, in the
+    directory `hpcgen jobs` ran in (relative input paths in the spec keep their meaning)."""
     echo = tmp_path / "echo_hpcgen"
-    echo.write_text('#!/bin/bash\necho "ARGS $*"\n')
+    echo.write_text('#!/bin/bash\necho "ARGS $*"\necho "CWD $PWD"\n')
     echo.chmod(0o755)
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    monkeypatch.chdir(origin)
     out = tmp_path / "t"
     proc = jobs(
         "slurm",
@@ -308,6 +314,7 @@ def test_array_task_index_maps_to_its_chunk_range_across_array_boundaries(tmp_pa
         assert args[args.index("--chunks") + 1] == f"{a}:{b}"
         assert args[args.index("--out") + 1] == f"{out}/shards/chunks-{a:09d}-{b:09d}.h5"
         assert "--atomic" in args and args[1] == f"{out}/spec.toml"
+        assert f"CWD {origin}" in res.stdout.splitlines()
     res = run_script(
         "bash", out / "array.sbatch", 2002, cwd=tmp_path, env={"SLURM_ARRAY_TASK_ID": "498"}
     )

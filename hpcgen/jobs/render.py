@@ -4,9 +4,11 @@ A rendered directory is self-contained: the spec is frozen in it (``spec.toml``,
 a path inside the directory), the job split is written down (``ranges.txt``: ``JOB FIRST STOP`` per
 line), and every script names the spec, the shards, the logs and the hpcgen executable by absolute
 path, so the jobs run the same from any working directory and whatever later happens to the
-original spec file. Layout (docs/batch.md)::
+original spec file. The jobs change to the directory ``hpcgen jobs`` ran in, so that relative
+input-file paths in the spec (a field map, a base dataset) mean what they meant there (making them
+absolute would change the spec's data identity). Layout (docs/batch.md)::
 
-    DIR/spec.toml  ranges.txt  jobs.json  merge.sh  shards/  logs/
+    DIR/spec.toml  ranges.txt  jobs-*.json  merge.sh  shards/  logs/
         submit.sbatch  array.sbatch  merge.sbatch  mpi.sbatch           (hpcgen jobs slurm)
         generate.sub   node.sub  wrapper.sh  merge.sub  run.dag         (hpcgen jobs condor)
 
@@ -199,6 +201,7 @@ def _common_values(
     return {
         "DIR": str(directory),
         "OUTPUT": spec.output,
+        "WORKDIR": shlex.quote(os.getcwd()),
         "NAME": job_name(spec),
         "HPCGEN": shlex.join(hpcgen),
         "N_JOBS": len(ranges),
@@ -252,6 +255,7 @@ def _write_summary(
         "system": system,
         "hpcgen_version": __version__,
         "hpcgen": hpcgen,
+        "workdir": os.getcwd(),
         "spec": str(r.directory / "spec.toml"),
         "data_hash": r.spec.data_hash(),
         "output": r.spec.output,
