@@ -1,45 +1,100 @@
-"""Streaming physics sanity checks for a tracks file (``hpcgen verify``).
+"""Streaming physics checks for a tracks file (``hpcgen verify``).
 
-The seed workflow's checks (finite, P > 0, |x_f| < 10 m, |tx_f| < 1, opposite bending) plus a
-bound from the field: the unit direction u of a track turns at a rate C |q/p| |B| per unit path
-length, so |u_x(z1) - u_x(z0)| <= C |q/p| max(N0, N1) * integral |B| dz (N = sqrt(1+tx^2+ty^2),
-ds = N dz; N is monotonic along a path through a one-signed dipole). A 1000x bending-constant error
-in either direction breaks this bound or the opposite-bending check.
+From the rows (streamed, bounded memory): the seed workflow's checks (finite, P > 0, |x_f| < 10 m,
+|tx_f| < 1, opposite bending), a bound from the field, the status counts. The unit direction u of
+a track turns at a rate C |q/p| |B| per unit path length, so |u_x(z1) - u_x(z0)| <=
+C |q/p| max(N0, N1) * integral |B| dz (N = sqrt(1+tx^2+ty^2), ds = N dz; N is monotonic along a
+path through a one-signed dipole). A 1000x bending-constant error breaks this bound or the
+opposite-bending check.
 
 Why ``|tx_f| < 1`` is applied only to tracks the field cannot bend that far: with the correct
 constant a 2 GeV track through the LHCb dipole gains ~0.58 in u_x between z = 3 and 9 m, so about
 1 % of the seed's own default sample (p >= 2 GeV, |tx| <= 0.3) legitimately ends with |tx_f| > 1.
 The seed's bound held only under its 1000x unit error.
+
+From probe tracks propagated with the file's own field and integrator settings (CPU kernel):
+
+- closed form: in a uniform field B = (0, By, 0) the direction turns about y at a constant rate per
+  path length, so u_x is linear in z for any ty (helix_uniform_by); probes must match it within
+  the integrator's accuracy limit;
+- reproduce and reverse: the file's first rows are propagated again (must give the stored Y) and
+  back from z_end to z_start (must return to X);
+- bending power: a 10 GeV track along the axis through the whole field changes u_x by
+  -C (q/p) * integral By dz on the axis (about 0.133 for the LHCb dipole) - the check that catches
+  the 1000x unit error directly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
 from hpcgen.generators.base import CheckResult, Verifier
-from hpcgen.generators.tracks.fields import Field
+from hpcgen.generators.tracks.fields import ABORTED, STATUS_NAMES, Field, UniformField
 from hpcgen.generators.tracks.rk4 import C_LIGHT
 
 X_MAX = 10_000.0  # mm: |x_f| beyond this left any LHCb detector long ago
 TX_MAX = 1.0
+N_PROBES = 32  # rows of the file re-propagated by the reproduce/reverse checks
+BEND_P_MEV = 10_000.0  # the bending-power probe: 10 GeV
+BEND_REL = 0.05  # its limit: the map's off-axis field changes the kick by ~1 %; 1000x is obvious
+
+#: (state (n, 5), z0 (n,), z1 (n,)) -> (Y (n, 4), status (n,), n_steps (n,)), host arrays
+PropagateFn = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[Any, Any, Any]]
+
+
+def helix_uniform_by(state: np.ndarray, dz: np.ndarray, by: float) -> np.ndarray:
+    """Exact (x, y, tx, ty) after dz (mm, either sign) in a uniform field (0, by, 0) (T).
+
+    du/ds = kappa u x B with kappa = C q/p: u_y is constant and (u_x, u_z) rotates at the rate
+    kappa by per path length s, which makes u_x = u_x0 - kappa by dz linear in z; then
+    x = x0 + (u_z - u_z0) / (kappa by) and y = y0 + u_y s with s = (phi0 - phi) / (kappa by),
+    phi = atan2(u_x, u_z). Valid while the track does not turn past u_z = 0 (|u_x| < rho)."""
+    x0, y0, tx0, ty0, qop = (state[:, i] for i in range(5))
+    n0 = np.sqrt(1 + tx0**2 + ty0**2)
+    ux0, uy, uz0 = tx0 / n0, ty0 / n0, 1 / n0
+    k = C_LIGHT * qop * by
+    ux = ux0 - k * dz
+    uz = np.sqrt(1 - uy**2 - ux**2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        small = np.abs(k) < 1e-15
+        x = np.where(small, x0 + tx0 * dz, x0 + (uz - uz0) / np.where(small, 1, k))
+        s = np.where(
+            small,
+            n0 * dz,
+            (np.arctan2(ux0, uz0) - np.arctan2(ux, uz)) / np.where(small, 1, k),
+        )
+    return np.stack([x, y0 + uy * s, ux / uz, uy / uz], axis=1)
 
 
 class TracksVerifier(Verifier):
-    """Finite values, P > 0, |x_f| < 10 m, |tx_f| < 1, and opposite charges bend opposite ways.
+    """Row checks streamed over the file, probe-track checks at the end (module docstring)."""
 
-    Bending is measured against the straight line: b = x_f - (x + tx dz), so the symmetric spread
-    of initial slopes does not hide the sign.
-    """
-
-    def __init__(self, field: Field) -> None:
+    def __init__(
+        self,
+        field: Field,
+        propagate: PropagateFn | None = None,
+        make_uniform: Callable[[UniformField], PropagateFn] | None = None,
+        accuracy_mm: float = 0.01,
+        field_accuracy_mm: float | None = None,
+        dz_values: tuple[float, ...] = (6000.0,),
+        float_dtype: str = "float64",
+    ) -> None:
         self.field = field
+        self.propagate = propagate
+        self.make_uniform = make_uniform
+        self.accuracy_mm = accuracy_mm
+        self.field_accuracy_mm = field_accuracy_mm if field_accuracy_mm is not None else accuracy_mm
+        self.dz_values = dz_values
+        self.eps = float(np.finfo(np.dtype(float_dtype)).eps)
         self.over_bound = 0
         self.exempt = 0
         self.worst_ratio = 0.0
         self.n = 0
         self.nonfinite = 0
+        self.inconsistent = 0
         self.p_nonpos = 0
         self.x_out = 0
         self.tx_out = 0
@@ -47,14 +102,36 @@ class TracksVerifier(Verifier):
         self.max_abs_tx = 0.0
         self.bend_sum = {1: 0.0, -1: 0.0}
         self.bend_n = {1: 0, -1: 0}
+        self.flag_counts = {bit: 0 for bit in STATUS_NAMES}
+        self.n_ok = 0
+        self.has_status = True
+        self.steps_sum = 0
+        self.steps_max = 0
+        self.probes: dict[str, list[np.ndarray]] = {"X": [], "Y": [], "Z": []}
 
     def update(self, data: Mapping[str, np.ndarray], start: int) -> None:
-        X, Y, P = (np.asarray(data[k], dtype=np.float64) for k in ("X", "Y", "P"))
-        self.n += len(P)
-        finite = np.isfinite(X).all(1) & np.isfinite(Y).all(1) & np.isfinite(P)
-        self.nonfinite += int((~finite).sum())
+        X, Y, P, Z = (np.asarray(data[k], dtype=np.float64) for k in ("X", "Y", "P", "Z"))
+        n = len(P)
+        self.n += n
+        if "status" in data:
+            status = np.asarray(data["status"]).astype(np.uint8)
+            steps = np.asarray(data["n_steps"]).astype(np.int64)
+            self.steps_sum += int(steps.sum())
+            self.steps_max = max(self.steps_max, int(steps.max())) if n else self.steps_max
+        else:  # a file written before the status dataset existed
+            self.has_status = False
+            status = np.zeros(n, np.uint8)
+        for bit in self.flag_counts:
+            self.flag_counts[bit] += int(((status & bit) != 0).sum())
+        self.n_ok += int((status == 0).sum())
+        aborted = (status & ABORTED) != 0
+        y_finite = np.isfinite(Y).all(1)
+        in_finite = np.isfinite(X).all(1) & np.isfinite(P) & np.isfinite(Z).all(1)
+        self.nonfinite += int((~in_finite | (~aborted & ~y_finite)).sum())
+        self.inconsistent += int((aborted & ~np.isnan(Y).all(1)).sum())
+        finite = in_finite & y_finite & ~aborted
         self.p_nonpos += int((P[finite] <= 0).sum())
-        Xf, Yf, Zf = X[finite], Y[finite], np.asarray(data["Z"], dtype=np.float64)[finite]
+        Xf, Yf, Zf = X[finite], Y[finite], Z[finite]
         n0 = np.sqrt(1 + Xf[:, 2] ** 2 + Xf[:, 3] ** 2)
         n1 = np.sqrt(1 + Yf[:, 2] ** 2 + Yf[:, 3] ** 2)
         turn = np.abs(Yf[:, 2] / n1 - Xf[:, 2] / n0)
@@ -81,14 +158,20 @@ class TracksVerifier(Verifier):
             sel = np.sign(Xf[:, 4]) == q
             self.bend_sum[q] += float(bend[sel].sum())
             self.bend_n[q] += int(sel.sum())
+        have = sum(len(a) for a in self.probes["X"])
+        if have < N_PROBES:
+            take = np.flatnonzero(finite & (status == 0))[: N_PROBES - have]
+            for k, arr in (("X", X), ("Y", Y), ("Z", Z)):
+                self.probes[k].append(arr[take])
 
+    # --- results -------------------------------------------------------------------------------
     def results(self) -> list[CheckResult]:
         out = [
             CheckResult(
                 "all values finite",
                 self.nonfinite == 0,
                 f"{self.nonfinite} bad rows",
-                f"of {self.n}",
+                f"of {self.n}; Y of stopped tracks is NaN by design",
             ),
             CheckResult("P > 0", self.p_nonpos == 0, f"{self.p_nonpos} rows"),
             CheckResult(
@@ -128,4 +211,118 @@ class TracksVerifier(Verifier):
                     "skipped: only one charge sign in the file",
                 )
             )
+        out += self._status_results()
+        if self.propagate is not None:
+            out += self._probe_results()
         return out
+
+    def _status_results(self) -> list[CheckResult]:
+        if not self.has_status:
+            return [CheckResult("track status", True, "no status dataset in this file")]
+        flags = ", ".join(f"{STATUS_NAMES[b]} {c}" for b, c in self.flag_counts.items())
+        mean = self.steps_sum / self.n if self.n else 0.0
+        return [
+            CheckResult(
+                "track status (counts)",
+                True,
+                f"ok {self.n_ok} of {self.n}",
+                f"{flags}; steps per track mean {mean:.1f}, max {self.steps_max}",
+            ),
+            CheckResult(
+                "stopped tracks have Y = NaN, others not",
+                self.inconsistent == 0,
+                f"{self.inconsistent} inconsistent rows",
+            ),
+        ]
+
+    def _probe_results(self) -> list[CheckResult]:
+        out = [self._closed_form(), self._bending_power()]
+        if sum(len(a) for a in self.probes["X"]):
+            out += self._reproduce_and_reverse()
+        return out
+
+    def _closed_form(self) -> CheckResult:
+        by = -1.0
+        rng = np.random.default_rng(20260119)
+        rows, dzs = [], []
+        for dz in self.dz_values:
+            if dz == 0:
+                continue
+            # momentum low enough to bend, high enough not to turn past |u_x| = 0.5
+            p_low = C_LIGHT * abs(by) * abs(dz) / 0.5
+            for p in (max(2000.0, p_low), max(5000.0, p_low), 20_000.0, 100_000.0):
+                for q in (1.0, -1.0):
+                    rows.append(
+                        [
+                            rng.uniform(-1000, 1000),
+                            rng.uniform(-1000, 1000),
+                            rng.uniform(-0.2, 0.2),
+                            rng.uniform(-0.25, 0.25),
+                            q / p,
+                        ]
+                    )
+                    dzs.append(dz)
+        state, dz = np.array(rows), np.array(dzs)
+        z0 = np.full(len(dz), 1000.0)
+        prop = self.make_uniform(UniformField(0.0, by, 0.0))
+        got, status, _ = prop(state, z0, z0 + dz)
+        exact = helix_uniform_by(state, dz, by)
+        err = float(np.abs(got[:, :2] - exact[:, :2]).max())
+        ok = bool(np.all(status == 0)) and err <= self.accuracy_mm
+        return CheckResult(
+            "uniform field: closed-form helix (any ty)",
+            ok,
+            f"max |dx|,|dy| {err:.2e} mm",
+            f"{len(dz)} probes, limit {self.accuracy_mm:g} mm",
+        )
+
+    def _bending_power(self) -> CheckResult:
+        ext = self.field.z_extent()
+        z0, z1 = ext if ext is not None else (0.0, max(abs(d) for d in self.dz_values))
+        qop = 1.0 / BEND_P_MEV
+        state = np.array([[0.0, 0.0, 0.0, 0.0, qop]])
+        got, status, _ = self.propagate(state, np.array([z0]), np.array([z1]))
+        tx1, ty1 = got[0, 2], got[0, 3]
+        ux = tx1 / np.sqrt(1 + tx1**2 + ty1**2)
+        predicted = -C_LIGHT * qop * self.field.axis_integral(z0, z1)
+        ok = (
+            int(status[0]) & ABORTED == 0
+            and bool(np.isfinite(ux))
+            and abs(ux - predicted) <= BEND_REL * max(abs(predicted), 1e-9)
+        )
+        return CheckResult(
+            "bending power: 10 GeV through the field",
+            ok,
+            f"delta u_x {ux:+.4f}",
+            f"on-axis integral of By predicts {predicted:+.4f} (limit {BEND_REL:.0%}); "
+            f"z {z0:.0f} -> {z1:.0f} mm",
+        )
+
+    def _reproduce_and_reverse(self) -> list[CheckResult]:
+        X = np.concatenate(self.probes["X"])
+        Y = np.concatenate(self.probes["Y"])
+        Z = np.concatenate(self.probes["Z"])
+        fwd, st1, _ = self.propagate(X[:, :5], Z[:, 0], Z[:, 1])
+        rtol = max(1e-9, 4 * self.eps)
+        dpos = np.abs(fwd[:, :2] - Y[:, :2]) / (1e-6 + rtol * np.abs(Y[:, :2]))
+        dslope = np.abs(fwd[:, 2:] - Y[:, 2:]) / (1e-9 + rtol * np.abs(Y[:, 2:]))
+        worst = float(max(dpos.max(), dslope.max()))
+        back_state = np.column_stack([fwd, X[:, 4]])
+        back, st2, _ = self.propagate(back_state, Z[:, 1], Z[:, 0])
+        ok_tracks = (st1 == 0) & (st2 == 0)
+        derr = float(np.abs(back[ok_tracks, :2] - X[ok_tracks, :2]).max(initial=0.0))
+        limit = 2 * self.field_accuracy_mm
+        return [
+            CheckResult(
+                "stored Y reproduces from stored X",
+                worst <= 1.0,
+                f"worst deviation {worst:.2g} x tolerance",
+                f"{len(X)} rows; tolerance 1e-6 mm / 1e-9 + {rtol:.1g} relative",
+            ),
+            CheckResult(
+                "forward then backward returns to the start",
+                bool(ok_tracks.all()) and derr <= limit,
+                f"max |dx|,|dy| {derr:.2e} mm",
+                f"{int(ok_tracks.sum())} of {len(X)} probes; limit {limit:g} mm",
+            ),
+        ]

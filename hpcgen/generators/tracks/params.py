@@ -11,6 +11,8 @@ from hpcgen.generators.base import require
 GAUSS_B0 = -1.0182
 GAUSS_ZC = 5007.0
 GAUSS_W = 1744.0
+#: where the demo and the tests keep the synthetic map (``hpcgen fieldmap synth``)
+DEFAULT_MAP = "fieldmaps/synth.txt"
 
 
 @dataclass(frozen=True)
@@ -20,15 +22,42 @@ class TracksParams:
     Ranges are (low, high) with low <= high; positions in mm, slopes dimensionless, momenta in GeV.
     """
 
-    #: magnetic field model: "gaussian" (LHCb dipole fit) or "uniform" (``b_uniform``)
-    field: Literal["gaussian", "uniform"] = "gaussian"
+    #: magnetic field: "gaussian" (LHCb dipole fit), "uniform" (``b_uniform``) or "map" (a field
+    #: map in the LHCb text format, ``field_map``, trilinear, zero outside the grid)
+    field: Literal["gaussian", "uniform", "map"] = "gaussian"
     b0: float = GAUSS_B0  # T, peak By of the Gaussian model
     z_center: float = GAUSS_ZC  # mm
     z_width: float = GAUSS_W  # mm, > 0
     b_uniform: tuple[float, float, float] = (0.0, -1.0, 0.0)  # T, (Bx, By, Bz)
-    #: integrator: classic fixed-step Runge-Kutta 4 with a final partial step
-    integrator: Literal["rk4"] = "rk4"
-    step: float = 5.0  # mm, > 0
+    #: field-map text file (path relative to the working directory); cached as binary beside it
+    #: or in $HPCGEN_CACHE_DIR, keyed by its SHA-256 (recorded in the file's provenance)
+    field_map: str = DEFAULT_MAP
+    #: +1: the field as given; -1: flipped (LHCb MagUp vs MagDown); applies to every field model
+    polarity: int = 1
+    #: map grid points with |B| above this (T) are artefacts (the real map's edges reach > 2 T)
+    artefact_b: float = 2.0
+    #: "mask": tracks through a cell with an artefact corner get the MASKED_CELL status flag;
+    #: "keep": use the map as it is, no flag; "fail": refuse a map that has any artefact
+    artefact_policy: Literal["mask", "keep", "fail"] = "mask"
+    #: "rk4": classic fixed step ``step`` with a final partial step; adaptive embedded schemes
+    #: (LHCb's TrackRungeKuttaExtrapolator): "cashkarp" (LHCb's default), "dopri5"
+    #: (Dormand-Prince 5(4)), "bs32" (Bogacki-Shampine 3(2))
+    integrator: Literal["rk4", "cashkarp", "dopri5", "bs32"] = "cashkarp"
+    #: "auto": numba on the CPU, CUDA (cupy) on a GPU; "numpy": the vectorised reference (slow,
+    #: the definition); "numba": the compiled CPU kernel even where a GPU is present
+    kernel: Literal["auto", "numpy", "numba"] = "auto"
+    step: float = 5.0  # mm, > 0: the rk4 step
+    tolerance: float = 0.001  # mm, > 0: adaptive, per-step error on x and y
+    rel_tolerance: float = 5e-5  # adaptive, relative error on the change of tx and ty per step
+    min_step: float = 10.0  # mm: adaptive steps this short are always accepted
+    max_step: float = 1000.0  # mm
+    initial_step: float = 1000.0  # mm
+    max_steps: int = 1000  # adaptive: attempts per track before the STEP_LIMIT flag
+    max_slope: float = 10.0  # |tx| or |ty| beyond this stops a track (SLOPE flag): curling
+    #: field maps only: end adaptive steps on the grid planes they would cross. The embedded error
+    #: estimate cannot see the trilinear interpolant's kinks there: "off" is ~10x faster but
+    #: errs by up to ~0.5 mm, "z" ~0.01 mm, "xyz" < 1 um (measured, docs/tracks.md)
+    grid_steps: Literal["off", "z", "xyz"] = "xyz"
     x_range: tuple[float, float] = (-3000.0, 3000.0)
     y_range: tuple[float, float] = (-2500.0, 2500.0)
     tx_range: tuple[float, float] = (-0.3, 0.3)
@@ -38,7 +67,7 @@ class TracksParams:
     #: charges drawn with equal probability
     charges: tuple[int, ...] = (-1, 1)
     z_start: float = 3000.0  # mm
-    z_end: float = 9000.0  # mm, used when dz_range is empty
+    z_end: float = 9000.0  # mm, used when dz_range is empty; z_end < z_start propagates backward
     #: if given, dz = z_end - z_start is drawn uniformly in this range (mm, may be negative)
     dz_range: tuple[float, ...] = ()
 
@@ -48,6 +77,23 @@ class TracksParams:
             require(lo <= hi, f"params.{name}: low {lo} > high {hi}")
         require(self.z_width > 0, f"params.z_width must be > 0 mm, got {self.z_width}")
         require(self.step > 0, f"params.step must be > 0 mm, got {self.step}")
+        require(self.polarity in (-1, 1), f"params.polarity must be +1 or -1, got {self.polarity}")
+        require(self.artefact_b > 0, f"params.artefact_b must be > 0 T, got {self.artefact_b}")
+        require(self.tolerance > 0, f"params.tolerance must be > 0 mm, got {self.tolerance}")
+        require(
+            self.rel_tolerance >= 0, f"params.rel_tolerance must be >= 0, got {self.rel_tolerance}"
+        )
+        require(self.min_step > 0, f"params.min_step must be > 0 mm, got {self.min_step}")
+        require(
+            self.min_step <= self.max_step,
+            f"params.min_step {self.min_step} > max_step {self.max_step}",
+        )
+        require(
+            self.min_step <= self.initial_step <= self.max_step,
+            f"params.initial_step must be in [min_step, max_step], got {self.initial_step}",
+        )
+        require(self.max_steps >= 1, f"params.max_steps must be >= 1, got {self.max_steps}")
+        require(self.max_slope > 0, f"params.max_slope must be > 0, got {self.max_slope}")
         require(self.p_min > 0, f"params.p_min must be > 0 GeV, got {self.p_min}")
         require(self.p_min <= self.p_max, f"params.p_min {self.p_min} > p_max {self.p_max}")
         require(
@@ -67,6 +113,6 @@ class TracksParams:
                 abs(self.ty_range[0]),
                 abs(self.ty_range[1]),
             )
-            < 10,
-            "params.tx_range/ty_range: |slope| must stay below 10",
+            < self.max_slope,
+            f"params.tx_range/ty_range: |slope| must stay below max_slope ({self.max_slope})",
         )

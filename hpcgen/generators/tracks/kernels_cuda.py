@@ -1,0 +1,359 @@
+"""GPU kernel (CUDA C through cupy.RawModule): one thread per track, the numba kernel's algorithm
+line for line (stepper.py is the definition). Compiled with ``--fmad=false`` so that no fused
+multiply-add changes the arithmetic against the CPU kernels.
+
+The source is plain C++ apart from ``__global__``/``__device__`` and the thread index, so the
+tests also compile it with a host C++ compiler behind a three-line shim and run it on the CPU
+against the numba kernel: the GPU code path is tested without a GPU; only the launch is not.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from hpcgen.generators.tracks.fields import KIND_MAP
+
+CUDA_SOURCE = r"""
+#define LEFT_VOLUME 1
+#define MASKED_CELL 2
+#define STEP_LIMIT 4
+#define SLOPE 8
+#define KIND_UNIFORM 0
+#define KIND_GAUSSIAN 1
+#define KIND_MAP 2
+#define C_LIGHT 0.299792458
+#define EPS_Z 1e-6
+#define EPS_XY 1.0
+#ifndef INFINITY
+#define INFINITY __longlong_as_double(0x7ff0000000000000LL)
+#endif
+#ifndef NAN
+#define NAN __longlong_as_double(0x7ff8000000000000LL)
+#endif
+
+// imap header (fields.py IM_*): n[3], off_B, off_ax[3], off_inv[3], off_tab[3], ntab[3]
+#define IM_N 0
+#define IM_OFF_B 3
+#define IM_OFF_AX 4
+#define IM_OFF_INV 7
+#define IM_OFF_TAB 10
+#define IM_NTAB 13
+
+struct FieldArgs {
+    int kind;
+    const double* fpar;
+    const double* fmap;
+    const int* imap;
+    const unsigned char* mask;
+};
+
+// first i in [0, n) with a[off + i] > v (numpy searchsorted side="right")
+__device__ int upper_bound(const double* a, int off, int n, double v) {
+    int lo = 0, hi = n;
+    while (lo < hi) { int m = (lo + hi) / 2; if (a[off + m] > v) hi = m; else lo = m + 1; }
+    return lo;
+}
+// first i in [0, n) with a[off + i] >= v (side="left")
+__device__ int lower_bound(const double* a, int off, int n, double v) {
+    int lo = 0, hi = n;
+    while (lo < hi) { int m = (lo + hi) / 2; if (a[off + m] >= v) hi = m; else lo = m + 1; }
+    return lo;
+}
+
+__device__ int axis_cell(const FieldArgs& f, int a, double v, double* t) {
+    const double* fm = f.fmap;
+    const int* im = f.imap;
+    int n = im[IM_N + a], off = im[IM_OFF_AX + a], ntab = im[IM_NTAB + a];
+    int j = (int)((v - fm[2 * a]) * fm[2 * a + 1]);
+    if (j < 0) j = 0;
+    if (j >= ntab) j = ntab - 1;
+    int i = im[im[IM_OFF_TAB + a] + j];
+    while (i < n - 2 && v >= fm[off + i + 1]) i++;
+    while (i > 0 && v < fm[off + i]) i--;
+    *t = (v - fm[off + i]) * fm[im[IM_OFF_INV + a] + i];
+    return i;
+}
+
+__device__ int field(const FieldArgs& f, double x, double y, double z, double* b) {
+    if (f.kind == KIND_GAUSSIAN) {
+        double u = (z - f.fpar[1]) / f.fpar[2];
+        b[0] = 0.0; b[1] = f.fpar[0] * exp(-0.5 * u * u); b[2] = 0.0;
+        return 0;
+    }
+    if (f.kind == KIND_UNIFORM) { b[0] = f.fpar[0]; b[1] = f.fpar[1]; b[2] = f.fpar[2]; return 0; }
+    const double* fm = f.fmap;
+    const int* im = f.imap;
+    int nx = im[IM_N], ny = im[IM_N + 1], nz = im[IM_N + 2];
+    int ox = im[IM_OFF_AX], oy = im[IM_OFF_AX + 1], oz = im[IM_OFF_AX + 2];
+    if (x < fm[ox] || x > fm[ox + nx - 1] || y < fm[oy] || y > fm[oy + ny - 1] || z < fm[oz] ||
+        z > fm[oz + nz - 1]) {
+        b[0] = 0.0; b[1] = 0.0; b[2] = 0.0;
+        return LEFT_VOLUME;
+    }
+    double tx, ty, tz;
+    int i = axis_cell(f, 0, x, &tx);
+    int j = axis_cell(f, 1, y, &ty);
+    int k = axis_cell(f, 2, z, &tz);
+    int flag = 0;
+    if (f.fpar[0] != 0.0 && f.mask[((long)i * (ny - 1) + j) * (nz - 1) + k] != 0)
+        flag = MASKED_CELL;
+    long sy = (long)nz * 3, sx = (long)ny * sy;
+    long p000 = im[IM_OFF_B] + i * sx + j * sy + (long)k * 3;
+    for (int c = 0; c < 3; ++c) {
+        long p = p000 + c;
+        double c00 = fm[p] * (1.0 - tz) + fm[p + 3] * tz;
+        double c01 = fm[p + sy] * (1.0 - tz) + fm[p + sy + 3] * tz;
+        double c10 = fm[p + sx] * (1.0 - tz) + fm[p + sx + 3] * tz;
+        double c11 = fm[p + sx + sy] * (1.0 - tz) + fm[p + sx + sy + 3] * tz;
+        double c0 = c00 * (1.0 - ty) + c01 * ty;
+        double c1 = c10 * (1.0 - ty) + c11 * ty;
+        b[c] = c0 * (1.0 - tx) + c1 * tx;
+    }
+    return flag;
+}
+
+__device__ int rk_step(const FieldArgs& f, const double* A, const double* bw, const double* ew,
+                       const double* cw, int ns, double z, const double* s, double kap, double h,
+                       double k[7][4], double* nw, double* err) {
+    int flags = 0;
+    for (int i = 0; i < ns; ++i) {
+        double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
+        for (int j = 0; j < i; ++j) {
+            a0 = a0 + A[i * 7 + j] * k[j][0];
+            a1 = a1 + A[i * 7 + j] * k[j][1];
+            a2 = a2 + A[i * 7 + j] * k[j][2];
+            a3 = a3 + A[i * 7 + j] * k[j][3];
+        }
+        double x = s[0] + h * a0, y = s[1] + h * a1, tx = s[2] + h * a2, ty = s[3] + h * a3;
+        double b[3];
+        flags |= field(f, x, y, z + cw[i] * h, b);
+        double kn = kap * sqrt(1.0 + tx * tx + ty * ty);
+        k[i][0] = tx;
+        k[i][1] = ty;
+        k[i][2] = kn * (tx * ty * b[0] - (1.0 + tx * tx) * b[1] + ty * b[2]);
+        k[i][3] = kn * ((1.0 + ty * ty) * b[0] - tx * ty * b[1] - tx * b[2]);
+    }
+    for (int c = 0; c < 4; ++c) {
+        double ab = 0.0, ae = 0.0;
+        for (int j = 0; j < ns; ++j) { ab = ab + bw[j] * k[j][c]; ae = ae + ew[j] * k[j][c]; }
+        nw[c] = s[c] + h * ab;
+        err[c] = h * ae;
+    }
+    return flags;
+}
+
+__device__ double plane_distance(const FieldArgs& f, int mode, double x, double y, double z,
+                                 double tx, double ty, double dir) {
+    const double* fm = f.fmap;
+    const int* im = f.imap;
+    int nz = im[IM_N + 2], oz = im[IM_OFF_AX + 2];
+    double d = INFINITY;
+    if (dir > 0) { int kk = upper_bound(fm, oz, nz, z + EPS_Z); if (kk < nz) d = fm[oz + kk] - z; }
+    else { int kk = lower_bound(fm, oz, nz, z - EPS_Z) - 1; if (kk >= 0) d = z - fm[oz + kk]; }
+    if (mode == 2) {
+        for (int a = 0; a < 2; ++a) {
+            int n = im[IM_N + a], off = im[IM_OFF_AX + a];
+            double v = a == 0 ? x : y;
+            double sv = (a == 0 ? tx : ty) * dir;
+            double dd = INFINITY;
+            if (sv > 0) {
+                int kk = upper_bound(fm, off, n, v + EPS_XY);
+                if (kk < n) dd = (fm[off + kk] - v) / sv;
+            } else if (sv < 0) {
+                int kk = lower_bound(fm, off, n, v - EPS_XY) - 1;
+                if (kk >= 0) dd = (fm[off + kk] - v) / sv;
+            }
+            d = d < dd ? d : dd;
+        }
+    }
+    return d;
+}
+
+__device__ double maxd(double a, double b) { return a > b ? a : b; }
+__device__ double mind(double a, double b) { return a < b ? a : b; }
+
+extern "C" __global__ void propagate_tracks(
+    const double* state, const double* z0, const double* z1, double* out,
+    unsigned char* status, int* nsteps, long n,
+    int kind, const double* fpar, const double* fmap, const int* imap,
+    const unsigned char* mask,
+    const double* A, const double* bw, const double* ew, const double* cw, const double* sp)
+{
+    long t = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= n) return;
+    FieldArgs f;
+    f.kind = kind; f.fpar = fpar; f.fmap = fmap; f.imap = imap; f.mask = mask;
+    const bool adaptive = sp[0] != 0.0;
+    const int ns = (int)sp[1];
+    const double step = sp[2], tol = sp[3], rel = sp[4], hmin = sp[5], hmax = sp[6], h0 = sp[7];
+    const long max_steps = (long)sp[8];
+    const double max_slope = sp[9];
+    const int grid = kind == KIND_MAP ? (int)sp[10] : 0;
+    const double pshrink = sp[11], pgrow = sp[12], fmin_ = sp[13], fmax_ = sp[14], safety = sp[15];
+    double k[7][4], s[4], nw[4], err[4];
+    for (int c = 0; c < 4; ++c) s[c] = state[t * 5 + c];
+    const double kap = C_LIGHT * state[t * 5 + 4];
+    double z = z0[t];
+    const double ze = z1[t];
+    int st = 0, nst = 0;
+    if (!adaptive) {
+        double dz = ze - z;
+        double sg = dz > 0 ? 1.0 : (dz < 0 ? -1.0 : 0.0);
+        double h = sg * step;
+        long n_full = (long)floor(fabs(dz) / step);
+        bool alive = true;
+        for (long i = 0; i < n_full; ++i) {
+            st |= rk_step(f, A, bw, ew, cw, ns, z, s, kap, h, k, nw, err);
+            for (int c = 0; c < 4; ++c) s[c] = nw[c];
+            z = z + h;
+            nst++;
+            if (maxd(fabs(s[2]), fabs(s[3])) > max_slope) { st |= SLOPE; alive = false; break; }
+        }
+        if (alive && ze - z != 0) {
+            st |= rk_step(f, A, bw, ew, cw, ns, z, s, kap, ze - z, k, nw, err);
+            for (int c = 0; c < 4; ++c) s[c] = nw[c];
+            z = ze;
+            nst++;
+            if (maxd(fabs(s[2]), fabs(s[3])) > max_slope) st |= SLOPE;
+        }
+    } else {
+        double dz = ze - z;
+        double dir = dz >= 0 ? 1.0 : -1.0;
+        double tol_t = tol / fabs(dz != 0 ? dz : 1.0);
+        double hc = mind(fabs(dz), h0);
+        long attempts = 0;
+        while (true) {
+            double rem = (ze - z) * dir;
+            if (rem <= 0) { z = ze; break; }
+            if (attempts >= max_steps) { st |= STEP_LIMIT; break; }
+            double h = mind(hc, rem);
+            bool last = hc >= rem;
+            if (grid != 0) {
+                double dp = plane_distance(f, grid, s[0], s[1], z, s[2], s[3], dir);
+                if (dp < h) { h = dp; last = false; }
+            }
+            bool shortened = h < hc;
+            int fl = rk_step(f, A, bw, ew, cw, ns, z, s, kap, dir * h, k, nw, err);
+            attempts++;
+            double ex = fabs(err[0]) / tol;
+            double ey = fabs(err[1]) / tol;
+            double etx = fabs(err[2]) / (tol_t + rel * fabs(nw[2] - s[2]));
+            double ety = fabs(err[3]) / (tol_t + rel * fabs(nw[3] - s[3]));
+            double eot = maxd(maxd(ex, ey), maxd(etx, ety));
+            bool accept = eot <= 1.0 || h <= hmin;
+            double factor;
+            if (eot > 1.0) factor = maxd(fmin_, safety * pow(eot, pshrink));
+            else if (eot > 0) factor = mind(fmax_, safety * pow(eot, pgrow));
+            else factor = fmax_;
+            double hnew = mind(maxd(h * factor, hmin), hmax);
+            if (accept) {
+                for (int c = 0; c < 4; ++c) s[c] = nw[c];
+                z = last ? ze : z + dir * h;
+                st |= fl;
+                nst++;
+                hc = shortened ? maxd(hc, hnew) : hnew;
+                if (maxd(fabs(s[2]), fabs(s[3])) > max_slope) { st |= SLOPE; break; }
+                if (last) break;
+            } else {
+                hc = hnew;
+            }
+        }
+    }
+    for (int c = 0; c < 4; ++c) out[t * 4 + c] = (st & (STEP_LIMIT | SLOPE)) ? NAN : s[c];
+    status[t] = (unsigned char)st;
+    nsteps[t] = nst;
+}
+"""
+
+#: what the host C++ build of CUDA_SOURCE puts in front (tests; see module docstring)
+HOST_SHIM = r"""
+#include <cmath>
+#define __global__
+#define __device__
+struct Dim3 { long x; };
+static Dim3 blockIdx, blockDim, threadIdx;
+"""
+
+#: host driver appended to the host build: runs the kernel body for every "thread"
+HOST_DRIVER = r"""
+extern "C" void run_all(const double* state, const double* z0, const double* z1, double* out,
+    unsigned char* status, int* nsteps, long n,
+    int kind, const double* fpar, const double* fmap, const int* imap,
+    const unsigned char* mask,
+    const double* A, const double* bw, const double* ew, const double* cw, const double* sp) {
+    blockDim.x = 1;
+    threadIdx.x = 0;
+    for (long t = 0; t < n; ++t) {
+        blockIdx.x = t;
+        propagate_tracks(state, z0, z1, out, status, nsteps, n, kind, fpar, fmap, imap, mask, A,
+            bw, ew, cw, sp);
+    }
+}
+"""
+
+
+def kernel_arguments(field: Any, settings: Any, xp: Any) -> list:
+    """The kernel's field and scheme arguments (after the per-track arrays and n), as arrays of
+    module ``xp`` (cupy on the device; numpy for the host build) and C scalars. The tableau is
+    passed zero-padded to 7 x 7."""
+    kind, fpar, fmap, imap, mask = field.kernel_args()
+    A, bw, ew, cw = settings.tableau_arrays()
+
+    def arr(a: np.ndarray, dt: Any = np.float64) -> Any:
+        return xp.ascontiguousarray(xp.asarray(a, dtype=dt))
+
+    return [
+        np.int32(kind),
+        arr(fpar),
+        arr(fmap),
+        arr(imap, np.int32),
+        arr(mask, np.uint8),
+        arr(A),
+        arr(bw),
+        arr(ew),
+        arr(cw),
+        arr(settings.packed()),
+    ]
+
+
+_MODULES: dict[int, Any] = {}
+
+
+def _function() -> Any:
+    import cupy
+
+    dev = cupy.cuda.Device().id
+    if dev not in _MODULES:
+        mod = cupy.RawModule(code=CUDA_SOURCE, options=("--fmad=false", "-std=c++14"))
+        _MODULES[dev] = mod.get_function("propagate_tracks")
+    return _MODULES[dev]
+
+
+class CudaPropagator:
+    """Holds the field and scheme on the device (uploaded once) and launches one thread per
+    track."""
+
+    def __init__(self, field: Any, settings: Any) -> None:
+        import cupy
+
+        self.cp = cupy
+        self.args = kernel_arguments(field, settings, cupy)
+        self.is_map = field.kind == KIND_MAP
+
+    def __call__(self, state: Any, z0: Any, z1: Any, block: int = 128):
+        cp = self.cp
+        state = cp.ascontiguousarray(cp.asarray(state, dtype=cp.float64))
+        z0 = cp.ascontiguousarray(cp.asarray(z0, dtype=cp.float64))
+        z1 = cp.ascontiguousarray(cp.asarray(z1, dtype=cp.float64))
+        n = state.shape[0]
+        out = cp.empty((n, 4), cp.float64)
+        status = cp.zeros(n, cp.uint8)
+        nsteps = cp.zeros(n, cp.int32)
+        if n:
+            grid = ((n + block - 1) // block,)
+            _function()(
+                grid, (block,), (state, z0, z1, out, status, nsteps, np.int64(n), *self.args)
+            )
+        return out, status, nsteps

@@ -1,0 +1,287 @@
+"""Integrator settings and the numpy reference propagation: the definition of what the compiled
+kernels (numba on the CPU, CUDA on a GPU) compute, track for track and bit for bit in the
+arithmetic (same operations in the same order; only exp/pow may differ in the last ulp).
+
+State (x, y, tx, ty) at z, q/p constant; equations of motion in rk4.py. Two schemes:
+
+- fixed step (``rk4``): floor(|dz|/step) steps of ``step`` mm and a final partial step;
+- adaptive embedded Runge-Kutta (``cashkarp``, ``dopri5``, ``bs32``), step control as LHCb's
+  TrackRungeKuttaExtrapolator: initial step min(|dz|, initial_step); error over tolerance
+  eot = max(|ex|/tol, |ey|/tol, |etx|/(tol/|dz| + rel_tol |dtx|), |ety|/(...)) where dtx is the
+  change of tx over the step; accept if eot <= 1 or the step is <= min_step; the next step is
+  h * clamp(safety * eot^(-1/q) or eot^(-1/(q+1)), 0.125, 4), clamped to [min_step, max_step];
+  at most ``max_steps`` attempts (accepted + rejected), then STEP_LIMIT; |tx| or |ty| > max_slope
+  after a step: SLOPE. Both stop the track (Y = NaN). Unlike LHCb, a step forced at min_step may
+  grow again (LHCb keeps min_step to the end), and the control is optionally grid-aware (below).
+
+Grid-aware steps (``grid_steps``, field maps only): the embedded error estimate cannot see the
+kinks of a trilinear interpolant at grid planes, so a step may end on the next plane it would
+cross: "z" ends steps exactly on z planes; "xyz" also on x and y planes, predicted along the
+straight line (x + tx h), ignoring planes less than 1 mm ahead. A step shortened by a plane (or
+by z_end) does not shrink the controller's step size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hpcgen.generators.tracks import rk4
+from hpcgen.generators.tracks.fields import KIND_MAP, SLOPE, STEP_LIMIT
+from hpcgen.generators.tracks.tableaus import TABLEAUS, Tableau
+
+#: Numerical Recipes' safety factor on the step scale (LHCb's default is 1.0, with a looser
+#: acceptance sigma of 5.5; we accept at eot <= 1 and aim a little below it)
+SAFETY = 0.9
+GRID_MODES = {"off": 0, "z": 1, "xyz": 2}
+EPS_Z = 1e-6  # mm: a z plane closer than this is the one we are on
+EPS_XY = 1.0  # mm: x/y planes closer than this are not worth a step of their own
+
+
+@dataclass(frozen=True)
+class StepperSettings:
+    """How tracks are integrated. Lengths in mm."""
+
+    scheme: str = "cashkarp"
+    step: float = 5.0  # fixed-step size (rk4)
+    tolerance: float = 0.001  # mm, on x and y per step
+    rel_tolerance: float = 5e-5  # on the change of tx, ty per step
+    min_step: float = 10.0
+    max_step: float = 1000.0
+    initial_step: float = 1000.0
+    max_steps: int = 1000
+    max_slope: float = 10.0
+    scale_min: float = 0.125
+    scale_max: float = 4.0
+    grid_steps: str = "off"
+
+    @property
+    def tableau(self) -> Tableau:
+        return TABLEAUS[self.scheme]
+
+    def packed(self) -> np.ndarray:
+        """float64 vector the compiled kernels read (layout shared with kernels_numba and CUDA)."""
+        t = self.tableau
+        return np.array(
+            [
+                1.0 if t.adaptive else 0.0,  # 0
+                float(t.stages),  # 1
+                self.step,  # 2
+                self.tolerance,  # 3
+                self.rel_tolerance,  # 4
+                self.min_step,  # 5
+                self.max_step,  # 6
+                self.initial_step,  # 7
+                float(self.max_steps),  # 8
+                self.max_slope,  # 9
+                float(GRID_MODES[self.grid_steps]),  # 10
+                -1.0 / t.order,  # 11 shrink exponent
+                -1.0 / (t.order + 1),  # 12 grow exponent
+                self.scale_min,  # 13
+                self.scale_max,  # 14
+                SAFETY,  # 15
+            ]
+        )
+
+    def tableau_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(a (7x7), b (7), e = b - bhat (7), c (7)), zero padded to 7 stages."""
+        t = self.tableau
+        s = t.stages
+        a = np.zeros((7, 7))
+        a[:s, :s] = t.a
+        pad = np.zeros(7)
+        b, e, c = pad.copy(), pad.copy(), pad.copy()
+        b[:s], e[:s], c[:s] = t.b, t.e, t.c
+        return a, b, e, c
+
+
+# --- the reference ------------------------------------------------------------------------------
+
+
+def _derivs(field, z, x, y, tx, ty, kap):
+    """(dx, dy, dtx, dty)/dz and the lookup flags, with the kernels' operation order."""
+    bx, by, bz, fl = field.lookup(x, y, z)
+    kn = kap * np.sqrt(1.0 + tx * tx + ty * ty)
+    dtx = kn * (tx * ty * bx - (1.0 + tx * tx) * by + ty * bz)
+    dty = kn * ((1.0 + ty * ty) * bx - tx * ty * by - tx * bz)
+    return (tx, ty, dtx, dty), fl
+
+
+def rk_step(field, tab: Tableau, z, s, kap, h):
+    """One Runge-Kutta step of signed length h (arrays over tracks).
+
+    Returns (new state, error estimate h*sum(e k), OR of the stages' lookup flags)."""
+    a, b, e, c = tab.a, tab.b, tab.e, tab.c
+    ks = []
+    flags = np.zeros(np.shape(z), np.uint8)
+    for i in range(tab.stages):
+        si = []
+        for comp in range(4):
+            acc = np.zeros_like(s[comp])
+            for j in range(i):
+                acc = acc + a[i, j] * ks[j][comp]
+            si.append(s[comp] + h * acc)
+        k, fl = _derivs(field, z + c[i] * h, *si, kap)
+        flags |= fl
+        ks.append(k)
+    new, err = [], []
+    for comp in range(4):
+        acc_b = np.zeros_like(s[comp])
+        acc_e = np.zeros_like(s[comp])
+        for j in range(tab.stages):
+            acc_b = acc_b + b[j] * ks[j][comp]
+            acc_e = acc_e + e[j] * ks[j][comp]
+        new.append(s[comp] + h * acc_b)
+        err.append(h * acc_e)
+    return new, err, flags
+
+
+def plane_distance(field, mode: int, x, y, z, tx, ty, direction):
+    """Distance along z (> 0, mm) to the first grid plane ahead; inf if none (see module doc)."""
+    arr = field._arrays
+    zs = arr["z"]
+    up = direction > 0
+    k_up = np.searchsorted(zs, z + EPS_Z, side="right")
+    k_dn = np.searchsorted(zs, z - EPS_Z, side="left") - 1
+    d = np.full(np.shape(z), np.inf)
+    ok = up & (k_up < len(zs))
+    d[ok] = zs[k_up[ok]] - z[ok]
+    ok = ~up & (k_dn >= 0)
+    d[ok] = z[ok] - zs[k_dn[ok]]
+    if mode == 2:
+        for ax, v, t in ((arr["x"], x, tx), (arr["y"], y, ty)):
+            sv = t * direction  # change of the coordinate per mm of |z|
+            k_up = np.searchsorted(ax, v + EPS_XY, side="right")
+            k_dn = np.searchsorted(ax, v - EPS_XY, side="left") - 1
+            ok = (sv > 0) & (k_up < len(ax))
+            dd = np.full(np.shape(z), np.inf)
+            dd[ok] = (ax[k_up[ok]] - v[ok]) / sv[ok]
+            ok = (sv < 0) & (k_dn >= 0)
+            dd[ok] = (ax[k_dn[ok]] - v[ok]) / sv[ok]
+            d = np.minimum(d, dd)
+    return d
+
+
+def propagate_reference(state, z0, z1, field, st: StepperSettings):
+    """Propagate tracks (n, 5) [x, y, tx, ty, q/p] from z0 to z1 (per track, either direction).
+
+    Returns (Y (n, 4) at z1, NaN for stopped tracks; status uint8 (n,); n_steps int32 (n,),
+    accepted steps). Vectorised over the tracks still running, numpy only: the definition."""
+    state = np.asarray(state, dtype=np.float64)
+    z0 = np.asarray(z0, dtype=np.float64)
+    z1 = np.asarray(z1, dtype=np.float64)
+    n = len(state)
+    s = [state[:, c].copy() for c in range(4)]
+    kap = rk4.C_LIGHT * state[:, 4]
+    z = z0.copy()
+    status = np.zeros(n, np.uint8)
+    nsteps = np.zeros(n, np.int32)
+    tab = st.tableau
+    if not tab.adaptive:
+        _fixed(field, tab, st, s, z, z1, kap, status, nsteps)
+    else:
+        _adaptive(field, tab, st, s, z, z0, z1, kap, status, nsteps)
+    out = np.stack(s, axis=1)
+    out[(status & (STEP_LIMIT | SLOPE)) != 0] = np.nan
+    return out, status, nsteps
+
+
+def _take(s, idx):
+    return [v[idx] for v in s]
+
+
+def _put(s, idx, vals):
+    for v, w in zip(s, vals):
+        v[idx] = w
+
+
+def _fixed(field, tab, st, s, z, z1, kap, status, nsteps):
+    dz = z1 - z
+    direction = np.sign(dz)
+    n_full = np.floor(np.abs(dz) / st.step).astype(np.int64)
+    alive = np.ones(len(z), bool)
+    for i in range(int(n_full.max()) if len(z) else 0):
+        idx = np.flatnonzero((n_full > i) & alive)
+        h = direction[idx] * st.step
+        new, _, fl = rk_step(field, tab, z[idx], _take(s, idx), kap[idx], h)
+        _put(s, idx, new)
+        z[idx] = z[idx] + h
+        status[idx] |= fl
+        nsteps[idx] += 1
+        _slope_stop(st, s, idx, status, alive)
+    idx = np.flatnonzero(alive & (z1 - z != 0))
+    h = z1[idx] - z[idx]
+    new, _, fl = rk_step(field, tab, z[idx], _take(s, idx), kap[idx], h)
+    _put(s, idx, new)
+    z[idx] = z1[idx]
+    status[idx] |= fl
+    nsteps[idx] += 1
+    _slope_stop(st, s, idx, status, alive)
+
+
+def _slope_stop(st, s, idx, status, alive):
+    steep = np.maximum(np.abs(s[2][idx]), np.abs(s[3][idx])) > st.max_slope
+    status[idx[steep]] |= SLOPE
+    alive[idx[steep]] = False
+
+
+def _adaptive(field, tab, st, s, z, z0, z1, kap, status, nsteps):
+    dz = z1 - z0
+    direction = np.where(dz >= 0, 1.0, -1.0)
+    tol_t = st.tolerance / np.abs(np.where(dz == 0, 1.0, dz))
+    hc = np.minimum(np.abs(dz), st.initial_step)
+    attempts = np.zeros(len(z), np.int64)
+    active = dz != 0
+    grid = GRID_MODES[st.grid_steps] if field.kind == KIND_MAP else 0
+    pshrink, pgrow = -1.0 / tab.order, -1.0 / (tab.order + 1)
+    while active.any():
+        idx = np.flatnonzero(active)
+        rem = (z1[idx] - z[idx]) * direction[idx]
+        done = rem <= 0
+        z[idx[done]] = z1[idx[done]]
+        active[idx[done]] = False
+        limit = ~done & (attempts[idx] >= st.max_steps)
+        status[idx[limit]] |= STEP_LIMIT
+        active[idx[limit]] = False
+        keep = ~done & ~limit
+        idx, rem = idx[keep], rem[keep]
+        if not len(idx):
+            continue
+        d = direction[idx]
+        h = np.minimum(hc[idx], rem)
+        last = hc[idx] >= rem
+        if grid:
+            si = _take(s, idx)
+            dp = plane_distance(field, grid, si[0], si[1], z[idx], si[2], si[3], d)
+            cut = dp < h
+            h = np.where(cut, dp, h)
+            last &= ~cut
+        shortened = h < hc[idx]
+        s0 = _take(s, idx)
+        new, err, fl = rk_step(field, tab, z[idx], s0, kap[idx], d * h)
+        attempts[idx] += 1
+        ex = np.abs(err[0]) / st.tolerance
+        ey = np.abs(err[1]) / st.tolerance
+        etx = np.abs(err[2]) / (tol_t[idx] + st.rel_tolerance * np.abs(new[2] - s0[2]))
+        ety = np.abs(err[3]) / (tol_t[idx] + st.rel_tolerance * np.abs(new[3] - s0[3]))
+        eot = np.maximum(np.maximum(ex, ey), np.maximum(etx, ety))
+        accept = (eot <= 1.0) | (h <= st.min_step)
+        with np.errstate(divide="ignore"):
+            shrink = np.maximum(st.scale_min, SAFETY * eot**pshrink)
+            grow = np.where(eot > 0, np.minimum(st.scale_max, SAFETY * eot**pgrow), st.scale_max)
+        factor = np.where(eot > 1.0, shrink, grow)
+        hnew = np.minimum(np.maximum(h * factor, st.min_step), st.max_step)
+        a_idx = idx[accept]
+        _put(s, a_idx, [v[accept] for v in new])
+        za = z[a_idx] + d[accept] * h[accept]
+        z[a_idx] = np.where(last[accept], z1[a_idx], za)
+        status[a_idx] |= fl[accept]
+        nsteps[a_idx] += 1
+        hc[a_idx] = np.where(shortened[accept], np.maximum(hc[a_idx], hnew[accept]), hnew[accept])
+        hc[idx[~accept]] = hnew[~accept]
+        alive = np.ones(len(z), bool)
+        _slope_stop(st, s, a_idx, status, alive)
+        active &= alive
+        fin = a_idx[last[accept]]
+        active[fin] = False
