@@ -22,6 +22,7 @@ REGISTRY: dict[str, str] = {
 CLI_EXTENSIONS: list[str] = [
     "hpcgen.generators.atoms.cli",
     "hpcgen.generators.energy.cli",
+    "hpcgen.generators.tracks.cli",
     "hpcgen.generators.ptycho.cli",
     "hpcgen.jobs.cli",
 ]
