@@ -75,10 +75,10 @@ def print_info(s: dict, out) -> None:
         ),
         (
             "peak |By| on axis",
-            f"{s['peak_abs_by_axis_T']:.4f} T (By = {s['peak_by_axis_T']:+.4f} T) "
+            f"{s['peak_abs_by_axis_T']:.3f} T (By = {s['peak_by_axis_T']:+.3f} T) "
             f"at z = {s['peak_z_mm']:.0f} mm",
         ),
-        ("integral By dz on axis", f"{s['integral_by_dz_axis_Tm']:+.4f} T m"),
+        ("integral By dz on axis", f"{s['integral_by_dz_axis_Tm']:+.3f} T m"),
         (
             "Gaussian fit",
             f"B0 = {g['B0_T']:+.4f} T, zc = {g['zc_mm']:.0f} mm, w = {g['w_mm']:.0f} mm, "
@@ -134,7 +134,7 @@ def plot_profile(grid, s: dict, out: Path) -> None:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from hpcgen.generators.tracks.fieldmap import synth_map, write_text
+    from hpcgen.generators.tracks.fieldmap import prime_cache, synth_map, write_text
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
@@ -145,6 +145,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         raise UserError(f"--artefact-fraction must be in (0, 1], got {args.artefact_fraction}")
     grid = synth_map(args.artefact_fraction if args.artefacts else 0.0, seed=args.seed)
     write_text(out, grid)
+    prime_cache(out, grid)
     nx, ny, nz = grid.shape
     print(
         f"wrote {out}: synthetic LHCb-like dipole map, {nx} x {ny} x {nz} points"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,9 @@ def parse_text(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
     """Parse and validate a text map; returns (xs, ys, zs, B). UserError on any defect."""
     where = f"field map {path}"
     try:
-        rows = np.loadtxt(path, dtype=np.float64, comments="#", ndmin=2)
+        with warnings.catch_warnings():  # an empty file: numpy warns, we refuse below
+            warnings.simplefilter("ignore", UserWarning)
+            rows = np.loadtxt(path, dtype=np.float64, comments="#", ndmin=2)
     except ValueError as e:  # non-numeric value or a row of the wrong length: numpy names the row
         msg = str(e).strip().rstrip(".")
         raise UserError(f"{where}: {msg} (expected rows 'x y z Bx By Bz')") from None
@@ -148,6 +151,14 @@ def load_map(path: str | Path, use_cache: bool = True) -> MapGrid:
     if use_cache:
         _write_cache(cp, grid)
     return grid
+
+
+def prime_cache(path: Path, grid: MapGrid) -> None:
+    """Write the cache for a text map just written from ``grid`` (``hpcgen fieldmap synth``), so
+    the first run does not parse it: valid because ``grid`` holds exactly what the text says."""
+    sha = sha256_file(path)
+    g = MapGrid(grid.xs, grid.ys, grid.zs, grid.B, sha, str(path))
+    _write_cache(cache_path(path, sha), g)
 
 
 def _read_cache(cp: Path, sha: str, source: str) -> MapGrid | None:

@@ -47,6 +47,7 @@ struct FieldArgs {
     const double* fmap;
     const int* imap;
     const unsigned char* mask;
+    const float* bmap;  // node values (nx, ny, nz, 3), float32 (fields.FieldMap)
 };
 
 // first i in [0, n) with a[off + i] > v (numpy searchsorted side="right")
@@ -101,12 +102,13 @@ __device__ int field(const FieldArgs& f, double x, double y, double z, double* b
         flag = MASKED_CELL;
     long sy = (long)nz * 3, sx = (long)ny * sy;
     long p000 = im[IM_OFF_B] + i * sx + j * sy + (long)k * 3;
+    const float* bm = f.bmap;
     for (int c = 0; c < 3; ++c) {
         long p = p000 + c;
-        double c00 = fm[p] * (1.0 - tz) + fm[p + 3] * tz;
-        double c01 = fm[p + sy] * (1.0 - tz) + fm[p + sy + 3] * tz;
-        double c10 = fm[p + sx] * (1.0 - tz) + fm[p + sx + 3] * tz;
-        double c11 = fm[p + sx + sy] * (1.0 - tz) + fm[p + sx + sy + 3] * tz;
+        double c00 = (double)bm[p] * (1.0 - tz) + (double)bm[p + 3] * tz;
+        double c01 = (double)bm[p + sy] * (1.0 - tz) + (double)bm[p + sy + 3] * tz;
+        double c10 = (double)bm[p + sx] * (1.0 - tz) + (double)bm[p + sx + 3] * tz;
+        double c11 = (double)bm[p + sx + sy] * (1.0 - tz) + (double)bm[p + sx + sy + 3] * tz;
         double c0 = c00 * (1.0 - ty) + c01 * ty;
         double c1 = c10 * (1.0 - ty) + c11 * ty;
         b[c] = c0 * (1.0 - tx) + c1 * tx;
@@ -178,13 +180,13 @@ extern "C" __global__ void propagate_tracks(
     const double* state, const double* z0, const double* z1, double* out,
     unsigned char* status, int* nsteps, long n,
     int kind, const double* fpar, const double* fmap, const int* imap,
-    const unsigned char* mask,
+    const unsigned char* mask, const float* bmap,
     const double* A, const double* bw, const double* ew, const double* cw, const double* sp)
 {
     long t = (long)blockIdx.x * blockDim.x + threadIdx.x;
     if (t >= n) return;
     FieldArgs f;
-    f.kind = kind; f.fpar = fpar; f.fmap = fmap; f.imap = imap; f.mask = mask;
+    f.kind = kind; f.fpar = fpar; f.fmap = fmap; f.imap = imap; f.mask = mask; f.bmap = bmap;
     const bool adaptive = sp[0] != 0.0;
     const int ns = (int)sp[1];
     const double step = sp[2], tol = sp[3], rel = sp[4], hmin = sp[5], hmax = sp[6], h0 = sp[7];
@@ -281,14 +283,14 @@ HOST_DRIVER = r"""
 extern "C" void run_all(const double* state, const double* z0, const double* z1, double* out,
     unsigned char* status, int* nsteps, long n,
     int kind, const double* fpar, const double* fmap, const int* imap,
-    const unsigned char* mask,
+    const unsigned char* mask, const float* bmap,
     const double* A, const double* bw, const double* ew, const double* cw, const double* sp) {
     blockDim.x = 1;
     threadIdx.x = 0;
     for (long t = 0; t < n; ++t) {
         blockIdx.x = t;
-        propagate_tracks(state, z0, z1, out, status, nsteps, n, kind, fpar, fmap, imap, mask, A,
-            bw, ew, cw, sp);
+        propagate_tracks(state, z0, z1, out, status, nsteps, n, kind, fpar, fmap, imap, mask,
+            bmap, A, bw, ew, cw, sp);
     }
 }
 """
@@ -298,7 +300,7 @@ def kernel_arguments(field: Any, settings: Any, xp: Any) -> list:
     """The kernel's field and scheme arguments (after the per-track arrays and n), as arrays of
     module ``xp`` (cupy on the device; numpy for the host build) and C scalars. The tableau is
     passed zero-padded to 7 x 7."""
-    kind, fpar, fmap, imap, mask = field.kernel_args()
+    kind, fpar, fmap, imap, mask, bmap = field.kernel_args()
     A, bw, ew, cw = settings.tableau_arrays()
 
     def arr(a: np.ndarray, dt: Any = np.float64) -> Any:
@@ -310,6 +312,7 @@ def kernel_arguments(field: Any, settings: Any, xp: Any) -> list:
         arr(fmap),
         arr(imap, np.int32),
         arr(mask, np.uint8),
+        arr(bmap, np.float32),
         arr(A),
         arr(bw),
         arr(ew),

@@ -185,63 +185,18 @@ def _plane_distance(fmap, gi, mode, x, y, z, tx, ty, direction):
 
 
 def _make_kernel(tab: Tableau) -> Any:
-    """The kernel for one tableau: its coefficients become compile-time constants."""
+    """The kernel for one tableau: its coefficients become compile-time constants.
+
+    One loop serves both schemes (fixed: floor(|dz|/step) steps then the remainder; adaptive:
+    LHCb's step control), so the stage code - with the field lookup inlined - appears once. The
+    closure holds only numbers and arrays: numba's on-disk cache keys on them (a dispatcher in the
+    closure would make every process miss the cache and compile again)."""
     NS = tab.stages
     A = np.ascontiguousarray(tab.a)
     BW = np.ascontiguousarray(tab.b)
     EW = np.ascontiguousarray(tab.e)
     CW = np.ascontiguousarray(tab.c)
     ADAPTIVE = tab.adaptive
-
-    @njit(cache=True, _nrt=False)
-    def rk_step(kind, fpar, fmap, imap, mask, bmap, gi, gf, z, s, kap, h, k, new, err):
-        """One step of signed length h from (z, s): fills new and err, returns the flags."""
-        flags = 0
-        for i in range(NS):
-            a0 = 0.0
-            a1 = 0.0
-            a2 = 0.0
-            a3 = 0.0
-            for j in range(i):
-                a0 = a0 + A[i, j] * k[j, 0]
-                a1 = a1 + A[i, j] * k[j, 1]
-                a2 = a2 + A[i, j] * k[j, 2]
-                a3 = a3 + A[i, j] * k[j, 3]
-            x = s[0] + h * a0
-            y = s[1] + h * a1
-            tx = s[2] + h * a2
-            ty = s[3] + h * a3
-            zi = z + CW[i] * h
-            if kind == KIND_GAUSSIAN:
-                u = (zi - fpar[1]) / fpar[2]
-                bx = 0.0
-                by = fpar[0] * math.exp(-0.5 * u * u)
-                bz = 0.0
-                fl = 0
-            elif kind == KIND_UNIFORM:
-                bx = fpar[0]
-                by = fpar[1]
-                bz = fpar[2]
-                fl = 0
-            else:
-                bx, by, bz, fl = _map_field(
-                    fpar[0] != 0.0, fmap, imap, mask, bmap, gi, gf, x, y, zi
-                )
-            flags |= fl
-            kn = kap * math.sqrt(1.0 + tx * tx + ty * ty)
-            k[i, 0] = tx
-            k[i, 1] = ty
-            k[i, 2] = kn * (tx * ty * bx - (1.0 + tx * tx) * by + ty * bz)
-            k[i, 3] = kn * ((1.0 + ty * ty) * bx - tx * ty * by - tx * bz)
-        for c in range(4):
-            ab = 0.0
-            ae = 0.0
-            for j in range(NS):
-                ab = ab + BW[j] * k[j, c]
-                ae = ae + EW[j] * k[j, c]
-            new[c] = s[c] + h * ab
-            err[c] = h * ae
-        return flags
 
     @njit(cache=True)
     def kernel(state, z0, z1, out, status, nsteps, kind, fpar, fmap, imap, mask, bmap, sp):
@@ -261,6 +216,7 @@ def _make_kernel(tab: Tableau) -> Any:
         fmin = sp[13]
         fmax = sp[14]
         safety = sp[15]
+        has_mask = fpar[0] != 0.0
         if kind == KIND_MAP:
             gi, gf = _geometry(fmap, imap)
         else:
@@ -278,40 +234,22 @@ def _make_kernel(tab: Tableau) -> Any:
             ze = z1[t]
             st = 0
             nst = 0
-            if not ADAPTIVE:
-                dz = ze - z
-                h = np.sign(dz) * step
-                n_full = int(np.floor(abs(dz) / step))
-                alive = True
-                for _ in range(n_full):
-                    st |= rk_step(
-                        kind, fpar, fmap, imap, mask, bmap, gi, gf, z, s, kap, h, k, new, err
-                    )
-                    for c in range(4):
-                        s[c] = new[c]
-                    z = z + h
-                    nst += 1
-                    if max(abs(s[2]), abs(s[3])) > max_slope:
-                        st |= SLOPE
-                        alive = False
-                        break
-                if alive and ze - z != 0:
-                    st |= rk_step(
-                        kind, fpar, fmap, imap, mask, bmap, gi, gf, z, s, kap, ze - z, k, new, err
-                    )
-                    for c in range(4):
-                        s[c] = new[c]
-                    z = ze
-                    nst += 1
-                    if max(abs(s[2]), abs(s[3])) > max_slope:
-                        st |= SLOPE
-            else:
-                dz = ze - z
+            dz = ze - z
+            if ADAPTIVE:
                 direction = 1.0 if dz >= 0 else -1.0
                 tol_t = tol / abs(dz if dz != 0 else 1.0)
                 hc = min(abs(dz), h0)
-                attempts = 0
-                while True:
+            else:
+                direction = np.sign(dz)
+                tol_t = 0.0
+                hc = step
+            n_full = int(np.floor(abs(dz) / step))
+            attempts = 0
+            while True:
+                # --- the next step: signed length hs, whether it ends at z_end ------------------
+                shortened = False
+                h = 0.0
+                if ADAPTIVE:
                     rem = (ze - z) * direction
                     if rem <= 0:
                         z = ze
@@ -327,24 +265,65 @@ def _make_kernel(tab: Tableau) -> Any:
                             h = dp
                             last = False
                     shortened = h < hc
-                    fl = rk_step(
-                        kind,
-                        fpar,
-                        fmap,
-                        imap,
-                        mask,
-                        bmap,
-                        gi,
-                        gf,
-                        z,
-                        s,
-                        kap,
-                        direction * h,
-                        k,
-                        new,
-                        err,
-                    )
-                    attempts += 1
+                    hs = direction * h
+                elif attempts < n_full:
+                    hs = direction * step
+                    last = False
+                else:
+                    hs = ze - z
+                    if attempts > n_full or hs == 0:
+                        break
+                    last = True
+                # --- the Runge-Kutta stages (stepper.rk_step) ------------------------------------
+                flags = 0
+                for i in range(NS):
+                    a0 = 0.0
+                    a1 = 0.0
+                    a2 = 0.0
+                    a3 = 0.0
+                    for j in range(i):
+                        a0 = a0 + A[i, j] * k[j, 0]
+                        a1 = a1 + A[i, j] * k[j, 1]
+                        a2 = a2 + A[i, j] * k[j, 2]
+                        a3 = a3 + A[i, j] * k[j, 3]
+                    x = s[0] + hs * a0
+                    y = s[1] + hs * a1
+                    tx = s[2] + hs * a2
+                    ty = s[3] + hs * a3
+                    zi = z + CW[i] * hs
+                    if kind == KIND_GAUSSIAN:
+                        u = (zi - fpar[1]) / fpar[2]
+                        bx = 0.0
+                        by = fpar[0] * math.exp(-0.5 * u * u)
+                        bz = 0.0
+                        fl = 0
+                    elif kind == KIND_UNIFORM:
+                        bx = fpar[0]
+                        by = fpar[1]
+                        bz = fpar[2]
+                        fl = 0
+                    else:
+                        bx, by, bz, fl = _map_field(
+                            has_mask, fmap, imap, mask, bmap, gi, gf, x, y, zi
+                        )
+                    flags |= fl
+                    kn = kap * math.sqrt(1.0 + tx * tx + ty * ty)
+                    k[i, 0] = tx
+                    k[i, 1] = ty
+                    k[i, 2] = kn * (tx * ty * bx - (1.0 + tx * tx) * by + ty * bz)
+                    k[i, 3] = kn * ((1.0 + ty * ty) * bx - tx * ty * by - tx * bz)
+                for c in range(4):
+                    ab = 0.0
+                    ae = 0.0
+                    for j in range(NS):
+                        ab = ab + BW[j] * k[j, c]
+                        ae = ae + EW[j] * k[j, c]
+                    new[c] = s[c] + hs * ab
+                    err[c] = hs * ae
+                attempts += 1
+                # --- accept or reject (fixed steps are always accepted) --------------------------
+                accept = True
+                if ADAPTIVE:
                     ex = abs(err[0]) / tol
                     ey = abs(err[1]) / tol
                     etx = abs(err[2]) / (tol_t + rel * abs(new[2] - s[2]))
@@ -358,20 +337,23 @@ def _make_kernel(tab: Tableau) -> Any:
                     else:
                         factor = fmax
                     hnew = min(max(h * factor, hmin), hmax)
-                    if accept:
-                        for c in range(4):
-                            s[c] = new[c]
-                        z = ze if last else z + direction * h
-                        st |= fl
-                        nst += 1
-                        hc = max(hc, hnew) if shortened else hnew
-                        if max(abs(s[2]), abs(s[3])) > max_slope:
-                            st |= SLOPE
-                            break
-                        if last:
-                            break
+                    if not accept:
+                        hc = hnew
+                    elif shortened:
+                        hc = max(hc, hnew)
                     else:
                         hc = hnew
+                if accept:
+                    for c in range(4):
+                        s[c] = new[c]
+                    z = ze if last else z + hs
+                    st |= flags
+                    nst += 1
+                    if max(abs(s[2]), abs(s[3])) > max_slope:
+                        st |= SLOPE
+                        break
+                    if last:
+                        break
             if st & ABORTED:
                 for c in range(4):
                     out[t, c] = np.nan
