@@ -12,6 +12,7 @@ setup:
 
 ## make demo: set up, run the main job (tracks demo) on $(NP) ranks, verify it, export it
 demo: setup
+	@test -f fieldmaps/synth.txt || (mkdir -p fieldmaps && $(BIN)/hpcgen fieldmap synth --out fieldmaps/synth.txt)
 	$(BIN)/hpcgen plan jobs/tracks_demo.toml --ranks $(NP)
 	mpiexec.mpich -n $(NP) $(BIN)/hpcgen run jobs/tracks_demo.toml --out tracks_demo.h5 --overwrite --yes
 	$(BIN)/hpcgen verify tracks_demo.h5
