@@ -207,9 +207,14 @@ def test_verify_flags_an_unfinished_file(tmp_path, reference):
     run_hpcgen(
         "run", spec, "--out", out, "--quiet", "--checkpoint-every", "0", env={CRASH_ENV: "1"}
     )
-    proc = run_hpcgen("verify", out)
+    proc = run_hpcgen("verify", out, "--json", tmp_path / "u.json")
     assert proc.returncode == 1
     assert "FAIL  every chunk written" in proc.stdout
+    # only the unwritten chunks fail: the physics checks ran on the chunks marked done
+    report = json.loads((tmp_path / "u.json").read_text())
+    assert [c["name"] for c in report["checks"] if not c["passed"]] == [
+        "every chunk written (done bitmap)"
+    ]
 
 
 def test_export_npz_streams_the_seed_format(tmp_path, reference):
