@@ -245,7 +245,7 @@ def end_to_end(spec: Path, ranks: int) -> dict:
     tot = {k: sum(r[k] for r in timings) for k in ("sample_s", "compute_s", "write_s", "wall_s")}
     busy = tot["sample_s"] + tot["compute_s"] + tot["write_s"]
     return {
-        "command": " ".join([*cmd[:3], "python -m hpcgen", *cmd[5:8]]),
+        "command": " ".join([*cmd[:3], "python -m hpcgen", *cmd[6:8]]),
         "ranks": ranks,
         "wall_s": wall,
         "file_bytes": size,
@@ -290,7 +290,7 @@ def main() -> None:
         ("gaussian/rk4_5mm", GAUSS, StepperSettings("rk4", step=5.0), a.n // 100),
         ("map/cashkarp/grid_steps=off", map_field, StepperSettings(grid_steps="off"), a.n_map),
         ("map/cashkarp/grid_steps=z", map_field, StepperSettings(grid_steps="z"), a.n_map // 4),
-        ("map/cashkarp/grid_steps=xyz", map_field, StepperSettings(), a.n_map // 4),
+        ("map/cashkarp/grid_steps=xyz", map_field, StepperSettings(grid_steps="xyz"), a.n_map // 4),
     ):
         r = throughput(field, st, n)
         res["throughput"][name] = r

@@ -234,3 +234,72 @@ def test_gpu_kernel_equals_numba(synth_field, scheme):
         np.testing.assert_array_equal(s_g, s_n)
         np.testing.assert_array_equal(n_g, n_n)
         assert np.nanmax(np.abs(y_g - y_n)) < 1e-9
+
+
+class _HostArray(np.ndarray):
+    """A numpy array with cupy's ``.get()``: stands in for device memory."""
+
+    def get(self) -> np.ndarray:
+        return np.asarray(self)
+
+
+def _fake_cupy():
+    def wrap(a):
+        return np.asarray(a).view(_HostArray)
+
+    import types
+
+    return types.SimpleNamespace(
+        float64=np.float64,
+        uint8=np.uint8,
+        int32=np.int32,
+        asarray=lambda a, dtype=None: wrap(np.asarray(a, dtype=dtype)),
+        ascontiguousarray=lambda a: wrap(np.ascontiguousarray(a)),
+        empty=lambda shape, dtype: wrap(np.empty(shape, dtype)),
+        zeros=lambda shape, dtype: wrap(np.zeros(shape, dtype)),
+    )
+
+
+def test_gpu_path_runs_on_the_cpu_with_the_host_built_kernel(host_kernel, synth_field, monkeypatch):
+    """Everything of the GPU route but the device: the generator's dispatch on a "gpu" device,
+    CudaPropagator's uploads, argument list and launch geometry, driving the CUDA source built
+    for the host through a stand-in cupy."""
+    import sys
+
+    from hpcgen.generators.base import Chunk, Device
+    from hpcgen.generators.tracks import kernels_cuda
+    from hpcgen.generators.tracks.generator import TracksGenerator
+    from hpcgen.generators.tracks.params import TracksParams
+
+    launches = []
+
+    def launch(grid, block, args):
+        n = int(args[6])
+        assert grid[0] * block[0] >= n > (grid[0] - 1) * block[0]  # one thread per track
+        launches.append(n)
+        ptrs = [a.ctypes.data_as(ctypes.c_void_p) if isinstance(a, np.ndarray) else a for a in args]
+        ints = [ctypes.c_long(n) if i == 6 else p for i, p in enumerate(ptrs)]
+        ints = [ctypes.c_int(int(v)) if isinstance(v, np.int32) else v for v in ints]
+        host_kernel(*ints)
+
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy())
+    monkeypatch.setattr(kernels_cuda, "_function", lambda: launch)
+    gen = TracksGenerator(TracksParams())
+    assert gen.supports_device("gpu")
+    assert not TracksGenerator(TracksParams(kernel="numba")).supports_device("gpu")
+    chunk = Chunk(0, 0, 700, seed=3)
+    inputs = gen.sample(chunk)
+    on_gpu = gen.compute(inputs, chunk, Device("gpu", sys.modules["cupy"]))
+    on_cpu = gen.compute(inputs, chunk, Device("cpu", np))
+    assert launches == [700]
+    for k in on_cpu:
+        np.testing.assert_array_equal(np.asarray(on_gpu[k]), on_cpu[k])
+    # and through the map, directly
+    state = standard_tracks(300, seed=6)
+    z0, z1 = np.full(300, 3000.0), np.full(300, 9000.0)
+    st = StepperSettings(grid_steps="xyz")
+    y_g, s_g, n_g = Propagator(synth_field, st, "cuda")(state, z0, z1)
+    y_n, s_n, n_n = Propagator(synth_field, st, "numba")(state, z0, z1)
+    np.testing.assert_array_equal(s_g, s_n)
+    np.testing.assert_array_equal(n_g, n_n)
+    assert np.nanmax(np.abs(y_g - y_n)) < 1e-9
