@@ -157,7 +157,7 @@ def accuracy_map(field, n: int, n_rate: int) -> dict:
     state, z0, z1 = standard_tracks(n, seed=12)
     ref, s_ref, _ = Propagator(field, StepperSettings("rk4", step=0.5), "numba")(state, z0, z1)
     out = {}
-    for mode in ("off", "z", "xyz"):
+    for mode in ("off", "z", "xy", "xyz"):
         for max_step in (1000.0, 250.0) if mode == "off" else (1000.0,):
             st = StepperSettings(grid_steps=mode, max_step=max_step)
             y, status, _ = Propagator(field, st, "numba")(state, z0, z1)

@@ -69,8 +69,8 @@ def _compare(field, settings, n=150, seed=1, dz=(3000.0, 9000.0)):
 
 @pytest.mark.parametrize(
     "scheme, grid_steps",
-    [("rk4", "off"), ("cashkarp", "off"), ("cashkarp", "z"), ("cashkarp", "xyz"),
-     ("dopri5", "off"), ("bs32", "off")],
+    [("rk4", "off"), ("cashkarp", "off"), ("cashkarp", "z"), ("cashkarp", "xy"),
+     ("cashkarp", "xyz"), ("dopri5", "off"), ("bs32", "off")],
 )  # fmt: skip
 def test_numba_equals_the_reference_through_the_map(synth_field, scheme, grid_steps):
     st = StepperSettings(scheme=scheme, grid_steps=grid_steps, step=25.0)
@@ -182,7 +182,7 @@ def run_host(fn, field, settings, state, z0, z1):
 def test_cuda_source_run_on_the_host_equals_numba(host_kernel, synth_field, scheme):
     fields = [synth_field, GaussianDipole(-1.0182, 5007.0, 1744.0), UniformField(0.1, -1.0, 0.2)]
     for field in fields:
-        for grid_steps in ("off", "xyz") if field is synth_field else ("off",):
+        for grid_steps in ("off", "z", "xy", "xyz") if field is synth_field else ("off",):
             st = StepperSettings(scheme=scheme, grid_steps=grid_steps, step=25.0)
             state = standard_tracks(200, seed=3)
             z0 = np.full(200, 3000.0)

@@ -159,7 +159,7 @@ def field_accuracy(p: TracksParams) -> float:
     docs/tracks.md: max error ~0.5 mm with grid_steps "off", ~0.01 mm with "z")."""
     if p.field != "map" or p.integrator == "rk4" or p.grid_steps == "xyz":
         return integrator_accuracy(p)
-    return {"off": 1.0, "z": 0.05}[p.grid_steps]
+    return {"off": 1.0, "xy": 1.0, "z": 0.05}[p.grid_steps]
 
 
 def export_npz_tracks(reader: Any, out: Path, options: Mapping[str, Any]) -> None:

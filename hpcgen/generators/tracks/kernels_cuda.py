@@ -152,9 +152,15 @@ __device__ double plane_distance(const FieldArgs& f, int mode, double x, double 
     const int* im = f.imap;
     int nz = im[IM_N + 2], oz = im[IM_OFF_AX + 2];
     double d = INFINITY;
-    if (dir > 0) { int kk = upper_bound(fm, oz, nz, z + EPS_Z); if (kk < nz) d = fm[oz + kk] - z; }
-    else { int kk = lower_bound(fm, oz, nz, z - EPS_Z) - 1; if (kk >= 0) d = z - fm[oz + kk]; }
-    if (mode == 2) {
+    if ((mode & 1) == 0) {
+    } else if (dir > 0) {
+        int kk = upper_bound(fm, oz, nz, z + EPS_Z);
+        if (kk < nz) d = fm[oz + kk] - z;
+    } else {
+        int kk = lower_bound(fm, oz, nz, z - EPS_Z) - 1;
+        if (kk >= 0) d = z - fm[oz + kk];
+    }
+    if (mode & 2) {
         for (int a = 0; a < 2; ++a) {
             int n = im[IM_N + a], off = im[IM_OFF_AX + a];
             double v = a == 0 ? x : y;

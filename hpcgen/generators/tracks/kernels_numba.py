@@ -157,7 +157,9 @@ def _plane_distance(fmap, gi, mode, x, y, z, tx, ty, direction):
     nz = gi[2]
     oz = gi[6]
     d = np.inf
-    if direction > 0:
+    if (mode & 1) == 0:
+        pass
+    elif direction > 0:
         kk = _upper_bound(fmap, oz, nz, z + EPS_Z)
         if kk < nz:
             d = fmap[oz + kk] - z
@@ -165,7 +167,7 @@ def _plane_distance(fmap, gi, mode, x, y, z, tx, ty, direction):
         kk = _lower_bound(fmap, oz, nz, z - EPS_Z) - 1
         if kk >= 0:
             d = z - fmap[oz + kk]
-    if mode == 2:
+    if mode & 2:
         for a in range(2):
             n = gi[0] if a == 0 else gi[1]
             off = gi[4] if a == 0 else gi[5]

@@ -54,10 +54,10 @@ class TracksParams:
     initial_step: float = 1000.0  # mm
     max_steps: int = 1000  # adaptive: attempts per track before the STEP_LIMIT flag
     max_slope: float = 10.0  # |tx| or |ty| beyond this stops a track (SLOPE flag): curling
-    #: field maps only: end adaptive steps on the grid planes they would cross. The embedded error
-    #: estimate cannot see the trilinear interpolant's kinks there: "off" is ~10x faster but
-    #: errs by up to ~0.5 mm, "z" ~0.01 mm, "xyz" < 1 um (measured, docs/tracks.md)
-    grid_steps: Literal["off", "z", "xyz"] = "xyz"
+    #: field maps only: end adaptive steps on the grid planes they would cross ("z", "xy" or
+    #: both). The embedded error estimate cannot see the trilinear interpolant's kinks there:
+    #: "off" is ~8x faster but errs by up to ~0.4 mm, "z" ~3 um, "xyz" < 1 um (docs/tracks.md)
+    grid_steps: Literal["off", "z", "xy", "xyz"] = "xyz"
     x_range: tuple[float, float] = (-3000.0, 3000.0)
     y_range: tuple[float, float] = (-2500.0, 2500.0)
     tx_range: tuple[float, float] = (-0.3, 0.3)

@@ -16,9 +16,9 @@ State (x, y, tx, ty) at z, q/p constant; equations of motion in rk4.py. Two sche
 
 Grid-aware steps (``grid_steps``, field maps only): the embedded error estimate cannot see the
 kinks of a trilinear interpolant at grid planes, so a step may end on the next plane it would
-cross: "z" ends steps exactly on z planes; "xyz" also on x and y planes, predicted along the
-straight line (x + tx h), ignoring planes less than 1 mm ahead. A step shortened by a plane (or
-by z_end) does not shrink the controller's step size.
+cross: "z" ends steps exactly on z planes; "xy" on x and y planes, predicted along the straight
+line (x + tx h), ignoring planes less than 1 mm ahead; "xyz" on both. A step shortened by a plane
+(or by z_end) does not shrink the controller's step size.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from hpcgen.generators.tracks.tableaus import TABLEAUS, Tableau
 #: Numerical Recipes' safety factor on the step scale (LHCb's default is 1.0, with a looser
 #: acceptance sigma of 5.5; we accept at eot <= 1 and aim a little below it)
 SAFETY = 0.9
-GRID_MODES = {"off": 0, "z": 1, "xyz": 2}
+GRID_MODES = {"off": 0, "z": 1, "xy": 2, "xyz": 3}  # bit 1: z planes, bit 2: x and y planes
 EPS_Z = 1e-6  # mm: a z plane closer than this is the one we are on
 EPS_XY = 1.0  # mm: x/y planes closer than this are not worth a step of their own
 
@@ -145,11 +145,12 @@ def plane_distance(field, mode: int, x, y, z, tx, ty, direction):
     k_up = np.searchsorted(zs, z + EPS_Z, side="right")
     k_dn = np.searchsorted(zs, z - EPS_Z, side="left") - 1
     d = np.full(np.shape(z), np.inf)
-    ok = up & (k_up < len(zs))
-    d[ok] = zs[k_up[ok]] - z[ok]
-    ok = ~up & (k_dn >= 0)
-    d[ok] = z[ok] - zs[k_dn[ok]]
-    if mode == 2:
+    if mode & 1:
+        ok = up & (k_up < len(zs))
+        d[ok] = zs[k_up[ok]] - z[ok]
+        ok = ~up & (k_dn >= 0)
+        d[ok] = z[ok] - zs[k_dn[ok]]
+    if mode & 2:
         for ax, v, t in ((arr["x"], x, tx), (arr["y"], y, ty)):
             sv = t * direction  # change of the coordinate per mm of |z|
             k_up = np.searchsorted(ax, v + EPS_XY, side="right")
