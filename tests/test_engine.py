@@ -177,7 +177,7 @@ def test_provenance_attributes_and_sidecar(tmp_path, reference):
     assert prov["start_time"] <= prov["end_time"]
     side = json.loads((tmp_path / "p.metadata.json").read_text())
     assert side["provenance"]["n_ranks"] == 2
-    assert {f["name"] for f in side["fields"]} == {"X", "Y", "P", "Z"}
+    assert {f["name"] for f in side["fields"]} == {"X", "Y", "P", "Z", "status", "n_steps"}
 
 
 def test_verify_passes_and_catches_corruption(tmp_path, reference):
@@ -237,6 +237,7 @@ def test_plan_reports_size_chunks_and_memory(reference):
     proc = run_hpcgen("plan", spec, "--ranks", "3", "--json", check=True)
     info = json.loads(proc.stdout)
     assert info["chunks"] == 7 and info["samples"] == 2500
-    assert info["bytes_on_disk"] == 2500 * (6 + 4 + 1 + 2) * 8
+    per_sample = (6 + 4 + 1 + 2) * 8 + 1 + 4  # X, Y, P, Z float64; status u1; n_steps i4
+    assert info["bytes_on_disk"] == 2500 * per_sample
     assert info["chunks_per_rank"] == [3, 2, 2]
-    assert info["memory_per_rank_bytes"] == 3 * 400 * 13 * 8
+    assert info["memory_per_rank_bytes"] == 3 * 400 * per_sample
