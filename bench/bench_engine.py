@@ -77,8 +77,8 @@ def bench_io(mb_per_chunk: float, rounds: int, repeats: int) -> None:
     from hpcgen.spec import RunSpec
 
     comm = MPI.COMM_WORLD
-    # tracks rows are 13 float64 = 104 B; pick the chunk size that gives mb_per_chunk per write
-    chunk_size = int(mb_per_chunk * 1e6 / 104)
+    # tracks rows are ~109 B; pick the chunk size that gives about mb_per_chunk per write round
+    chunk_size = int(mb_per_chunk * 1e6 / 109)
     n_samples = chunk_size * comm.size * rounds
     tmpdir = bcast_result(comm, lambda: tempfile.mkdtemp(dir=ROOT))
     spec = RunSpec.from_dict(
@@ -91,13 +91,13 @@ def bench_io(mb_per_chunk: float, rounds: int, repeats: int) -> None:
     )
     gen = spec.make_generator()
     rng = np.random.default_rng(comm.rank)
-    data = {
-        "X": rng.random((chunk_size, 6)),
-        "Y": rng.random((chunk_size, 4)),
-        "P": rng.random(chunk_size),
-        "Z": rng.random((chunk_size, 2)),
-    }
-    nbytes = n_samples * 104
+    # random rows for every field of the generator (tracks: X, Y, P, Z, status, n_steps)
+    data = {}
+    for fs in gen.fields():
+        dt = fs.resolved_dtype(spec.dtype)
+        data[fs.name] = (rng.random((chunk_size, *fs.shape)) * 100).astype(dt)
+    row_bytes = sum(a[0].nbytes for a in data.values())
+    nbytes = n_samples * row_bytes
     prov = bcast_result(comm, lambda: base_record(spec.to_dict(), [], comm.size, "cpu", "mpio"))
 
     def hdf5() -> float:
@@ -123,8 +123,8 @@ def bench_io(mb_per_chunk: float, rounds: int, repeats: int) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
         for r in range(rounds):
             k = r * comm.size + comm.rank
-            off = k * chunk_size * 104
-            for name in ("X", "Y", "P", "Z"):
+            off = k * chunk_size * row_bytes
+            for name in data:
                 buf = data[name].tobytes()
                 os.pwrite(fd, buf, off)
                 off += len(buf)
@@ -148,7 +148,7 @@ def bench_io(mb_per_chunk: float, rounds: int, repeats: int) -> None:
             f"{mb_per_chunk:.0f} MB per rank; median of {repeats}; "
             f"load average {os.getloadavg()[0]:.2f}"
         )
-        print("| ranks | MB per write call | total MB | HDF5 mpio MB/s | raw pwrite MB/s | ratio |")
+        print("| ranks | MB per rank per round | total MB | HDF5 MB/s | raw MB/s | ratio |")
         print("|---|---|---|---|---|---|")
         mb = nbytes / 1e6
         print(
