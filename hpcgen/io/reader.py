@@ -21,6 +21,7 @@ import numpy as np
 from hpcgen.errors import UserError
 from hpcgen.generators.base import FieldSpec, Generator
 from hpcgen.io import layout
+from hpcgen.io.writer import ensure_open_files, virtual_sources
 from hpcgen.spec import RunSpec
 
 
@@ -29,6 +30,11 @@ class Reader:
         self.path = Path(path)
         if not self.path.is_file():
             raise UserError(f"no such file: {self.path}")
+        try:
+            sources = virtual_sources(self.path)
+        except OSError as e:
+            raise UserError(f"{self.path}: not a readable HDF5 file ({e})") from None
+        ensure_open_files(len(sources), self.path)
         try:
             self.h5 = h5py.File(self.path, "r")
         except OSError as e:
