@@ -91,9 +91,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     chunks = parse_chunks(args.chunks)
 
     def confirm() -> bool:
-        gen = spec.make_generator()
-        size = sample_bytes(spec, gen) * spec.n_samples
-        if args.yes or not sys.stdin.isatty() or size <= CONFIRM_BYTES:
+        if args.yes or not sys.stdin.isatty():  # never build the generator just to not ask
+            return True
+        size = sample_bytes(spec, spec.make_generator()) * spec.n_samples
+        if size <= CONFIRM_BYTES:
             return True
         answer = input(f"hpcgen: write {human_bytes(size)} to {spec.output}? [y/N] ")
         return answer.strip().lower() in ("y", "yes")

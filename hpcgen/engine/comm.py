@@ -43,6 +43,15 @@ def world() -> Any:
     return MPI.COMM_WORLD
 
 
+def max_op() -> Any:
+    """MPI.MAX for allreduce (None with the serial stand-in, which ignores the op)."""
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        return None
+    return MPI.MAX
+
+
 def mpi_library_version() -> str:
     try:
         from mpi4py import MPI

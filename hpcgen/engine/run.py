@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from hpcgen.engine import partition
-from hpcgen.engine.comm import bcast_result, world
+from hpcgen.engine.comm import SerialComm, bcast_result, max_op, world
 from hpcgen.engine.device import select_device
 from hpcgen.engine.progress import Progress
 from hpcgen.engine.provenance import base_record, now_iso
@@ -198,8 +197,6 @@ def run(spec: RunSpec, opts: RunOptions, comm: Any = None) -> RunResult:
         )
         my_chunks = plan.chunks_of(comm.rank)
     else:
-        from hpcgen.engine.comm import SerialComm
-
         block = partition.contiguous(*chunk_range, comm.size)[comm.rank]
         writer = None
         my_chunks = []
@@ -213,7 +210,7 @@ def run(spec: RunSpec, opts: RunOptions, comm: Any = None) -> RunResult:
         else:
             _collective_call(comm, lambda: None)
         plan = partition.Plan(spec.n_samples, spec.chunk_size, spec.seed, comm.size, [])
-    n_rounds = comm.allreduce(len(my_chunks), op=_max_op())
+    n_rounds = comm.allreduce(len(my_chunks), op=max_op())
 
     # --- the loop ------------------------------------------------------------------------------
     r0, r1 = layout.rows_of(chunk_range, spec.chunk_size, spec.n_samples)
@@ -290,15 +287,6 @@ def run(spec: RunSpec, opts: RunOptions, comm: Any = None) -> RunResult:
     )
 
 
-def _max_op() -> Any:
-    try:
-        from mpi4py import MPI
-
-        return MPI.MAX
-    except ImportError:
-        return None
-
-
 def sidecar_path(out: Path) -> Path:
     return out.with_name(out.stem + ".metadata.json")
 
@@ -321,12 +309,3 @@ def write_sidecar(out: Path, spec: RunSpec, gen: Generator, provenance: dict[str
         ],
     }
     sidecar_path(out).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-
-
-def main_rank() -> bool:
-    return world().rank == 0
-
-
-def log(msg: str) -> None:
-    if main_rank():
-        print(msg, file=sys.stderr, flush=True)

@@ -30,7 +30,7 @@ import dataclasses
 import types
 import typing
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -276,7 +276,3 @@ def require(cond: bool, message: str) -> None:
     """Raise SpecError(message) unless cond: the one-liner for Params.__post_init__."""
     if not cond:
         raise SpecError(message)
-
-
-def column_names(fields: Iterable[FieldSpec]) -> list[str]:
-    return [f.name for f in fields]

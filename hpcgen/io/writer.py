@@ -26,16 +26,11 @@ from typing import Any
 import h5py
 import numpy as np
 
+from hpcgen.engine.comm import max_op
 from hpcgen.errors import UserError
 from hpcgen.generators.base import FieldSpec, Generator
 from hpcgen.io import layout
 from hpcgen.spec import RunSpec
-
-
-def _max_op() -> Any:
-    from mpi4py import MPI
-
-    return MPI.MAX
 
 
 def mpio_available() -> bool:
@@ -193,7 +188,7 @@ class FileWriter:
         """Collective. Flush the rows written so far, then set their chunks' done flags."""
         self.f.flush()  # rows on disk before a done flag says so
         n = len(self.unflagged)
-        n_max = self.comm.allreduce(n, op=_max_op()) if self.collective else n
+        n_max = self.comm.allreduce(n, op=max_op()) if self.collective else n
         done = self.f[layout.DONE]
         for i in range(n_max):
             k = self.unflagged[i] if i < n else None
