@@ -118,7 +118,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             rate = res.samples_written / res.wall_s if res.wall_s > 0 else 0.0
             print(
                 f"hpcgen: wrote {res.samples_written} samples ({res.chunks_written} chunks) to "
-                f"{res.output} in {res.wall_s:.2f} s ({rate:,.0f} samples/s, {comm.size} "
+                f"{res.output} ({human_bytes(res.output.stat().st_size)}) in {res.wall_s:.2f} s "
+                f"({rate:,.0f} samples/s, {comm.size} "
                 f"rank{'s' if comm.size > 1 else ''})",
                 file=sys.stderr,
             )

@@ -20,3 +20,16 @@ def tiny_spec(tmp_path: Path) -> Path:
         "dz_range = [-2000.0, 6000.0]\n"
     )
     return spec
+
+
+@pytest.fixture(scope="session")
+def synth_path(tmp_path_factory) -> Path:
+    """The synthetic LHCb-like field map with edge artefacts, written once per session; its first
+    load parses the text and writes the binary cache."""
+    from hpcgen.generators.tracks import fieldmap as fm
+
+    path = tmp_path_factory.getbasetemp() / "tracks-synth" / "synth_artefacts.txt"
+    if not path.exists():
+        path.parent.mkdir(exist_ok=True)
+        fm.write_text(path, fm.synth_map(artefacts=0.03))
+    return path

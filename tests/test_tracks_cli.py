@@ -15,17 +15,6 @@ from helpers import assert_same_data, data_fields, run_hpcgen
 from hpcgen.generators.tracks import fieldmap as fm
 
 
-@pytest.fixture(scope="session")
-def synth_path(tmp_path_factory) -> Path:
-    """The synthetic map with edge artefacts, written once per session (shared by name with the
-    other tracks test modules); its first load parses the text and writes the binary cache."""
-    path = tmp_path_factory.getbasetemp() / "tracks-synth" / "synth_artefacts.txt"
-    if not path.exists():
-        path.parent.mkdir(exist_ok=True)
-        fm.write_text(path, fm.synth_map(artefacts=0.03))
-    return path
-
-
 def spec(tmp_path: Path, map_path: Path, extra: str = "") -> Path:
     s = tmp_path / "map.toml"
     s.write_text(

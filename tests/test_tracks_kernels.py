@@ -7,7 +7,6 @@ from __future__ import annotations
 import ctypes
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,17 +23,6 @@ from hpcgen.generators.tracks.propagate import Propagator
 from hpcgen.generators.tracks.stepper import StepperSettings
 
 SCHEMES = ["rk4", "cashkarp", "dopri5", "bs32"]
-
-
-@pytest.fixture(scope="session")
-def synth_path(tmp_path_factory) -> Path:
-    """The synthetic map with edge artefacts, written once per session (shared by name with the
-    other tracks test modules); its first load parses the text and writes the binary cache."""
-    path = tmp_path_factory.getbasetemp() / "tracks-synth" / "synth_artefacts.txt"
-    if not path.exists():
-        path.parent.mkdir(exist_ok=True)
-        fm.write_text(path, fm.synth_map(artefacts=0.03))
-    return path
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ def now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def sha256_file(path: str | Path, bufsize: int = 1 << 20) -> str:
+def sha256_file(path: str | Path, bufsize: int = 1 << 22) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(bufsize):

@@ -8,7 +8,7 @@ member, so a 10M-track export never holds the file in memory.
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,17 +34,21 @@ def export_npz(
     names: list[str] | None = None,
     row_filter: RowFilter = None,
     keys: Mapping[str, str] | None = None,
+    filter_fields: Sequence[str] = (),
 ) -> int:
     """Write fields as an uncompressed NPZ (np.load reads it), streaming. Returns rows written.
 
-    With a row filter, a first pass counts the kept rows (the .npy header needs the shape).
+    With a row filter, a first pass counts the kept rows (the .npy header needs the shape);
+    ``filter_fields`` names what the filter reads, so that only those are read besides each
+    output field (default: every field).
     """
     names = names or [f.name for f in r.fields]
     keys = keys or {n: n.replace("/", "_") for n in names}
     if row_filter is None:
         n_keep = r.n_rows
     else:
-        n_keep = sum(int(row_filter(b).sum()) for _, b in r.iter_rows())
+        needed = list(filter_fields) or None
+        n_keep = sum(int(row_filter(b).sum()) for _, b in r.iter_rows(needed))
     tmp = out.with_name(out.name + ".partial")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for name in names:
@@ -56,7 +60,11 @@ def export_npz(
             }
             with zf.open(keys[name] + ".npy", "w", force_zip64=True) as fh:
                 np.lib.format.write_array_header_2_0(fh, header)
-                for _, block in r.iter_rows([name] if row_filter is None else None):
+                if row_filter is None:
+                    read: list[str] | None = [name]
+                else:
+                    read = [name, *filter_fields] if filter_fields else None
+                for _, block in r.iter_rows(read):
                     rows = block[name]
                     if row_filter is not None:
                         rows = rows[row_filter(block)]

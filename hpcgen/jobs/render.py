@@ -239,9 +239,14 @@ def _common_values(
 
 
 def _write(
-    directory: Path, rel_template: str, name: str, values: Mapping[str, Any], executable: bool
+    root: Path,
+    directory: Path,
+    rel_template: str,
+    name: str,
+    values: Mapping[str, Any],
+    executable: bool,
 ) -> Path:
-    src = template_root() / rel_template
+    src = root / rel_template
     path = directory / name
     path.write_text(render(src.read_text(), values, rel_template))
     path.chmod(0o755 if executable else 0o644)
@@ -287,6 +292,7 @@ def render_slurm(
     """DIR/submit.sbatch (driver: arrays, then the merge job afterok), array.sbatch, merge.sbatch,
     mpi.sbatch (the single-allocation alternative) and merge.sh."""
     arrays = split_arrays(n_jobs, max_array_size)
+    root = template_root()  # before prepare(): no half-rendered DIR without templates
     directory, frozen, ranges = prepare(spec, out, n_jobs, overwrite)
     cmd = hpcgen or hpcgen_command()
     values = _common_values(directory, frozen, ranges, res, cmd, virtual)
@@ -303,7 +309,7 @@ def render_slurm(
         ("slurm/mpi.sbatch", "mpi.sbatch"),
         ("merge/merge_verify.sh", "merge.sh"),
     ):
-        r.files.append(_write(directory, tpl, name, values, executable=True))
+        r.files.append(_write(root, directory, tpl, name, values, executable=True))
     r.files.append(_write_summary(r, "slurm", res, cmd, virtual))
     return r
 
@@ -323,6 +329,7 @@ def render_condor(
 ) -> Rendered:
     """DIR/generate.sub (``queue N``, $(Process) -> chunk range), node.sub + run.dag (one node per
     job, the merge node the child of all), merge.sub, wrapper.sh and merge.sh."""
+    root = template_root()  # before prepare(): no half-rendered DIR without templates
     directory, frozen, ranges = prepare(spec, out, n_jobs, overwrite)
     cmd = hpcgen or hpcgen_command()
     values = _common_values(directory, frozen, ranges, res, cmd, virtual)
@@ -340,12 +347,12 @@ def render_condor(
         for i in range(0, len(names), PARENTS_PER_LINE)
     )
     r = Rendered(directory, frozen, ranges)
-    r.files.append(_write(directory, "condor/generate.sub", "generate.sub", values, False))
-    r.files.append(_write(directory, "condor/node.sub", "node.sub", values, False))
+    r.files.append(_write(root, directory, "condor/generate.sub", "generate.sub", values, False))
+    r.files.append(_write(root, directory, "condor/node.sub", "node.sub", values, False))
     merge_values = {**values, "DISK_KB": res.merge_disk_kb}
-    r.files.append(_write(directory, "condor/merge.sub", "merge.sub", merge_values, False))
-    r.files.append(_write(directory, "condor/run.dag", "run.dag", values, False))
-    r.files.append(_write(directory, "condor/wrapper.sh", "wrapper.sh", values, True))
-    r.files.append(_write(directory, "merge/merge_verify.sh", "merge.sh", values, True))
+    r.files.append(_write(root, directory, "condor/merge.sub", "merge.sub", merge_values, False))
+    r.files.append(_write(root, directory, "condor/run.dag", "run.dag", values, False))
+    r.files.append(_write(root, directory, "condor/wrapper.sh", "wrapper.sh", values, True))
+    r.files.append(_write(root, directory, "merge/merge_verify.sh", "merge.sh", values, True))
     r.files.append(_write_summary(r, "condor", res, cmd, virtual))
     return r

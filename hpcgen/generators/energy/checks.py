@@ -46,14 +46,15 @@ class EnergyVerifier(Verifier):
         finite = np.isfinite(e)
         self.n_nonfinite += int(e.size - np.count_nonzero(finite))
         self.n_negative += int(np.count_nonzero(e < 0))
-        totals = maps.total_energy(np.where(finite, e, 0))
+        clean = np.where(finite, e, 0)  # one copy, used by both sums below
+        totals = maps.total_energy(clean)
         err = np.abs(totals / totals[:, :1] - 1.0)
         k = int(np.argmax(err))
         if err.flat[k] > self.max_err:
             self.max_err = float(err.flat[k])
             self.worst = (start + k // err.shape[1], k % err.shape[1])
 
-        s = maps.entropy(np.maximum(np.where(finite, e, 0), 0))
+        s = maps.entropy(np.maximum(clean, 0))
         stored = np.asarray(data["scalars/entropy"], np.float64)
         self.max_entropy_mismatch = max(self.max_entropy_mismatch, float(np.abs(s - stored).max()))
         ds = np.diff(s, axis=1)
@@ -63,12 +64,13 @@ class EnergyVerifier(Verifier):
 
         # pyramid: the first and last frame of each trajectory at every smaller level
         ends = e[:, [0, -1]]
+        ends_total = maps.total_energy(ends)
         for scale in maps.SCALES:
             if scale >= e.shape[-2] or not _keeps_aspect(e.shape[-2:], scale):
                 continue
             level = maps.rescale(ends, scale)
             self.pyramid_levels.add(scale)
-            rel = np.abs(maps.total_energy(level) / maps.total_energy(ends) - 1.0)
+            rel = np.abs(maps.total_energy(level) / ends_total - 1.0)
             self.max_pyramid_err = max(self.max_pyramid_err, float(np.nanmax(rel)))
             self.pyramid_negative += int(np.count_nonzero(level < 0))
 

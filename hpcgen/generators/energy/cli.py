@@ -10,32 +10,26 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from hpcgen.errors import UserError
-from hpcgen.generators.energy.reader import (
-    DomainStats,
-    RunningStats,
-    file_stats,
-    open_energy_file,
-)
 
 CATALOG = "catalog.json"
 
 
-def sha256(path: Path, block: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def build_catalog(directory: Path, exclude: tuple[Path, ...] = ()) -> dict[str, Any]:
     """The catalog of ``directory`` as a JSON-ready dict (see the module docstring)."""
+    # imported here: this module is loaded by every `hpcgen` command (CLI_EXTENSIONS)
+    from hpcgen.engine.provenance import sha256_file
+    from hpcgen.generators.energy.reader import (
+        DomainStats,
+        RunningStats,
+        file_stats,
+        open_energy_file,
+    )
+
     if not directory.is_dir():
         raise UserError(f"not a directory: {directory}")
     skip = {p.resolve() for p in exclude}
@@ -51,7 +45,7 @@ def build_catalog(directory: Path, exclude: tuple[Path, ...] = ()) -> dict[str, 
         entry: dict[str, Any] = {
             "path": path.relative_to(directory).as_posix(),
             "size_bytes": size,
-            "sha256": sha256(path),
+            "sha256": sha256_file(path),
         }
         info = open_energy_file(path) if path.suffix in (".h5", ".hdf5") else None
         if info is not None:

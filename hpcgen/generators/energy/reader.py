@@ -87,7 +87,8 @@ class RunningStats:
         v = np.asarray(values, np.float64).ravel()
         if v.size == 0:
             return
-        self.merge(v.size, float(v.mean()), float(((v - v.mean()) ** 2).sum()))
+        m = v.mean()
+        self.merge(v.size, float(m), float(((v - m) ** 2).sum()))
 
     def merge(self, n: int, mean: float, m2: float) -> None:
         if n == 0:

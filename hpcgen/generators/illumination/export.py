@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from hpcgen.errors import OutputExistsError, UserError
+from hpcgen.errors import UserError
 
 CSV_FORMAT = "%.6f"
 #: sky-map bins: azimuth x sin(elevation), so every bin covers the same solid angle
@@ -37,9 +37,7 @@ def _require_complete(reader: Any) -> None:
 
 def export_csv(reader: Any, out: Path, options: Mapping[str, Any]) -> None:
     """The seed workflow's CSV: header ``sun_vec_x,sun_vec_y,sun_vec_z,<faces>``, ``%.6f``."""
-    out = Path(out)
-    if out.exists() and not options.get("overwrite"):
-        raise OutputExistsError(f"{out} exists (use --overwrite to replace it)")
+    out = Path(out)  # hpcgen.io.export.export has checked the output path already
     _require_complete(reader)
     header = ",".join(["sun_vec_x", "sun_vec_y", "sun_vec_z", *face_names(reader)])
     tmp = out.with_name(f".{out.name}.part")

@@ -45,6 +45,26 @@ class SunFile:
             self.delimiter: str | None = None
         else:
             self.header, self.delimiter, self.n_rows = _scan_text(str(self.path))
+        self._cache: np.ndarray | None = None  # the parsed file (text) or its memory map (.npy)
+
+    def _table(self) -> np.ndarray:
+        """Opened or parsed once per process: re-reading a text file from its top for every
+        chunk would cost O(N^2) for N rows."""
+        if self._cache is None:
+            if self.npy:
+                self._cache = np.load(self.path, mmap_mode="r")
+            else:
+                try:
+                    self._cache = np.loadtxt(
+                        self.path,
+                        delimiter=self.delimiter,
+                        usecols=(0, 1, 2),
+                        skiprows=self.header,
+                        ndmin=2,
+                    )
+                except ValueError as e:
+                    raise UserError(f"sun_file {self.path}: unreadable row: {e}") from None
+        return self._cache
 
     def rows(self, start: int, count: int) -> np.ndarray:
         """Unit vectors (count, 3) float64 of rows [start, start + count)."""
@@ -53,24 +73,7 @@ class SunFile:
                 f"sun_file {self.path} has {self.n_rows} rows; this run needs rows up "
                 f"to {start + count}: lower n_samples or give a longer file"
             )
-        if self.npy:
-            raw = np.array(
-                np.load(self.path, mmap_mode="r")[start : start + count, :3], dtype=float
-            )
-        else:
-            try:
-                raw = np.loadtxt(
-                    self.path,
-                    delimiter=self.delimiter,
-                    usecols=(0, 1, 2),
-                    skiprows=self.header + start,
-                    max_rows=count,
-                    ndmin=2,
-                )
-            except ValueError as e:
-                raise UserError(
-                    f"sun_file {self.path}: unreadable row in [{start}, {start + count}): {e}"
-                ) from None
+        raw = np.array(self._table()[start : start + count, :3], dtype=float)
         norm = np.linalg.norm(raw, axis=1, keepdims=True)
         bad = ~np.isfinite(norm[:, 0]) | (norm[:, 0] == 0)
         if bad.any():

@@ -18,7 +18,6 @@ re-read and checked against the contract before the export reports success.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import zipfile
@@ -28,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from hpcgen.engine.provenance import sha256_file
 from hpcgen.errors import UserError
 from hpcgen.generators.ptycho.params import dose_tag
 
@@ -183,14 +183,6 @@ def validate_split(train: Path, test: Path) -> list[str]:
 # --- the exporter ---------------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def export_data001(reader: Any, out: Path, options: Mapping[str, Any]) -> None:
     """Write DIR/<dose>/{train,test}.npz and DIR/run_manifest.json (see the module doc)."""
     gen = reader.generator
@@ -276,7 +268,7 @@ def export_data001(reader: Any, out: Path, options: Mapping[str, Any]) -> None:
                     "dose": dose,
                     "split": split_name,
                     "n_patterns": k,
-                    "sha256": _sha256(path),
+                    "sha256": sha256_file(path),
                 }
             )
         problems = validate_split(out / tag / "train.npz", out / tag / "test.npz")

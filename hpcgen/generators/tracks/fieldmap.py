@@ -18,7 +18,6 @@ is a masked cell. What happens to tracks that enter one is the generator's ``art
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import warnings
@@ -28,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from hpcgen.engine.provenance import sha256_file
 from hpcgen.errors import UserError
 
 CACHE_ENV = "HPCGEN_CACHE_DIR"
@@ -64,14 +64,6 @@ class MapGrid:
 
 
 # --- reading ------------------------------------------------------------------------------------
-
-
-def sha256_file(path: Path, block: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def parse_text(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

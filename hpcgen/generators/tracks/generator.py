@@ -176,4 +176,6 @@ def export_npz_tracks(reader: Any, out: Path, options: Mapping[str, Any]) -> Non
         def row_filter(block: Mapping[str, np.ndarray]) -> np.ndarray:
             return np.asarray(block["status"]) == 0
 
-    export_npz(reader, out, names=["X", "Y", "P", "Z"], row_filter=row_filter)
+    export_npz(
+        reader, out, names=["X", "Y", "P", "Z"], row_filter=row_filter, filter_fields=["status"]
+    )

@@ -29,8 +29,8 @@ def make_field(p: TracksParams) -> Field:
     if p.field == "gaussian":
         return GaussianDipole(pol * p.b0, p.z_center, p.z_width)
     grid = load_map(Path(p.field_map))
-    n_art = int(grid.artefact_points(p.artefact_b).sum())
-    if p.artefact_policy == "fail" and n_art:
+    n_art = int(grid.artefact_points(p.artefact_b).sum()) if p.artefact_policy == "fail" else 0
+    if n_art:
         raise UserError(
             f"field map {p.field_map}: {n_art} grid points with |B| > {p.artefact_b} T "
             "(artefact_policy = 'fail'; use 'mask' to flag tracks through them)"
