@@ -6,9 +6,9 @@ Measured in one run, on the same maps and draws:
   "about 100 frames/s" reference;
 - baseline B: the whole step with plain scipy.ndimage (rotation, blur, translation, noise draw and
   addition, the renormalisations, entropy) -- kernels.step_reference;
-- fast: the whole step of the generator (numba spline rotation, FFT blur, fused translation +
-  noise + renormalisation, entropy) -- sequence.evolve, which also draws the noise and applies the
-  drift rule;
+- fast: the whole step of the generator (numba spline rotation, direct or FFT blur, fused
+  translation + noise + renormalisation, entropy) -- sequence.evolve, which also draws the noise
+  (numpy's values from a compiled ziggurat, normal.py) and applies the drift rule;
 - the fast step's parts, and the generator's compute() per chunk (base patterns included);
 - with --gpu and a CUDA device: sequence.evolve_batch on cupy for a batch of trajectories.
 
@@ -124,7 +124,10 @@ def main() -> None:
         "part: translate+noise+renorm (numba)": lambda: kernels.translate_noise(
             blurred, 1.0, 3, -2, noise[0], amp, out
         ),
-        "part: noise draw (numpy float32)": lambda: draw_noise(g, p.shape, pre, nz),
+        "part: noise draw (compiled ziggurat, used)": lambda: draw_noise(g, p.shape, pre, nz),
+        "part: noise draw (numpy standard_normal)": lambda: g.standard_normal(
+            dtype=np.float32, out=nz
+        ),
         "part: entropy": lambda: maps.entropy(base),
     }
     for name, fn in parts.items():

@@ -8,10 +8,11 @@ import math
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
+import scipy.stats
 
 from hpcgen.errors import SpecError
 from hpcgen.generators.base import Chunk, Device, build_params
-from hpcgen.generators.energy import kernels, maps, patterns
+from hpcgen.generators.energy import kernels, maps, normal, patterns
 from hpcgen.generators.energy.generator import EnergyGenerator
 from hpcgen.generators.energy.params import PRESETS, EnergyParams, Preset
 from hpcgen.generators.energy.sequence import evolve, evolve_batch
@@ -217,6 +218,79 @@ def _draws(p: EnergyParams, seed: int):
         )
 
     return make
+
+
+# --- pixel noise: numpy's normal draws, compiled ------------------------------------------------
+def _pcg(seed: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(seed))
+
+
+def _state(g: np.random.Generator) -> dict:
+    s = g.bit_generator.state
+    if not s["has_uint32"]:
+        s["uinteger"] = 0  # a stale value numpy keeps when nothing is buffered: not state
+    return s
+
+
+@pytest.mark.parametrize("buffered", [False, True])
+def test_fast_normal_draws_are_numpys_bit_for_bit(buffered):
+    for seed in range(6):
+        g_np, g_fast = _pcg(seed), _pcg(seed)
+        if buffered:  # one 32-bit draw leaves the high half of a 64-bit output buffered
+            g_np.integers(0, 10, dtype=np.uint32)
+            g_fast.integers(0, 10, dtype=np.uint32)
+        for shape in [(256, 256), (7,), (3, 5), (65537,), (1,)]:
+            expected = g_np.standard_normal(shape, dtype=np.float32)
+            got = normal.standard_normal_f32(g_fast, np.empty(shape, np.float32))
+            assert np.array_equal(got.view(np.uint32), expected.view(np.uint32)), (seed, shape)
+            assert _state(g_fast) == _state(g_np), (seed, shape)
+        assert g_fast.random() == g_np.random()
+
+
+def test_fast_normal_continues_when_its_words_run_short(monkeypatch):
+    monkeypatch.setattr(normal, "SPARE_FRACTION", 0.0)
+    monkeypatch.setattr(normal, "SPARE_OUTPUTS", 0)  # every wedge or tail test runs short
+    g_np, g_fast = _pcg(3), _pcg(3)
+    for shape in [(4096,), (1,), (333,)]:
+        expected = g_np.standard_normal(shape, dtype=np.float32)
+        got = normal.standard_normal_f32(g_fast, np.empty(shape, np.float32))
+        assert np.array_equal(got, expected) and _state(g_fast) == _state(g_np)
+
+
+def test_fast_normal_falls_back_to_numpy_for_other_bit_generators():
+    a = np.random.Generator(np.random.Philox(4)).standard_normal((9, 9), dtype=np.float32)
+    b = normal.standard_normal_f32(np.random.Generator(np.random.Philox(4)), np.empty((9, 9), "f4"))
+    assert np.array_equal(a, b)
+
+
+def test_ziggurat_layers_have_equal_areas():
+    ki, wi, fi = normal.ziggurat_tables()
+    x = wi.astype(np.float64) * 2.0**23  # layer edges x_i (layer 0: the base's width)
+    # layer i >= 1: the rectangle of width x_i between f(x_i) and f(x_{i-1}) has area V (i = 1:
+    # up to f(0) = 1, so the recursion closes at the top)
+    np.testing.assert_allclose(x[1:] * (fi[:-1] - fi[1:].astype(np.float64)), normal.V, rtol=2e-5)
+    # base: width V / f(R), its core reaches R; the top layer has no core
+    assert x[0] * fi[255] == pytest.approx(normal.V, rel=1e-6)
+    assert ki[0] / 2.0**23 == pytest.approx(normal.R / x[0], rel=1e-6) and ki[1] == 0
+    np.testing.assert_allclose(ki[2:] / 2.0**23, x[1:-1] / x[2:], rtol=1e-6)
+
+
+def test_fast_normal_is_standard_normal():
+    g = _pcg(11)
+    x = np.concatenate(
+        [normal.standard_normal_f32(g, np.empty((256, 256), np.float32)).ravel() for _ in range(32)]
+    ).astype(np.float64)
+    n = x.size  # 2 097 152
+    assert abs(x.mean()) < 5 / math.sqrt(n)
+    assert x.var() == pytest.approx(1.0, abs=5 * math.sqrt(2 / n))
+    assert abs(scipy.stats.skew(x)) < 5 * math.sqrt(6 / n)
+    assert abs(scipy.stats.kurtosis(x)) < 5 * math.sqrt(24 / n)
+    assert scipy.stats.kstest(x, "norm").pvalue > 1e-3
+    # the tail beyond the base layer (drawn by the tail method) has the normal's weight
+    tail = int((np.abs(x) > normal.R).sum())
+    expected = n * 2 * scipy.stats.norm.sf(normal.R)  # ~541
+    assert abs(tail - expected) < 5 * math.sqrt(expected)
+    assert np.abs(x).max() < 7.0
 
 
 # --- drift rule -------------------------------------------------------------------------------

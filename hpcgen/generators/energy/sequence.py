@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from hpcgen.generators.energy import kernels, maps
+from hpcgen.generators.energy import kernels, maps, normal
 from hpcgen.generators.energy.params import Preset
 
 
@@ -40,12 +40,13 @@ def draw_noise(
     out: np.ndarray | None = None,
 ) -> Any:
     """Standard normal float32 pixel noise for one step (None when the preset has no noise),
-    into ``out`` when given."""
+    into ``out`` when given: ``rng.standard_normal(shape, dtype=np.float32)``'s values, drawn
+    faster (normal.standard_normal_f32)."""
     if preset.noise_sigma <= 0:
         return None
     if out is None:
-        return rng.standard_normal(shape, dtype=np.float32)
-    return rng.standard_normal(dtype=np.float32, out=out)
+        out = np.empty(shape, np.float32)
+    return normal.standard_normal_f32(rng, out)
 
 
 def evolve(
