@@ -115,7 +115,7 @@ def main() -> None:
             base, st.coef, st.buffers
         ),
         "part: rotation gather (numba)": lambda: kernels.rotate_coefficients(
-            st.coef, math.cos(a), math.sin(a), rot
+            st.coef, math.cos(a), math.sin(a), rot, st.rotation_rows
         ),
         "part: direct blur (numba, used)": lambda: kernels.blur_direct(
             base, st.taps, st.taps, tmp, out
