@@ -7,14 +7,14 @@ second of *CPU time of this process* (time.process_time; the best of --repeat ru
 robust on a shared machine; wall-clock rates are printed beside them. FFT threads: 1.
 
 Sections:
-- forward: fused numba patch/exit-wave kernel; scipy.fft (complex64, blocks of 32) + |F|^2;
-  numpy.fft for reference;
-- sampler costs: numpy's Poisson per draw by lambda, and the cost of one photon of splitting,
-  which together set AUTO_THRESHOLD;
+- forward: fused numba patch/exit-wave kernel; scipy.fft (complex64, whole batch; numpy.fft for
+  reference); the whole forward model (patch, FFT, |F|^2 in blocks of 32);
+- sampler costs: PTRS (auto, lambda >= 10) and numpy's Poisson (direct) per pixel by lambda, and
+  the cost of one photon of splitting, which together set AUTO_THRESHOLD;
 - samplers per dose: auto / direct / split, and numpy's rng.poisson on the whole lambda array
   (the naive way);
-- end to end: PtychoGenerator.sample + compute on chunks, one dose at a time and the
-  three-dose sweep (patterns = samples x doses).
+- end to end: PtychoGenerator.sample + compute on one chunk of --patterns, one dose at a time
+  and the three-dose sweep (patterns = samples x doses).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import scipy.fft
 from hpcgen.generators.base import Chunk, Device
 from hpcgen.generators.ptycho.generator import PtychoGenerator
 from hpcgen.generators.ptycho.params import PtychoParams
-from hpcgen.generators.ptycho.poisson import sample_amplitudes
+from hpcgen.generators.ptycho.poisson import AUTO_THRESHOLD, sample_amplitudes
 
 CPU = Device("cpu", np)
 
@@ -67,10 +67,12 @@ def main() -> None:
     xs, ys = inputs["xcoords"], inputs["ycoords"]
     fw = gen.forward
     print(f"ptycho bench: N = 64, M = {fw.m}, {n_pat} patterns per call, best of {rep}")
+    # rates are only comparable between runs at a similar load
+    print(f"load average (1 min): {os.getloadavg()[0]:.2f}")
 
     print("forward model")
     line("patch + exit wave (numba)", n_pat, *timed(lambda: fw.patches(xs, ys), rep))
-    _, exitw, _ = fw.patches(xs, ys)
+    exitw = fw.patches(xs, ys)[0] * fw.probe
     line(
         "FFT2 complex64 (scipy.fft, whole batch)",
         n_pat,
@@ -93,7 +95,11 @@ def main() -> None:
     for lam in (0.5, 2.0, 5.0, 8.0, 12.0, 50.0, 1000.0):
         a = np.full((64, 4096), lam / 4.0, np.float32)
         cpu, _ = timed(lambda a=a: sample_amplitudes(a, 4.0, rng, "direct"), rep)
-        print(f"  direct, lambda = {lam:<7g} {cpu / a.size * 1e9:6.1f} ns per pixel")
+        text = f"  lambda = {lam:<7g} direct {cpu / a.size * 1e9:6.1f} ns per pixel"
+        if lam >= 10:
+            cpu, _ = timed(lambda a=a: sample_amplitudes(a, 4.0, rng, "auto"), rep)
+            text += f", PTRS (auto) {cpu / a.size * 1e9:6.1f} ns"
+        print(text)
     a = np.full((64, 4096), 0.0, np.float32)
     cpu0, _ = timed(lambda: sample_amplitudes(a + 1e-30, 4.0, rng, "split"), rep)
     a = np.full((64, 4096), 2.0 / 4.0, np.float32)
@@ -108,9 +114,12 @@ def main() -> None:
     for dose in doses:
         s2 = gen.photon_scale2(dose)
         lam = intensity.astype(np.float64) * s2
-        bright = np.mean((lam >= 8.0).sum(axis=(1, 2)))
-        dim = np.mean(np.where(lam < 8.0, lam, 0).sum(axis=(1, 2)))
-        print(f"  dose {dose:g}: {bright:.0f} pixels with lambda >= 8, {dim:.0f} photons below")
+        bright = np.mean((lam >= AUTO_THRESHOLD).sum(axis=(1, 2)))
+        dim = np.mean(np.where(lam < AUTO_THRESHOLD, lam, 0).sum(axis=(1, 2)))
+        print(
+            f"  dose {dose:g}: {bright:.0f} pixels with lambda >= {AUTO_THRESHOLD:g}, "
+            f"{dim:.0f} photons below"
+        )
         for method in ("auto", "direct", "split"):
             line(
                 f"  {method}",

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from hpcgen.errors import SpecError, UserError
 from hpcgen.generators.base import Chunk, Device, build_params
@@ -21,6 +22,7 @@ from hpcgen.generators.ptycho.poisson import (
     AUTO_THRESHOLD,
     counts_from_amplitudes,
     sample_amplitudes,
+    sample_into,
 )
 
 CPU = Device("cpu", np)
@@ -176,32 +178,112 @@ def test_split_and_direct_samplers_agree_pixel_by_pixel() -> None:
     assert chi2 < 60  # 20 bins: the 1e-6 tail of chi^2(19) is near 60
 
 
-def test_direct_sampler_is_numpys_poisson_and_draws_are_deterministic() -> None:
+def test_direct_sampler_is_numpys_poisson() -> None:
     # lambdas 0, below 10 (multiplication) and above (PTRS), several thousand pixels
     lam = np.random.default_rng(0).uniform(0, 1, (7, 640)) ** 4 * 3000
     lam[:, ::50] = 0.0
     intensity = (lam / 3.0).astype(np.float32)
-    for spare in (6.0, -30.0):  # -30: blocks of uniforms far too small, extended many times
-        amp, _ = sample_amplitudes(intensity, 3.0, np.random.default_rng(9), "direct", spare)
-        ref = np.random.default_rng(9).poisson(intensity.astype(np.float64) * 3.0)
-        np.testing.assert_array_equal(counts_from_amplitudes(amp, math.sqrt(3.0)), ref)
-    a1, _ = sample_amplitudes(intensity, 3.0, np.random.default_rng(5), "auto")
-    a2, _ = sample_amplitudes(intensity, 3.0, np.random.default_rng(5), "auto")
-    a3, _ = sample_amplitudes(intensity, 3.0, np.random.default_rng(6), "auto")
-    assert a1.tobytes() == a2.tobytes() and a1.tobytes() != a3.tobytes()
-    # the exponential spacings come in blocks; a block far too small (extended many times) gives
-    # the same counts as a generous one
-    for method in ("auto", "split"):
-        big, _ = sample_amplitudes(intensity, 3.0, np.random.default_rng(4), method, _spare=50.0)
-        small, _ = sample_amplitudes(intensity, 3.0, np.random.default_rng(4), method, _spare=-20.0)
-        assert big.tobytes() == small.tobytes()
+    amp, photons = sample_amplitudes(intensity, 3.0, np.random.default_rng(9), "direct")
+    ref = np.random.default_rng(9).poisson(intensity.astype(np.float64) * 3.0)
+    np.testing.assert_array_equal(counts_from_amplitudes(amp, math.sqrt(3.0)), ref)
+    np.testing.assert_array_equal(photons, ref.sum(axis=1))
+
+
+def chi2_pvalue(counts: np.ndarray, lam: float) -> float:
+    """Chi-square goodness of fit of integer counts to Poisson(lam): bins with >= 20 expected
+    draws, the tails pooled into the end bins."""
+    n = len(counts)
+    lo, hi = int(stats.poisson.ppf(1e-4, lam)), int(stats.poisson.isf(1e-4, lam))
+    k = np.arange(lo, hi + 1)
+    expected = n * stats.poisson.pmf(k, lam)
+    expected[0] += n * stats.poisson.cdf(lo - 1, lam)
+    expected[-1] += n * stats.poisson.sf(hi, lam)
+    observed = np.bincount(np.clip(counts, lo, hi) - lo, minlength=len(k)).astype(np.float64)
+    # merge neighbouring bins until each expects >= 20 draws
+    edges = [0]
+    acc = 0.0
+    for i, e in enumerate(expected):
+        acc += e
+        if acc >= 20:
+            edges.append(i + 1)
+            acc = 0.0
+    edges[-1] = len(k)
+    obs = np.add.reduceat(observed, edges[:-1])
+    exp = np.add.reduceat(expected, edges[:-1])
+    chi2 = ((obs - exp) ** 2 / exp).sum()
+    return float(stats.chi2.sf(chi2, len(obs) - 1))
+
+
+@pytest.mark.parametrize(
+    ("method", "lam"),
+    [
+        ("auto", lam)
+        for lam in (0.02, 0.3, 2.5, 7.9, AUTO_THRESHOLD - 0.01, AUTO_THRESHOLD, 12.0, 30.0)
+    ]
+    + [("auto", lam) for lam in (100.0, 1000.0, 1e4, 2e5)]
+    + [("split", lam) for lam in (0.3, 2.5, 12.0, 60.0)],
+)
+def test_sampler_counts_follow_the_poisson_distribution(method: str, lam: float) -> None:
+    # one pixel of mean lam among dim pixels (mean 0.05, split in auto), 100,000 patterns; the
+    # pixel's counts against scipy's Poisson pmf (chi-square), their mean and variance
+    reps = 100_000
+    row = np.full(16, 0.05)
+    row[5] = lam
+    amp, photons = sample_amplitudes(
+        np.tile(row, (reps, 1)), 1.0, np.random.default_rng(int(lam * 100)), method
+    )
+    counts = counts_from_amplitudes(amp, 1.0)
+    np.testing.assert_array_equal(counts.sum(axis=1), photons)
+    c = counts[:, 5]
+    assert chi2_pvalue(c, lam) > 1e-4
+    assert abs(c.mean() - lam) < 5 * math.sqrt(lam / reps)
+    assert abs(c.var(ddof=1) / lam - 1) < 5 * math.sqrt((2 + 1 / lam) / reps)
+    dim = counts[:, np.arange(16) != 5]  # the neighbours stay Poisson(0.05), independent of it
+    assert abs(dim.mean() - 0.05) < 5 * math.sqrt(0.05 / dim.size)
+    assert abs(np.corrcoef(c, dim.sum(axis=1))[0, 1]) < 5 / math.sqrt(reps)
+
+
+def test_samplers_are_deterministic_and_independent_of_batching() -> None:
+    lam = np.random.default_rng(0).uniform(0, 1, (40, 640)) ** 4 * 300
+    lam[:, ::50] = 0.0
+    intensity = (lam / 3.0).astype(np.float32)
+    for method in ("auto", "split", "direct"):
+        a1, p1 = sample_amplitudes(intensity, 3.0, np.random.default_rng(5), method)
+        a2, _ = sample_amplitudes(intensity, 3.0, np.random.default_rng(5), method)
+        a3, _ = sample_amplitudes(intensity, 3.0, np.random.default_rng(6), method)
+        assert a1.tobytes() == a2.tobytes() and a1.tobytes() != a3.tobytes()
+        # drawn in pieces with one rng: the same bytes (the generator samples block by block)
+        rng = np.random.default_rng(5)
+        amp = np.empty_like(a1)
+        photons = np.empty(len(a1), np.int64)
+        for s, e in ((0, 7), (7, 8), (8, 40)):
+            sample_into(intensity[s:e], 3.0, rng, method, amp[s:e], photons[s:e])
+        assert amp.tobytes() == a1.tobytes() and np.array_equal(photons, p1)
+        # the rng moves on: a second draw differs from the first
+        rng = np.random.default_rng(5)
+        b1, _ = sample_amplitudes(intensity, 3.0, rng, method)
+        b2, _ = sample_amplitudes(intensity, 3.0, rng, method)
+        assert b1.tobytes() != b2.tobytes()
+
+
+def test_sample_into_checks_its_outputs() -> None:
+    intensity = np.ones((3, 4, 4), np.float32)
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="amplitude must be"):
+        sample_into(intensity, 2.0, rng, "auto", np.empty((3, 4, 4)), np.empty(3, np.int64))
+    with pytest.raises(ValueError, match="photons must be"):
+        sample_into(intensity, 2.0, rng, "auto", np.empty((3, 4, 4), np.float32), np.empty(3))
+    with pytest.raises(ValueError, match="scale2"):
+        sample_amplitudes(intensity, 0.0, rng)
+    with pytest.raises(ValueError, match="unknown Poisson sampler"):
+        sample_amplitudes(intensity, 1.0, rng, "gauss")
 
 
 # --- generator: doses, scans, base NPZ ------------------------------------------------------------
 
 
 def test_doses_share_positions_and_patterns_with_independent_noise(tmp_path: Path) -> None:
-    chunk = Chunk(index=2, start=64, count=32, seed=5)
+    chunk = Chunk(index=2, start=64, count=80, seed=5)  # 3 blocks of the forward model
     both = small_generator(tmp_path, doses=[1e3, 1e12])
     one = small_generator(tmp_path, doses=[1e12])
     a = both.compute(both.sample(chunk), chunk, CPU)
@@ -215,6 +297,14 @@ def test_doses_share_positions_and_patterns_with_independent_noise(tmp_path: Pat
     inputs = both.sample(chunk)
     model = np.sqrt(both.forward.run(inputs["xcoords"], inputs["ycoords"])[1])
     np.testing.assert_allclose(a["dose_1000000000000/diffraction"], model, atol=2e-4 * model.max())
+    # block-by-block sampling in compute = sampling the whole chunk with the dose's stream
+    ref, ref_photons = sample_amplitudes(
+        both.forward.run(inputs["xcoords"], inputs["ycoords"])[1],
+        both.photon_scale2(1e3),
+        chunk.rng("noise", "dose_1000"),
+    )
+    assert ref.tobytes() == a["dose_1000/diffraction"].tobytes()
+    np.testing.assert_array_equal(ref_photons, a["dose_1000/photons"])
     low = counts_from_amplitudes(a["dose_1000/diffraction"], both.amplitude_scale(1e3))
     assert np.all(low.sum(axis=(1, 2)) == a["dose_1000/photons"])
     lam = both.photon_scale2(1e3) * a["exit_energy"].sum()  # noise-free photons of the chunk
@@ -233,7 +323,7 @@ def test_raster_positions_are_a_function_of_the_sample_index(tmp_path: Path) -> 
     assert a["xcoords"].tobytes() == b["xcoords"].tobytes()
     np.testing.assert_array_equal(a["xcoords"], xs[30:40])
     # dose calibration over the whole raster: its mean noise-free total is the dose exactly
-    lam = gen.photon_scale2(1e3) * gen.forward.patches(xs, ys)[2]
+    lam = gen.photon_scale2(1e3) * gen.forward.patches(xs, ys)[1]
     assert lam.mean() == pytest.approx(1e3, rel=1e-9)
     with pytest.raises(
         SpecError, match=r"n_samples must be <= 81: the raster .* has 81 positions \(asked for 82\)"

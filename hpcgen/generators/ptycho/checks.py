@@ -110,7 +110,7 @@ class PtychoVerifier(Verifier):
                 np.count_nonzero((sx != xs[ok]) | (sy != ys[ok]))
             )
         # ground truth: the patches and energies the file claims
-        patches, _, energy = gen.forward.patches(xs, ys)
+        patches, energy = gen.forward.patches(xs, ys)
         y = data["Y"]
         self.y_err = max(self.y_err, float(np.abs(y - patches).max(initial=0.0)))
         e_file = data["exit_energy"]

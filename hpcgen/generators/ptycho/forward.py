@@ -6,14 +6,18 @@
 - intensity = |fftshift(FFT2(exit wave))|^2 with the orthonormal FFT, so that by Parseval the
   total intensity of a pattern equals the exit-wave energy sum |exit|^2.
 
-CPU: one fused numba loop for patch + exit wave + energy, scipy.fft for the batched FFT, one
-numba loop for |F|^2 with the fftshift folded into the indexing. GPU: the same with cupy.
+CPU: one fused numba loop for patch + exit wave + energy, scipy.fft for the batched FFT in blocks
+that stay in cache, one numba loop for |F|^2. The fftshift is folded into the probe: for even N,
+FFT2(x * (-1)^(i + j)) = fftshift(FFT2(x)) exactly (the shift by N/2 is the phase e^(i pi k) =
+(-1)^k), so the kernel multiplies by the checkerboard-signed probe and the FFT comes out centred.
+GPU: the same with cupy (an explicit fftshift).
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import numba
@@ -55,8 +59,11 @@ class Forward:
         self.probe = probe.astype(np.complex64)
         self._ore = np.ascontiguousarray(padded.real)
         self._oim = np.ascontiguousarray(padded.imag)
-        self._pre = np.ascontiguousarray(self.probe.real)
-        self._pim = np.ascontiguousarray(self.probe.imag)
+        # probe * (-1)^(i + j): its exit waves transform to the centred (fftshifted) spectrum
+        sign = 1 - 2 * ((np.arange(self.n)[:, None] + np.arange(self.n)[None, :]) % 2)
+        shifted = self.probe * sign.astype(np.float32)
+        self._pre = np.ascontiguousarray(shifted.real)
+        self._pim = np.ascontiguousarray(shifted.imag)
         self._gpu: tuple[Any, Any] | None = None
 
     def check_positions(self, xs: np.ndarray, ys: np.ndarray) -> None:
@@ -65,9 +72,9 @@ class Forward:
             if len(v) and not (np.all(np.isfinite(v)) and v.min() >= 0 and v.max() <= self.m):
                 raise ValueError(f"scan {name} coordinates must lie in [0, {self.m}]")
 
-    def patches(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(patches Y (B, N, N) complex64, exit waves (B, N, N) complex64, energies (B,)
-        float64)."""
+    def patches(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(patches Y (B, N, N) complex64, exit-wave energies (B,) float64, normalised
+        intensity = sum |Y * probe|^2)."""
         b, n = len(xs), self.n
         patches = np.empty((b, n, 2 * n), np.float32)
         exitw = np.empty((b, n, 2 * n), np.float32)
@@ -84,21 +91,24 @@ class Forward:
             exitw,
             energy,
         )
-        return patches.view(np.complex64), exitw.view(np.complex64), energy
+        return patches.view(np.complex64), energy
 
-    def run(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(patches Y complex64, intensity float32 (B, N, N), exit energy float64 (B,)), CPU.
+    def run_blocks(
+        self, xs: np.ndarray, ys: np.ndarray, patches: np.ndarray, energy: np.ndarray
+    ) -> Iterator[tuple[int, int, np.ndarray]]:
+        """Forward model on the CPU in blocks of BLOCK patterns, for consumers that use each
+        block's intensity while it is in cache.
 
-        Blocks of BLOCK patterns: the kernel writes Y straight into the output and the exit
-        waves into one reused scratch block, which the FFT then transforms in place."""
+        Fills ``patches`` (B, N, N) complex64 with Y and ``energy`` (B,) float64 with the
+        exit-wave energies, and yields (start, stop, intensity) per block: intensity is
+        (stop - start, N, N) float32, centred, normalised (photons / scale^2), in a scratch array
+        that the next block overwrites."""
         b, n = len(xs), self.n
         xs = np.ascontiguousarray(xs, np.float64)
         ys = np.ascontiguousarray(ys, np.float64)
-        patches = np.empty((b, n, n), np.complex64)
         planes = patches.view(np.float32)  # (b, n, 2n): interleaved real/imag
-        intensity = np.empty((b, n, n), np.float32)
-        energy = np.empty(b, np.float64)
         scratch = np.empty((min(BLOCK, b), n, 2 * n), np.float32)
+        intensity = np.empty((min(BLOCK, b), n, n), np.float32)
         for s in range(0, b, BLOCK):
             e = min(s + BLOCK, b)
             exitw = scratch[: e - s]
@@ -117,7 +127,17 @@ class Forward:
             f = scipy.fft.fft2(
                 exitw.view(np.complex64), norm="ortho", workers=FFT_WORKERS, overwrite_x=True
             )
-            _intensity_shifted(f, intensity[s:e])
+            _abs2(f, intensity[: e - s])
+            yield s, e, intensity[: e - s]
+
+    def run(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(patches Y complex64, intensity float32 (B, N, N), exit energy float64 (B,)), CPU."""
+        b, n = len(xs), self.n
+        patches = np.empty((b, n, n), np.complex64)
+        energy = np.empty(b, np.float64)
+        intensity = np.empty((b, n, n), np.float32)
+        for s, e, block in self.run_blocks(xs, ys, patches, energy):
+            intensity[s:e] = block
         return patches, intensity, energy
 
     def run_gpu(
@@ -132,7 +152,7 @@ class Forward:
         """Mean exit-wave energy over an explicit list of positions (raster or file scans)."""
         total = 0.0
         for s in range(0, len(xs), block):
-            total += self.patches(xs[s : s + block], ys[s : s + block])[2].sum()
+            total += self.patches(xs[s : s + block], ys[s : s + block])[1].sum()
         return total / len(xs)
 
 
@@ -183,18 +203,12 @@ def _patches_cpu(ore, oim, pad, xs, ys, pre, pim, patches, exitw, energy):  # pr
 
 
 @numba.njit(cache=True, nogil=True)
-def _intensity_shifted(f, out):  # pragma: no cover - numba
-    # |f|^2 with fftshift (even n: a roll by n/2 on both axes), two contiguous halves per row
-    n = f.shape[1]
-    h = n // 2
+def _abs2(f, out):  # pragma: no cover - numba
+    # out = |f|^2 (f complex64, out float32, same shape (B, n, n))
     for b in range(f.shape[0]):
-        for i in range(n):
-            si = (i + h) % n
-            for j in range(h):
-                z = f[b, si, j + h]
-                out[b, i, j] = z.real * z.real + z.imag * z.imag
-            for j in range(h, n):
-                z = f[b, si, j - h]
+        for i in range(f.shape[1]):
+            for j in range(f.shape[2]):
+                z = f[b, i, j]
                 out[b, i, j] = z.real * z.real + z.imag * z.imag
 
 

@@ -36,7 +36,7 @@ from hpcgen.generators.ptycho.base_data import (
 )
 from hpcgen.generators.ptycho.forward import Forward, expected_energy_uniform
 from hpcgen.generators.ptycho.params import PtychoParams, dose_tag
-from hpcgen.generators.ptycho.poisson import sample_amplitudes
+from hpcgen.generators.ptycho.poisson import sample_into
 
 COORD_UNITS = "object pixels"
 
@@ -194,19 +194,36 @@ class PtychoGenerator(Generator):
         self, inputs: Mapping[str, np.ndarray], chunk: Chunk, device: Device
     ) -> dict[str, np.ndarray]:
         xs, ys = inputs["xcoords"], inputs["ycoords"]
+        n, doses = self.params.N, self.params.doses
+        b = len(xs)
+        tags = [dose_tag(d) for d in doses]
+        scale2 = [self.photon_scale2(d) for d in doses]
+        # Poisson noise is drawn on the CPU for every device: the same bytes everywhere
+        rngs = [chunk.rng("noise", tag) for tag in tags]
+        amps = [np.empty((b, n, n), np.float32) for _ in doses]
+        photons = [np.empty(b, np.int64) for _ in doses]
         if device.kind == "gpu":
             patches, intensity, energy = self.forward.run_gpu(device.xp, xs, ys)
+            blocks = [(0, b, intensity)]
         else:
-            patches, intensity, energy = self.forward.run(xs, ys)
+            # block by block: each block's intensity is sampled at every dose while in cache
+            patches = np.empty((b, n, n), np.complex64)
+            energy = np.empty(b, np.float64)
+            blocks = self.forward.run_blocks(xs, ys, patches, energy)
+        for s, e, intensity in blocks:
+            for k in range(len(doses)):
+                sample_into(
+                    intensity,
+                    scale2[k],
+                    rngs[k],
+                    self.params.sampler,
+                    amps[k][s:e],
+                    photons[k][s:e],
+                )
         out: dict[str, np.ndarray] = {"Y": patches, "exit_energy": energy}
-        for dose in self.params.doses:
-            tag = dose_tag(dose)
-            # Poisson noise is drawn on the CPU for every device: the same bytes everywhere
-            amp, photons = sample_amplitudes(
-                intensity, self.photon_scale2(dose), chunk.rng("noise", tag), self.params.sampler
-            )
-            out[f"{tag}/diffraction"] = amp
-            out[f"{tag}/photons"] = photons
+        for k, tag in enumerate(tags):
+            out[f"{tag}/diffraction"] = amps[k]
+            out[f"{tag}/photons"] = photons[k]
         return out
 
     def static_datasets(self) -> dict[str, StaticData]:
