@@ -10,6 +10,7 @@ Numerical Recipes' -1/4 and -1/5 for the 4(5) pairs).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -28,7 +29,9 @@ class Tableau:
 
     @property
     def c(self) -> np.ndarray:
-        return self.a.sum(axis=1)
+        """Stage nodes: the row sums of ``a``, as the exact fractions they are (a float row sum
+        can miss by an ulp: Dormand-Prince's last node would be 1 - 2e-16, not 1)."""
+        return np.array([float(Fraction(r).limit_denominator(1000)) for r in self.a.sum(axis=1)])
 
     @property
     def adaptive(self) -> bool:
