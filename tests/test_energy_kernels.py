@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
@@ -105,6 +106,61 @@ def test_every_step_conserves_energy(method):
             out = st.step(e, angle, (2, -4), nz, 0.3, ref)
         assert maps.total_energy(out) == pytest.approx(ref, rel=1e-6), (angle, sigma)
         assert out.min() >= 0 and out.dtype == np.float32
+
+
+@pytest.mark.parametrize("shift", [(0, 0), (2, -4), (-7, 70), (130, -129), (64, 96)])
+def test_fused_translation_and_noise_is_roll_then_noise(shift):
+    e = smooth_map((64, 96), seed=12)
+    e[5, :7] = -1e-3  # blur rounding negatives: clipped before the shift
+    noise = np.random.default_rng(3).standard_normal(e.shape, dtype=np.float32)
+    out = np.empty_like(e)
+    alpha, amp = 1.3, 0.4
+    total = kernels.translate_noise(e, alpha, *shift, noise, amp, out)
+    x = np.roll(np.float32(alpha) * np.maximum(e, 0), shift, axis=(0, 1))
+    expected = np.maximum(x + np.float32(amp) * noise, 0)
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-7)
+    assert total == pytest.approx(float(expected.sum(dtype=np.float64)), rel=1e-6)
+    # no noise: an exact permutation of the scaled, clipped map
+    total = kernels.translate_noise(e, alpha, *shift, np.zeros((1, 1), np.float32), 0.0, out)
+    np.testing.assert_array_equal(out, x)
+    assert total == pytest.approx(float(x.sum(dtype=np.float64)), rel=1e-6)
+
+
+@numba.njit
+def _ln_all(v: np.ndarray, out: np.ndarray) -> None:
+    bits = v.view(np.int32)
+    for k in range(v.size):
+        out[k] = kernels._ln_bits(bits[k])
+
+
+def test_compiled_logarithm_is_float32_accurate():
+    rng = np.random.default_rng(13)
+    v = np.concatenate(
+        [
+            np.exp(rng.uniform(-85.0, 88.0, 200_000)),  # every binade of normal float32
+            1.0 + rng.uniform(-0.3, 0.5, 200_000),  # near 1, where ln v is small
+            [1.0, 2.0, 0.5, math.sqrt(2.0), 1.1754944e-38, 3.4e38],
+        ]
+    ).astype(np.float32)
+    got = np.empty_like(v)
+    _ln_all(v, got)
+    exact = np.log(v.astype(np.float64))
+    # within a few float32 roundings of the value (absolute near ln v = 0)
+    assert np.all(np.abs(got - exact) <= 2.5e-7 * np.maximum(np.abs(exact), 0.1))
+
+
+@pytest.mark.parametrize("kind", ["smooth", "peaked", "uniform", "zeros", "tiny"])
+def test_one_pass_total_and_entropy_match_numpy(kind):
+    e = {
+        "smooth": smooth_map((128, 192), seed=14),
+        "peaked": peaked_map(),
+        "uniform": np.full((64, 64), 3.0, np.float32),
+        "zeros": np.where(smooth_map(seed=15) > 1.0, smooth_map(seed=15), 0).astype(np.float32),
+        "tiny": smooth_map(seed=16) * np.float32(1e-20),
+    }[kind]
+    total, s = kernels.total_and_entropy(e)
+    assert total == pytest.approx(float(e.sum(dtype=np.float64)), rel=1e-6)
+    assert s == pytest.approx(float(maps.entropy(e.astype(np.float64))), abs=1e-6)
 
 
 # --- entropy under blur -----------------------------------------------------------------------

@@ -6,8 +6,6 @@ a trajectory or a block of trajectories alike. Sums are accumulated in float64.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import scipy.ndimage as ndi
 
@@ -35,16 +33,6 @@ def entropy(e: np.ndarray) -> np.ndarray:
         axis=(-2, -1), dtype=np.float64
     )
     return np.log(s) - elne / s
-
-
-def frame_entropy(e: np.ndarray, scratch: np.ndarray) -> float:
-    """:func:`entropy` of one float32 map, using ``scratch`` (same shape and dtype) instead of
-    temporaries: the generator calls it once per frame while the frame is in cache."""
-    np.maximum(e, _TINY, out=scratch)
-    np.log(scratch, out=scratch)
-    scratch *= e
-    s = float(e.sum(dtype=np.float64))
-    return math.log(s) - float(scratch.sum(dtype=np.float64)) / s
 
 
 def renormalise(e: np.ndarray, target: float) -> np.ndarray:
