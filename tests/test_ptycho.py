@@ -19,7 +19,8 @@ from hpcgen.generators.ptycho.forward import Forward, expected_energy_uniform, p
 from hpcgen.generators.ptycho.generator import PtychoGenerator
 from hpcgen.generators.ptycho.params import PtychoParams, dose_tag
 from hpcgen.generators.ptycho.poisson import (
-    AUTO_THRESHOLD,
+    TABLE_MAX,
+    TABLE_MIN,
     counts_from_amplitudes,
     sample_amplitudes,
     sample_into,
@@ -131,7 +132,19 @@ def test_dose_is_the_mean_photon_count_over_random_positions(tmp_path: Path) -> 
 # --- Poisson sampler ------------------------------------------------------------------------------
 
 LAMBDAS = np.array(
-    [0.0, 0.003, 0.05, 0.3, 1.0, 2.5, 5.0, AUTO_THRESHOLD - 0.01, AUTO_THRESHOLD, 12.0, 40.0, 300.0]
+    [
+        0.0,
+        0.003,
+        0.05,
+        0.3,
+        TABLE_MIN - 0.01,
+        TABLE_MIN,
+        2.5,
+        12.0,
+        TABLE_MAX - 0.01,
+        TABLE_MAX,
+        300.0,
+    ]
 )
 
 
@@ -218,9 +231,9 @@ def chi2_pvalue(counts: np.ndarray, lam: float) -> float:
     ("method", "lam"),
     [
         ("auto", lam)
-        for lam in (0.02, 0.3, 2.5, 7.9, AUTO_THRESHOLD - 0.01, AUTO_THRESHOLD, 12.0, 30.0)
+        for lam in (0.02, 0.3, TABLE_MIN - 0.01, TABLE_MIN, 2.5, 7.9, 12.0, 30.5, TABLE_MAX - 0.01)
     ]
-    + [("auto", lam) for lam in (100.0, 1000.0, 1e4, 2e5)]
+    + [("auto", lam) for lam in (TABLE_MAX, 100.0, 1000.0, 1e4, 2e5)]
     + [("split", lam) for lam in (0.3, 2.5, 12.0, 60.0)],
 )
 def test_sampler_counts_follow_the_poisson_distribution(method: str, lam: float) -> None:

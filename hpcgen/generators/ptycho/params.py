@@ -36,8 +36,9 @@ class PtychoParams:
     scan: Literal["random", "raster", "file"] = "random"
     #: raster overlap f in [0, 0.95]: spacing (1 - f) * N (the study uses 0.7 and 0.2)
     overlap: float = 0.7
-    #: Poisson sampler: "auto" (exact hybrid: PTRS per pixel where lambda >= 10, photon splitting
-    #: below), "direct" (numpy's Poisson per pixel), "split" (photon splitting everywhere).
+    #: Poisson sampler: "auto" (exact hybrid per pixel: photon splitting below lambda 1, table
+    #: inversion plus splitting to 64, PTRS above), "direct" (numpy's Poisson per pixel),
+    #: "split" (photon splitting everywhere).
     #: All three are exact; they draw different random numbers, so bytes differ between them.
     sampler: Literal["auto", "direct", "split"] = "auto"
 
