@@ -287,6 +287,18 @@ def _four_taps(flat: np.ndarray, a: np.uint64, w0: float, w1: float, w2: float, 
     )
 
 
+@nb.njit(inline="always")
+def _cubic_weights(t: np.float32) -> tuple[np.float32, np.float32, np.float32, np.float32]:
+    """Cubic B-spline weights of the taps at floor - 1 .. floor + 2 for the fraction t in [0, 1)
+    (float32; the third is 1 minus the others, so they sum to 1)."""
+    one = np.float32(1.0)
+    u = one - t
+    w0 = u * u * u * np.float32(1.0 / 6.0)
+    w1 = np.float32(2.0 / 3.0) - t * t + np.float32(0.5) * t * t * t
+    w3 = t * t * t * np.float32(1.0 / 6.0)
+    return w0, w1, one - w0 - w1 - w3, w3
+
+
 def rotate_coefficients(
     coef: np.ndarray,
     cos_a: float,
@@ -327,10 +339,6 @@ def _rotate_rows(
     flat = coef.ravel()
     cy = (h - 1) / 2.0
     cx = (w - 1) / 2.0
-    sixth = np.float32(1.0 / 6.0)
-    two_thirds = np.float32(2.0 / 3.0)
-    half = np.float32(0.5)
-    one = np.float32(1.0)
     zero = np.float32(0.0)
     row1 = np.uint64(stride)  # offsets of the 2nd .. 4th tap rows, unsigned as the offsets
     row2 = np.uint64(2 * stride)
@@ -349,23 +357,8 @@ def _rotate_rows(
             ix = np.int32(x)
             ty = np.float32(y - iy)
             tx = np.float32(x - ix)
-            # cubic B-spline weights of the taps at floor - 1 .. floor + 2
-            uy = one - ty
-            wy0 = uy * uy * uy * sixth
-            wy1 = two_thirds - ty * ty + half * ty * ty * ty
-            wy3 = ty * ty * ty * sixth
-            wy0s[j] = wy0
-            wy1s[j] = wy1
-            wy2s[j] = one - wy0 - wy1 - wy3
-            wy3s[j] = wy3
-            ux = one - tx
-            wx0 = ux * ux * ux * sixth
-            wx1 = two_thirds - tx * tx + half * tx * tx * tx
-            wx3 = tx * tx * tx * sixth
-            wx0s[j] = wx0
-            wx1s[j] = wx1
-            wx2s[j] = one - wx0 - wx1 - wx3
-            wx3s[j] = wx3
+            wy0s[j], wy1s[j], wy2s[j], wy3s[j] = _cubic_weights(ty)
+            wx0s[j], wx1s[j], wx2s[j], wx3s[j] = _cubic_weights(tx)
             offsets[j] = (iy - np.int32(1)) * stride + ix - np.int32(1)
         for j in range(w):
             wx0 = wx0s[j]

@@ -85,7 +85,7 @@ def inversion_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return start, cdf, guide
 
 
-# --- PTRS (lambda >= 10) --------------------------------------------------------------------------
+# --- PTRS (lambda >= TABLE_MAX) -------------------------------------------------------------------
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
