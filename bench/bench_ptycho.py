@@ -7,14 +7,15 @@ second of *CPU time of this process* (time.process_time; the best of --repeat ru
 robust on a shared machine; wall-clock rates are printed beside them. FFT threads: 1.
 
 Sections:
-- forward: fused numba patch/exit-wave kernel; scipy.fft (complex64, whole batch; numpy.fft for
-  reference); the whole forward model (patch, FFT, |F|^2 in blocks of 32);
+- forward: fused numba patch/exit-wave kernel; FFT2 complex64 of the whole batch with FFTW
+  (pyfftw, the default), scipy.fft and numpy.fft; the whole forward model (patch, FFT, |F|^2 in
+  blocks of 32) with either library;
 - sampler costs per pixel by lambda: auto (table inversion from TABLE_MIN, PTRS from TABLE_MAX)
   and numpy's Poisson (direct), and the cost of one photon of splitting;
 - samplers per dose: auto / direct / split, and numpy's rng.poisson on the whole lambda array
   (the naive way);
 - end to end: PtychoGenerator.sample + compute on one chunk of --patterns, one dose at a time
-  and the three-dose sweep (patterns = samples x doses).
+  (FFTW, and scipy.fft in the same run) and the three-dose sweep (patterns = samples x doses).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections.abc import Callable
 os.environ.setdefault("HPCGEN_PTYCHO_FFT_WORKERS", "1")
 
 import numpy as np
+import pyfftw
 import scipy.fft
 
 from hpcgen.generators.base import Chunk, Device
@@ -73,6 +75,10 @@ def main() -> None:
     print("forward model")
     line("patch + exit wave (numba)", n_pat, *timed(lambda: fw.patches(xs, ys), rep))
     exitw = fw.patches(xs, ys)[0] * fw.probe
+    buf = pyfftw.empty_aligned(exitw.shape, np.complex64)
+    plan = pyfftw.FFTW(buf, buf, axes=(1, 2), flags=("FFTW_ESTIMATE",), threads=1)
+    buf[...] = exitw
+    line("FFT2 complex64 (FFTW via pyfftw, in place)", n_pat, *timed(plan, rep))
     line(
         "FFT2 complex64 (scipy.fft, whole batch)",
         n_pat,
@@ -88,6 +94,8 @@ def main() -> None:
         n_pat,
         *timed(lambda: fw.run(xs, ys), rep),
     )
+    fw_scipy = PtychoGenerator(PtychoParams(doses=doses, fft="scipy")).forward
+    line("  the same with scipy.fft", n_pat, *timed(lambda: fw_scipy.run(xs, ys), rep))
     _, intensity, _ = fw.run(xs, ys)
 
     print("sampler costs (ns per draw / per photon)")
@@ -133,12 +141,13 @@ def main() -> None:
 
     print("end to end: sample + compute (one core)")
     for dose in doses:
-        g = PtychoGenerator(PtychoParams(doses=(dose,)))
-        line(
-            f"dose {dose:g} alone",
-            n_pat,
-            *timed(lambda g=g: g.compute(g.sample(chunk), chunk, CPU), rep),
-        )
+        for fft in ("fftw", "scipy"):
+            g = PtychoGenerator(PtychoParams(doses=(dose,), fft=fft))
+            line(
+                f"dose {dose:g} alone ({fft})",
+                n_pat,
+                *timed(lambda g=g: g.compute(g.sample(chunk), chunk, CPU), rep),
+            )
     cpu, wall = timed(lambda: gen.compute(gen.sample(chunk), chunk, CPU), rep)
     line("sweep [1e3, 1e4, 1e5]: samples", n_pat, cpu, wall, "samples/s")
     line("sweep [1e3, 1e4, 1e5]: patterns (x 3 doses)", 3 * n_pat, cpu, wall)

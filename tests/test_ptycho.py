@@ -57,15 +57,19 @@ def test_parseval_photon_total_equals_exit_wave_energy() -> None:
     np.testing.assert_allclose(intensity.sum(axis=(1, 2), dtype=np.float64), energy, rtol=1e-5)
 
 
-def test_intensity_is_centred_orthonormal_fft_of_exit_wave() -> None:
-    fw = Forward(random_object(80, 3), default_probe(32))
-    xs, ys = np.array([20.25, 47.5, 60.0]), np.array([33.75, 16.0, 59.9])
+@pytest.mark.parametrize("fft", ["fftw", "scipy"])
+def test_intensity_is_centred_orthonormal_fft_of_exit_wave(fft: str) -> None:
+    fw = Forward(random_object(80, 3), default_probe(32), fft=fft)
+    # 35 positions: a full block of 32 and a shorter last block, each with its own FFT plan
+    rng = np.random.default_rng(5)
+    xs = np.r_[20.25, 47.5, 60.0, rng.uniform(16, 64, 32)]
+    ys = np.r_[33.75, 16.0, 59.9, rng.uniform(16, 64, 32)]
     patches, intensity, _ = fw.run(xs, ys)
     f = np.fft.fft2(patches.astype(np.complex128) * fw.probe, norm="ortho")
     expected = np.abs(np.fft.fftshift(f, axes=(1, 2))) ** 2
     np.testing.assert_allclose(intensity, expected, rtol=2e-4, atol=1e-6 * expected.max())
     # zero frequency at [N/2, N/2]: a flat object gives the probe's DC term there
-    flat = Forward(np.ones((80, 80), np.complex64), default_probe(32))
+    flat = Forward(np.ones((80, 80), np.complex64), default_probe(32), fft=fft)
     _, i_flat, _ = flat.run(np.array([40.0]), np.array([40.0]))
     dc = abs(default_probe(32).astype(np.complex128).sum()) ** 2 / 32**2
     assert i_flat[0, 16, 16] == pytest.approx(dc, rel=1e-5)
@@ -436,6 +440,10 @@ def test_params_are_validated() -> None:
         PtychoParams(scan="file")
     with pytest.raises(SpecError, match=r"params.sampler must be one of"):
         build_params(PtychoParams, {"sampler": "gauss"})
+    with pytest.raises(SpecError, match=r"params.fft must be one of"):
+        build_params(PtychoParams, {"fft": "mkl"})
+    with pytest.raises(ValueError, match=r"FFT backend must be one of"):
+        Forward(random_object(80, 3), default_probe(32), fft="numpy")
     assert dose_tag(1e5) == "dose_100000" and dose_tag(2.5e3) == "dose_2500"
     assert dose_tag(0.5) == "dose_0.5"
 

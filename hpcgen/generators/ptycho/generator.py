@@ -66,7 +66,7 @@ class PtychoGenerator(Generator):
 
     @functools.cached_property
     def forward(self) -> Forward:
-        return Forward(self.base.object, self.base.probe)
+        return Forward(self.base.object, self.base.probe, fft=self.params.fft)
 
     @functools.cached_property
     def scan_list(self) -> tuple[np.ndarray, np.ndarray] | None:
@@ -261,6 +261,7 @@ class PtychoGenerator(Generator):
             ),
             "ptycho_base": self.base.source,
             "ptycho_fft": "orthonormal FFT2, zero frequency centred (fftshift)",
+            "ptycho_fft_backend": self.params.fft,
         }
 
     def input_files(self) -> list[Path]:
