@@ -182,6 +182,56 @@ __device__ double plane_distance(const FieldArgs& f, int mode, double x, double 
 __device__ double maxd(double a, double b) { return a > b ? a : b; }
 __device__ double mind(double a, double b) { return a < b ? a : b; }
 
+// stepper.exp_series, log_series and step_power, operation for operation (not libm's exp and
+// pow: the step sizes must be the same bits as numpy's and numba's)
+__device__ double exp_series(double x) {
+    double xc = -708.0 > x ? -708.0 : x;
+    xc = 709.0 < xc ? 709.0 : xc;
+    double k = rint(xc * 1.4426950408889634);
+    double r = (xc - k * 6.93147180369123816490e-01) - k * 1.90821492927058770002e-10;
+    double p = 1.0 / 6227020800.0;
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = 1.0 + (r + (r * r) * p);
+    double y = p * __longlong_as_double(((long long)k + 1023) << 52);
+    return x < -708.3964185322641 ? 0.0 : (x > 709.782712893384 ? INFINITY : y);
+}
+__device__ double log_series(double x) {
+    long long bits = __double_as_longlong(x);
+    double e = (double)((bits >> 52) - 1023);
+    double m = __longlong_as_double((bits & ((1LL << 52) - 1)) | (1023LL << 52));
+    if (m > 1.4142135623730951) { m = m * 0.5; e = e + 1.0; }
+    double s = (m - 1.0) / (m + 1.0);
+    double s2 = s * s;
+    double q = 1.0 / 23.0;
+    q = q * s2 + 1.0 / 21.0;
+    q = q * s2 + 1.0 / 19.0;
+    q = q * s2 + 1.0 / 17.0;
+    q = q * s2 + 1.0 / 15.0;
+    q = q * s2 + 1.0 / 13.0;
+    q = q * s2 + 1.0 / 11.0;
+    q = q * s2 + 1.0 / 9.0;
+    q = q * s2 + 1.0 / 7.0;
+    q = q * s2 + 1.0 / 5.0;
+    q = q * s2 + 1.0 / 3.0;
+    double logm = 2.0 * s + (2.0 * s) * (s2 * q);
+    return e * 6.93147180369123816490e-01 + (logm + e * 1.90821492927058770002e-10);
+}
+__device__ double step_power(double x, double p) {
+    double xc = 1e-300 > x ? 1e-300 : x;
+    xc = 1e300 < xc ? 1e300 : xc;
+    return exp_series(p * log_series(xc));
+}
+
 extern "C" __global__ void propagate_tracks(
     const double* state, const double* z0, const double* z1, double* out,
     unsigned char* status, int* nsteps, long n,
@@ -252,8 +302,8 @@ extern "C" __global__ void propagate_tracks(
             double eot = maxd(maxd(ex, ey), maxd(etx, ety));
             bool accept = eot <= 1.0 || h <= hmin;
             double factor;
-            if (eot > 1.0) factor = maxd(fmin_, safety * pow(eot, pshrink));
-            else if (eot > 0) factor = mind(fmax_, safety * pow(eot, pgrow));
+            if (eot > 1.0) factor = maxd(fmin_, safety * step_power(eot, pshrink));
+            else if (eot > 0) factor = mind(fmax_, safety * step_power(eot, pgrow));
             else factor = fmax_;
             double hnew = mind(maxd(h * factor, hmin), hmax);
             if (accept) {
@@ -278,6 +328,9 @@ extern "C" __global__ void propagate_tracks(
 #: what the host C++ build of CUDA_SOURCE puts in front (tests; see module docstring)
 HOST_SHIM = r"""
 #include <cmath>
+#include <cstring>
+static long long __double_as_longlong(double x) { long long i; memcpy(&i, &x, 8); return i; }
+static double __longlong_as_double(long long i) { double x; memcpy(&x, &i, 8); return x; }
 #define __global__
 #define __device__
 struct Dim3 { long x; };

@@ -1,6 +1,7 @@
 """Integrator settings and the numpy reference propagation: the definition of what the compiled
 kernels (numba on the CPU, CUDA on a GPU) compute, track for track and bit for bit in the
-arithmetic (same operations in the same order; only exp/pow may differ in the last ulp).
+arithmetic (same operations in the same order; only the Gaussian field's exp may differ in the
+last ulp: libm's here, a vector version in numba's kernel, CUDA's on a GPU).
 
 State (x, y, tx, ty) at z, q/p constant; equations of motion in rk4.py. Two schemes:
 
@@ -9,7 +10,8 @@ State (x, y, tx, ty) at z, q/p constant; equations of motion in rk4.py. Two sche
   TrackRungeKuttaExtrapolator: initial step min(|dz|, initial_step); error over tolerance
   eot = max(|ex|/tol, |ey|/tol, |etx|/(tol/|dz| + rel_tol |dtx|), |ety|/(...)) where dtx is the
   change of tx over the step; accept if eot <= 1 or the step is <= min_step; the next step is
-  h * clamp(safety * eot^(-1/q) or eot^(-1/(q+1)), 0.125, 4), clamped to [min_step, max_step];
+  h * clamp(safety * eot^(-1/q) or eot^(-1/(q+1)), 0.125, 4), clamped to [min_step, max_step]
+  (the power from step_power: the same bits in every kernel);
   at most ``max_steps`` attempts (accepted + rejected), then STEP_LIMIT; |tx| or |ty| > max_slope
   after a step: SLOPE. Both stop the track (Y = NaN). Unlike LHCb, a step forced at min_step may
   grow again (LHCb keeps min_step to the end), and the control is optionally grid-aware (below).
@@ -37,6 +39,12 @@ SAFETY = 0.9
 GRID_MODES = {"off": 0, "z": 1, "xy": 2, "xyz": 3}  # bit 1: z planes, bit 2: x and y planes
 EPS_Z = 1e-6  # mm: a z plane closer than this is the one we are on
 EPS_XY = 1.0  # mm: x/y planes closer than this are not worth a step of their own
+
+# step_power's constants (fdlibm's split of ln 2: k * LN2_HI is exact for |k| < 2**20)
+LOG2E = 1.4426950408889634
+LN2_HI = 6.93147180369123816490e-01
+LN2_LO = 1.90821492927058770002e-10
+SQRT2 = 1.4142135623730951
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,68 @@ class StepperSettings:
         b, e, c = pad.copy(), pad.copy(), pad.copy()
         b[:s], e[:s], c[:s] = t.b, t.e, t.c
         return a, b, e, c
+
+
+# --- the step controller's power ----------------------------------------------------------------
+
+
+def _where_max(a, b):
+    """Python's max(a, b) (b if b > a else a), the kernels' operation."""
+    return np.where(b > a, b, a)
+
+
+def _where_min(a, b):
+    """Python's min(a, b) (b if b < a else a)."""
+    return np.where(b < a, b, a)
+
+
+def exp_series(x):
+    """exp(x) within 2 ulp from + - * only: x = k ln2 + r, |r| <= ln2 / 2, exp(r) from its
+    Taylor series to r**13 (the next term is < 2e-18), 2**k from the exponent bits; 0 below
+    -708.39, inf above 709.78."""
+    x = np.asarray(x, dtype=np.float64)
+    xc = _where_min(_where_max(x, -708.0), 709.0)
+    k = np.rint(xc * LOG2E)
+    r = (xc - k * LN2_HI) - k * LN2_LO
+    p = np.full_like(r, 1.0 / 6227020800.0)
+    for c in (479001600.0, 39916800.0, 3628800.0, 362880.0, 40320.0, 5040.0, 720.0, 120.0):
+        p = p * r + 1.0 / c
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    p = 1.0 + (r + (r * r) * p)
+    with np.errstate(invalid="ignore"):  # NaN x: any k, y is NaN
+        y = p * ((k.astype(np.int64) + 1023) << 52).view(np.float64)
+    return np.where(x < -708.3964185322641, 0.0, np.where(x > 709.782712893384, np.inf, y))
+
+
+def log_series(x):
+    """log(x) for positive normal x: x = m 2**e, m in [sqrt(1/2), sqrt(2)), log m = 2 atanh(s),
+    s = (m - 1) / (m + 1), |s| < 0.172, from its series to s**23."""
+    bits = np.ascontiguousarray(x, dtype=np.float64).view(np.int64)
+    e = ((bits >> 52) - 1023).astype(np.float64)
+    m = ((bits & ((1 << 52) - 1)) | (1023 << 52)).view(np.float64)
+    big = m > SQRT2
+    m = np.where(big, m * 0.5, m)
+    e = np.where(big, e + 1.0, e)
+    s = (m - 1.0) / (m + 1.0)
+    s2 = s * s
+    q = np.full_like(s, 1.0 / 23.0)
+    for c in (21.0, 19.0, 17.0, 15.0, 13.0, 11.0, 9.0, 7.0, 5.0):
+        q = q * s2 + 1.0 / c
+    q = q * s2 + 1.0 / 3.0
+    logm = 2.0 * s + (2.0 * s) * (s2 * q)
+    return e * LN2_HI + (logm + e * LN2_LO)
+
+
+def step_power(x, p):
+    """x**p for the step-size control, x clamped to [1e-300, 1e300]: exp(p log x) from the two
+    series above, within 3 ulp of libm's pow. Defined here, not left to libm, because the
+    kernels must agree to the bit: numba's (four lanes in one vector register, where libm's pow
+    is not available) and CUDA's compute this same sequence of IEEE operations, and a last-bit
+    change in a step size can move a track near a map artefact by microns."""
+    x = np.asarray(x, dtype=np.float64)
+    return exp_series(p * log_series(_where_min(_where_max(x, 1e-300), 1e300)))
 
 
 # --- the reference ------------------------------------------------------------------------------
@@ -268,9 +338,9 @@ def _adaptive(field, tab, st, s, z, z0, z1, kap, status, nsteps):
         ety = np.abs(err[3]) / (tol_t[idx] + st.rel_tolerance * np.abs(new[3] - s0[3]))
         eot = np.maximum(np.maximum(ex, ey), np.maximum(etx, ety))
         accept = (eot <= 1.0) | (h <= st.min_step)
-        with np.errstate(divide="ignore"):
-            shrink = np.maximum(st.scale_min, SAFETY * eot**pshrink)
-            grow = np.where(eot > 0, np.minimum(st.scale_max, SAFETY * eot**pgrow), st.scale_max)
+        shrink = np.maximum(st.scale_min, SAFETY * step_power(eot, pshrink))
+        grow = np.minimum(st.scale_max, SAFETY * step_power(eot, pgrow))
+        grow = np.where(eot > 0, grow, st.scale_max)
         factor = np.where(eot > 1.0, shrink, grow)
         hnew = np.minimum(np.maximum(h * factor, st.min_step), st.max_step)
         a_idx = idx[accept]

@@ -1,0 +1,392 @@
+"""Four float64 lanes as one LLVM vector (<4 x double>, one AVX2 register) for the numba kernel.
+
+numba's compiler does not vectorise the kernel's loops over its four lanes by itself (math.exp
+and math.pow are library calls, and it cannot prove the work arrays apart), so the lanes are
+written as explicit vector values: ``Vec4`` with +, -, *, / (IEEE, the same bits as the scalar
+operations lane by lane), sqrt, abs, min/max as Python's builtins, comparisons giving a
+``Mask4`` and ``select``. Loads and stores move a row of 4 float64 between a work array
+(shape (rows, 4), C order) and a vector. ``vexp`` and ``vpow`` are branch-free vector versions of
+exp and pow: within 2 ulp of libm's (so not always its exact bits; see docs/tracks.md).
+"""
+
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, overload, register_model
+
+from hpcgen.generators.tracks.stepper import LN2_HI, LN2_LO, LOG2E, SQRT2
+
+_F64 = ir.DoubleType()
+_I64 = ir.IntType(64)
+_V4 = ir.VectorType(_F64, 4)
+_I4 = ir.VectorType(_I64, 4)
+_B4 = ir.VectorType(ir.IntType(1), 4)
+
+
+class Vec4Type(types.Type):
+    """Four float64 lanes."""
+
+    def __init__(self) -> None:
+        super().__init__(name="Vec4")
+
+
+class Mask4Type(types.Type):
+    """Four booleans (a comparison of two Vec4)."""
+
+    def __init__(self) -> None:
+        super().__init__(name="Mask4")
+
+
+vec4 = Vec4Type()
+mask4 = Mask4Type()
+
+
+@register_model(Vec4Type)
+class _Vec4Model(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _V4)
+
+
+@register_model(Mask4Type)
+class _Mask4Model(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _I4)  # 0 / -1 per lane (i1 vectors do not sit in memory)
+
+
+def _splat(builder, x):
+    v = ir.Constant(_V4, ir.Undefined)
+    for i in range(4):
+        v = builder.insert_element(v, x, ir.Constant(ir.IntType(32), i))
+    return v
+
+
+def _as_vec(context, builder, ty, val):
+    """A Vec4 argument as is; a scalar one cast to float64 and repeated in the four lanes."""
+    if isinstance(ty, Vec4Type):
+        return val
+    return _splat(builder, context.cast(builder, val, ty, types.float64))
+
+
+def _row_pointer(context, builder, aryty, ary, row):
+    """Address of ary[row, 0] as a <4 x double>* (row of a C-ordered (rows, 4) float64 array)."""
+    arr = context.make_array(aryty)(context, builder, ary)
+    zero = ir.Constant(_I64, 0)
+    ptr = cgutils.get_item_pointer(context, builder, aryty, arr, [row, zero], wraparound=False)
+    return builder.bitcast(ptr, _V4.as_pointer())
+
+
+# --- construction, loads, stores, lanes ---------------------------------------------------------
+
+
+@intrinsic
+def splat(typingctx, x):
+    """x in all four lanes."""
+    sig = vec4(x)
+
+    def codegen(context, builder, signature, args):
+        return _as_vec(context, builder, signature.args[0], args[0])
+
+    return sig, codegen
+
+
+@intrinsic
+def vload(typingctx, ary, row):
+    """ary[row, 0:4] as a Vec4 (ary: float64, shape (rows, 4), C order)."""
+    sig = vec4(ary, types.intp)
+
+    def codegen(context, builder, signature, args):
+        ptr = _row_pointer(context, builder, signature.args[0], args[0], args[1])
+        return builder.load(ptr, align=8)
+
+    return sig, codegen
+
+
+@intrinsic
+def vstore(typingctx, ary, row, v):
+    """ary[row, 0:4] = v."""
+    sig = types.void(ary, types.intp, vec4)
+
+    def codegen(context, builder, signature, args):
+        ptr = _row_pointer(context, builder, signature.args[0], args[0], args[1])
+        builder.store(args[2], ptr, align=8)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def lane(typingctx, v, i):
+    """Lane i of v as a float."""
+    sig = types.float64(vec4, types.intp)
+
+    def codegen(context, builder, signature, args):
+        return builder.extract_element(args[0], args[1])
+
+    return sig, codegen
+
+
+@intrinsic
+def mload(typingctx, ary, row):
+    """ary[row, 0:4] != 0 as a Mask4 (ary: int64, shape (rows, 4), C order)."""
+    sig = mask4(ary, types.intp)
+
+    def codegen(context, builder, signature, args):
+        arr = context.make_array(signature.args[0])(context, builder, args[0])
+        zero = ir.Constant(_I64, 0)
+        idx = [args[1], zero]
+        ptr = cgutils.get_item_pointer(context, builder, signature.args[0], arr, idx, False)
+        v = builder.load(builder.bitcast(ptr, _I4.as_pointer()), align=8)
+        ne = builder.icmp_signed("!=", v, ir.Constant(_I4, [0] * 4))
+        return builder.sext(ne, _I4)
+
+    return sig, codegen
+
+
+@intrinsic
+def select(typingctx, m, a, b):
+    """a where m, else b, lane by lane."""
+    sig = vec4(mask4, a, b)
+
+    def codegen(context, builder, signature, args):
+        _, ta, tb = signature.args
+        cond = builder.trunc(args[0], _B4)
+        va = _as_vec(context, builder, ta, args[1])
+        vb = _as_vec(context, builder, tb, args[2])
+        return builder.select(cond, va, vb)
+
+    return sig, codegen
+
+
+# --- arithmetic ---------------------------------------------------------------------------------
+
+
+def _binary(name):
+    @intrinsic
+    def op(typingctx, a, b):
+        sig = vec4(a, b)
+
+        def codegen(context, builder, signature, args):
+            ta, tb = signature.args
+            va = _as_vec(context, builder, ta, args[0])
+            vb = _as_vec(context, builder, tb, args[1])
+            return getattr(builder, name)(va, vb)
+
+        return sig, codegen
+
+    return op
+
+
+_vadd = _binary("fadd")
+_vsub = _binary("fsub")
+_vmul = _binary("fmul")
+_vdiv = _binary("fdiv")
+
+
+def _is_operand_pair(a, b):
+    vec = isinstance(a, Vec4Type) or isinstance(b, Vec4Type)
+    ok = all(isinstance(t, (Vec4Type, types.Float, types.Integer)) for t in (a, b))
+    return vec and ok
+
+
+for _op, _fn in (
+    (operator.add, _vadd),
+    (operator.sub, _vsub),
+    (operator.mul, _vmul),
+    (operator.truediv, _vdiv),
+):
+
+    def _register(op=_op, fn=_fn):
+        @overload(op, inline="always")
+        def _ov(a, b):
+            if _is_operand_pair(a, b):
+                return lambda a, b: fn(a, b)
+
+    _register()
+
+
+@overload(operator.neg, inline="always")
+def _vneg(a):
+    if isinstance(a, Vec4Type):
+        return lambda a: _vsub(-0.0, a)
+
+
+def _unary_intrinsic(llvm_name):
+    @intrinsic
+    def op(typingctx, a):
+        sig = vec4(vec4)
+
+        def codegen(context, builder, signature, args):
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(_V4, [_V4]), llvm_name
+            )
+            return builder.call(fn, args)
+
+        return sig, codegen
+
+    return op
+
+
+vsqrt = _unary_intrinsic("llvm.sqrt.v4f64")
+vabs = _unary_intrinsic("llvm.fabs.v4f64")
+vrint = _unary_intrinsic("llvm.rint.v4f64")  # round half to even (the default rounding mode)
+
+
+def _compare(pred):
+    @intrinsic
+    def op(typingctx, a, b):
+        sig = mask4(a, b)
+
+        def codegen(context, builder, signature, args):
+            ta, tb = signature.args
+            va = _as_vec(context, builder, ta, args[0])
+            vb = _as_vec(context, builder, tb, args[1])
+            return builder.sext(builder.fcmp_ordered(pred, va, vb), _I4)
+
+        return sig, codegen
+
+    return op
+
+
+vgt = _compare(">")
+vge = _compare(">=")
+vlt = _compare("<")
+vle = _compare("<=")
+
+
+@intrinsic
+def mor(typingctx, a, b):
+    """Lane-wise or of two masks."""
+    sig = mask4(mask4, mask4)
+
+    def codegen(context, builder, signature, args):
+        return builder.or_(args[0], args[1])
+
+    return sig, codegen
+
+
+@intrinsic
+def mand(typingctx, a, b):
+    """Lane-wise and of two masks."""
+    sig = mask4(mask4, mask4)
+
+    def codegen(context, builder, signature, args):
+        return builder.and_(args[0], args[1])
+
+    return sig, codegen
+
+
+@intrinsic
+def vmax(typingctx, a, b):
+    """Python's max(a, b) lane by lane: b if b > a else a (same result for NaN and -0)."""
+    sig = vec4(a, b)
+
+    def codegen(context, builder, signature, args):
+        ta, tb = signature.args
+        va = _as_vec(context, builder, ta, args[0])
+        vb = _as_vec(context, builder, tb, args[1])
+        return builder.select(builder.fcmp_ordered(">", vb, va), vb, va)
+
+    return sig, codegen
+
+
+@intrinsic
+def vmin(typingctx, a, b):
+    """Python's min(a, b) lane by lane: b if b < a else a."""
+    sig = vec4(a, b)
+
+    def codegen(context, builder, signature, args):
+        ta, tb = signature.args
+        va = _as_vec(context, builder, ta, args[0])
+        vb = _as_vec(context, builder, tb, args[1])
+        return builder.select(builder.fcmp_ordered("<", vb, va), vb, va)
+
+    return sig, codegen
+
+
+@intrinsic
+def _pow2i(typingctx, k):
+    """2.0**k for integral k in [-1022, 1023] (built from the exponent bits)."""
+    sig = vec4(vec4)
+
+    def codegen(context, builder, signature, args):
+        ki = builder.fptosi(args[0], _I4)
+        biased = builder.add(ki, ir.Constant(_I4, [1023] * 4))
+        bits = builder.shl(biased, ir.Constant(_I4, [52] * 4))
+        return builder.bitcast(bits, _V4)
+
+    return sig, codegen
+
+
+@intrinsic
+def _split(typingctx, x):
+    """(m, e) with x = m * 2**e, m in [1, 2), for normal positive x (exponent bits taken apart)."""
+    sig = types.UniTuple(vec4, 2)(vec4)
+
+    def codegen(context, builder, signature, args):
+        bits = builder.bitcast(args[0], _I4)
+        biased = builder.lshr(bits, ir.Constant(_I4, [52] * 4))
+        e = builder.sub(biased, ir.Constant(_I4, [1023] * 4))
+        low = builder.and_(bits, ir.Constant(_I4, [(1 << 52) - 1] * 4))
+        m = builder.bitcast(builder.or_(low, ir.Constant(_I4, [1023 << 52] * 4)), _V4)
+        return context.make_tuple(builder, signature.return_type, [m, builder.sitofp(e, _V4)])
+
+    return sig, codegen
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def vexp(x):
+    """exp(x), lane by lane: stepper.exp_series, operation for operation (within 2 ulp of libm's
+    exp; 0 below -708.39, where exp leaves the normal numbers)."""
+    xc = vmin(vmax(x, -708.0), 709.0)
+    k = vrint(xc * LOG2E)
+    r = (xc - k * LN2_HI) - k * LN2_LO
+    p = splat(1.0 / 6227020800.0)
+    p = p * r + 1.0 / 479001600.0
+    p = p * r + 1.0 / 39916800.0
+    p = p * r + 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    p = 1.0 + (r + (r * r) * p)
+    y = p * _pow2i(k)
+    return select(vlt(x, -708.3964185322641), 0.0, select(vgt(x, 709.782712893384), np.inf, y))
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def vlog(x):
+    """log(x) for positive normal x, lane by lane: stepper.log_series, operation for operation."""
+    m, e = _split(x)
+    big = vgt(m, SQRT2)
+    m = select(big, m * 0.5, m)
+    e = select(big, e + 1.0, e)
+    s = (m - 1.0) / (m + 1.0)
+    s2 = s * s
+    q = splat(1.0 / 23.0)
+    q = q * s2 + 1.0 / 21.0
+    q = q * s2 + 1.0 / 19.0
+    q = q * s2 + 1.0 / 17.0
+    q = q * s2 + 1.0 / 15.0
+    q = q * s2 + 1.0 / 13.0
+    q = q * s2 + 1.0 / 11.0
+    q = q * s2 + 1.0 / 9.0
+    q = q * s2 + 1.0 / 7.0
+    q = q * s2 + 1.0 / 5.0
+    q = q * s2 + 1.0 / 3.0
+    logm = 2.0 * s + (2.0 * s) * (s2 * q)
+    return e * LN2_HI + (logm + e * LN2_LO)
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def vpow(x, p):
+    """x**p, lane by lane: stepper.step_power (x clamped to [1e-300, 1e300], exp(p log x))."""
+    return vexp(p * vlog(vmin(vmax(x, 1e-300), 1e300)))
