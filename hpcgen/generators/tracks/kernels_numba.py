@@ -33,19 +33,26 @@ from hpcgen.generators.tracks.fields import (
 )
 from hpcgen.generators.tracks.rk4 import C_LIGHT
 from hpcgen.generators.tracks.simd import (
+    gather,
+    mand,
+    many,
     mload,
+    mnot,
     mor,
     select,
     splat,
     vabs,
     vexp,
+    vge,
     vgt,
     vload,
+    vlt,
     vmax,
     vmin,
     vpow,
     vsqrt,
     vstore,
+    vtrunc,
 )
 from hpcgen.generators.tracks.stepper import EPS_XY, EPS_Z
 from hpcgen.generators.tracks.tableaus import TABLEAUS, Tableau
@@ -171,6 +178,70 @@ def _map_field(has_mask, fmap, imap, mask, bmap, gi, gf, x, y, z):
     )
 
 
+@njit(cache=True, _nrt=False, inline="always")
+def _axis_cell_v(fmap, imap, n, off, off_inv, off_tab, ntab, a0, fine, v):
+    """_axis_cell for four lanes (Vec4 v; cell indices as whole float64): the same cells and
+    fractions to the bit, the correction loops running until no lane moves."""
+    j = vtrunc((v - a0) * fine)
+    j = select(vge(j, 0.0), j, 0.0)  # NaN as the scalar int(NaN): cell of bin 0
+    j = select(vge(j, ntab), ntab - 1.0, j)
+    i = gather(imap, off_tab + j)
+    last = n - 2.0
+    while True:
+        up = mand(vlt(i, last), vge(v, gather(fmap, off + i + 1.0)))
+        if not many(up):
+            break
+        i = select(up, i + 1.0, i)
+    while True:
+        down = mand(vgt(i, 0.0), vlt(v, gather(fmap, off + i)))
+        if not many(down):
+            break
+        i = select(down, i - 1.0, i)
+    return i, (v - gather(fmap, off + i)) * gather(fmap, off_inv + i)
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _lerp3_v(bmap, p, sx, sy, tx, ty, tz):
+    """_lerp3 for four lanes (p: Vec4 of node offsets)."""
+    c00 = gather(bmap, p) * (1.0 - tz) + gather(bmap, p + 3.0) * tz
+    c01 = gather(bmap, p + sy) * (1.0 - tz) + gather(bmap, p + sy + 3.0) * tz
+    c10 = gather(bmap, p + sx) * (1.0 - tz) + gather(bmap, p + sx + 3.0) * tz
+    c11 = gather(bmap, p + sx + sy) * (1.0 - tz) + gather(bmap, p + sx + sy + 3.0) * tz
+    c0 = c00 * (1.0 - ty) + c01 * ty
+    c1 = c10 * (1.0 - ty) + c11 * ty
+    return c0 * (1.0 - tx) + c1 * tx
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _map_field_v(has_mask, fmap, imap, mask, bmap, gi, gf, x, y, z):
+    """_map_field for four lanes: (Bx, By, Bz, flags), each a Vec4 (flags as whole float64)."""
+    nx, ny, nz = gi[0], gi[1], gi[2]
+    ox, oy, oz = gi[4], gi[5], gi[6]
+    x0, x1 = fmap[ox], fmap[ox + nx - 1]
+    y0, y1 = fmap[oy], fmap[oy + ny - 1]
+    z0, z1 = fmap[oz], fmap[oz + nz - 1]
+    outside = mor(mor(vlt(x, x0), vgt(x, x1)), mor(vlt(y, y0), vgt(y, y1)))
+    outside = mor(outside, mor(vlt(z, z0), vgt(z, z1)))
+    # a lane outside takes the grid's corner for the (discarded) lookup: no long search
+    x = select(outside, x0, x)
+    y = select(outside, y0, y)
+    z = select(outside, z0, z)
+    i, tx = _axis_cell_v(fmap, imap, nx, ox, gi[7], gi[10], gi[13], gf[0], gf[1], x)
+    j, ty = _axis_cell_v(fmap, imap, ny, oy, gi[8], gi[11], gi[14], gf[2], gf[3], y)
+    k, tz = _axis_cell_v(fmap, imap, nz, oz, gi[9], gi[12], gi[15], gf[4], gf[5], z)
+    flag = select(outside, float(LEFT_VOLUME), 0.0)
+    if has_mask:
+        masked = vgt(gather(mask, (i * (ny - 1) + j) * (nz - 1) + k), 0.0)
+        flag = select(mand(masked, mnot(outside)), float(MASKED_CELL), flag)
+    sy = nz * 3.0
+    sx = ny * sy
+    p = gi[3] + i * sx + j * sy + k * 3.0
+    bx = _lerp3_v(bmap, p, sx, sy, tx, ty, tz)
+    by = _lerp3_v(bmap, p + 1.0, sx, sy, tx, ty, tz)
+    bz = _lerp3_v(bmap, p + 2.0, sx, sy, tx, ty, tz)
+    return select(outside, 0.0, bx), select(outside, 0.0, by), select(outside, 0.0, bz), flag
+
+
 @njit(cache=True, _nrt=False)
 def _plane_distance(fmap, gi, mode, x, y, z, tx, ty, direction):
     """stepper.plane_distance for one track."""
@@ -210,7 +281,7 @@ def _plane_distance(fmap, gi, mode, x, y, z, tx, ty, direction):
 LANES = 4
 
 # rows of the per-lane float (LF) and integer (LI) work arrays
-F_KAP, F_Z, F_ZE, F_DIR, F_TOLT, F_HC, F_H, F_HS, F_BY0, F_BY1, F_EOT, F_HNEW = range(12)
+F_KAP, F_Z, F_ZE, F_DIR, F_TOLT, F_HC, F_H, F_HS, F_BY0, F_BY1, F_EOT, F_HNEW, F_FL = range(13)
 I_IDX, I_ATT, I_NST, I_ST, I_LAST, I_SHORT, I_NFULL, I_DONE, I_K0, I_FL0, I_BY0 = range(11)
 
 
@@ -309,14 +380,12 @@ def _make_kernel(tab: Tableau) -> Any:
             gf = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
         n = state.shape[0]
         S = np.zeros((4, L))  # state (x, y, tx, ty) at z
-        P = np.zeros((4, L))  # the current stage's point
-        B = np.zeros((3, L))  # the field there
         FL = np.zeros(L, np.int64)  # its lookup flags
         K = np.zeros((NS * 4, L))  # stage derivatives: row 4 i + c, stage i, component c
         NEW = np.zeros((4, L))
         ERR = np.zeros((4, L))
         FLAGS = np.zeros(L, np.int64)  # OR of the attempt's lookup flags
-        LF = np.zeros((12, L))
+        LF = np.zeros((13, L))
         LF[F_DIR] = 1.0
         LF[F_TOLT] = 1.0
         LI = np.zeros((11, L), np.int64)
@@ -426,28 +495,22 @@ def _make_kernel(tab: Tableau) -> Any:
                     by = splat(fpar[1])
                     bz = splat(fpar[2])
                 else:
-                    vstore(P, 0, s0 + hs * a0)
-                    vstore(P, 1, s1 + hs * a1)
+                    bx, by, bz, flv = _map_field_v(
+                        has_mask, fmap, imap, mask, bmap, gi, gf, s0 + hs * a0, s1 + hs * a1,
+                        zz + CW[i] * hs,
+                    )  # fmt: skip
+                    vstore(LF, F_FL, flv)
                     for ln in range(L):
                         if i == 0 and LI[I_K0, ln] != 0:
                             FLAGS[ln] = LI[I_FL0, ln]  # stage 0 kept: same point as before
                             continue
-                        zi = LF[F_Z, ln] + CW[i] * LF[F_HS, ln]
-                        bxl, byl, bzl, fl = _map_field(
-                            has_mask, fmap, imap, mask, bmap, gi, gf, P[0, ln], P[1, ln], zi
-                        )
-                        B[0, ln] = bxl
-                        B[1, ln] = byl
-                        B[2, ln] = bzl
+                        fl = int(LF[F_FL, ln])
                         FL[ln] = fl
                         if i == 0:
                             LI[I_FL0, ln] = fl
                             FLAGS[ln] = fl
                         else:
                             FLAGS[ln] |= fl
-                    bx = vload(B, 0)
-                    by = vload(B, 1)
-                    bz = vload(B, 2)
                 kn = kap * vsqrt(1.0 + tx * tx + ty * ty)
                 k2 = kn * (tx * ty * bx - (1.0 + tx * tx) * by + ty * bz)
                 k3 = kn * ((1.0 + ty * ty) * bx - tx * ty * by - tx * bz)

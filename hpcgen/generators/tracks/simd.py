@@ -390,3 +390,65 @@ def vlog(x):
 def vpow(x, p):
     """x**p, lane by lane: stepper.step_power (x clamped to [1e-300, 1e300], exp(p log x))."""
     return vexp(p * vlog(vmin(vmax(x, 1e-300), 1e300)))
+
+
+# --- gathers (four loads, one per lane: AVX2's gather instructions are no faster on AMD) --------
+
+
+@intrinsic
+def gather(typingctx, ary, idx):
+    """(ary[idx[0]], ..., ary[idx[3]]) as float64 (1-d array of any number type; idx holds whole
+    numbers >= 0, as float64: exact below 2**53)."""
+    sig = vec4(ary, vec4)
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        data = context.make_array(aryty)(context, builder, args[0]).data
+        dtype = aryty.dtype
+        out = ir.Constant(_V4, ir.Undefined)
+        for ln in range(4):
+            pos = ir.Constant(ir.IntType(32), ln)
+            i = builder.fptosi(builder.extract_element(args[1], pos), _I64)
+            v = builder.load(builder.gep(data, [i]))
+            out = builder.insert_element(out, context.cast(builder, v, dtype, types.float64), pos)
+        return out
+
+    return sig, codegen
+
+
+@intrinsic
+def vtrunc(typingctx, a):
+    """Round toward zero (Python's int() of a float), lane by lane."""
+    sig = vec4(vec4)
+
+    def codegen(context, builder, signature, args):
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(_V4, [_V4]), "llvm.trunc.v4f64"
+        )
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
+@intrinsic
+def many(typingctx, m):
+    """Whether any lane of the mask is set."""
+    sig = types.boolean(mask4)
+
+    def codegen(context, builder, signature, args):
+        bits = builder.trunc(args[0], _B4)
+        packed = builder.bitcast(bits, ir.IntType(4))
+        return builder.icmp_unsigned("!=", packed, ir.Constant(ir.IntType(4), 0))
+
+    return sig, codegen
+
+
+@intrinsic
+def mnot(typingctx, m):
+    """Lane-wise not."""
+    sig = mask4(mask4)
+
+    def codegen(context, builder, signature, args):
+        return builder.not_(args[0])
+
+    return sig, codegen
