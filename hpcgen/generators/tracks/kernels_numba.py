@@ -11,11 +11,14 @@ scheme's machine code is compiled once and kept in __pycache__ for later process
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numba import njit
 
+from hpcgen.generators.tracks import simd, stepper
 from hpcgen.generators.tracks.fields import (
     IM_N,
     IM_NTAB,
@@ -58,6 +61,12 @@ from hpcgen.generators.tracks.stepper import EPS_XY, EPS_Z
 from hpcgen.generators.tracks.tableaus import TABLEAUS, Tableau
 
 ABORTED = STEP_LIMIT | SLOPE
+
+#: a digest of simd.py and stepper.py in every kernel's closure: numba's on-disk cache keys on the
+#: kernel's own bytecode and closure, not on the functions it inlines from other modules, so
+#: without it an edit there would leave the cached machine code of the old arithmetic in use
+_SOURCES = b"".join(Path(m.__file__).read_bytes() for m in (simd, stepper))
+_SOURCE_KEY = int(hashlib.sha256(_SOURCES).hexdigest()[:15], 16)
 
 
 @njit(cache=True, _nrt=False)
@@ -353,11 +362,14 @@ def _make_kernel(tab: Tableau) -> Any:
     # the field at the next step's first stage: z + 1.0 * h is the next z to the bit
     IC1 = int(np.flatnonzero(CW == 1.0)[0]) if ADAPTIVE and not FSAL and (CW == 1.0).any() else -1
     L = LANES
+    SOURCE_KEY = _SOURCE_KEY
 
     @njit(cache=True)
     def kernel(state, z0, z1, out, status, nsteps, kind, fpar, fmap, imap, mask, bmap, sp):
         """Tracks state[t] = (x, y, tx, ty, q/p) from z0[t] to z1[t] into out[t] (x, y, tx, ty;
         NaN if stopped), status[t] (flags) and nsteps[t] (accepted steps)."""
+        if SOURCE_KEY < 0:  # never (the digest is >= 0): puts it in the closure, the cache key
+            return
         step = sp[2]
         tol = sp[3]
         rel = sp[4]

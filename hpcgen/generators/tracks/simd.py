@@ -310,11 +310,14 @@ def vmin(typingctx, a, b):
 
 @intrinsic
 def _pow2i(typingctx, k):
-    """2.0**k for integral k in [-1022, 1023] (built from the exponent bits)."""
+    """2.0**k for integral k in [-1022, 1023] (built from the exponent bits). k + 1.5 * 2**52
+    holds k in its low mantissa bits (two's complement): AVX2 has no vector float64 -> int64
+    conversion, and this costs one add instead of four scalar ones."""
     sig = vec4(vec4)
 
     def codegen(context, builder, signature, args):
-        ki = builder.fptosi(args[0], _I4)
+        shifted = builder.fadd(args[0], ir.Constant(_V4, [6755399441055744.0] * 4))
+        ki = builder.bitcast(shifted, _I4)
         biased = builder.add(ki, ir.Constant(_I4, [1023] * 4))
         bits = builder.shl(biased, ir.Constant(_I4, [52] * 4))
         return builder.bitcast(bits, _V4)
@@ -345,19 +348,16 @@ def vexp(x):
     xc = vmin(vmax(x, -708.0), 709.0)
     k = vrint(xc * LOG2E)
     r = (xc - k * LN2_HI) - k * LN2_LO
-    p = splat(1.0 / 6227020800.0)
-    p = p * r + 1.0 / 479001600.0
-    p = p * r + 1.0 / 39916800.0
-    p = p * r + 1.0 / 3628800.0
-    p = p * r + 1.0 / 362880.0
-    p = p * r + 1.0 / 40320.0
-    p = p * r + 1.0 / 5040.0
-    p = p * r + 1.0 / 720.0
-    p = p * r + 1.0 / 120.0
-    p = p * r + 1.0 / 24.0
-    p = p * r + 1.0 / 6.0
-    p = p * r + 0.5
-    p = 1.0 + (r + (r * r) * p)
+    r2 = r * r
+    r4 = r2 * r2
+    e0 = 0.5 + r * (1.0 / 6.0)
+    e1 = 1.0 / 24.0 + r * (1.0 / 120.0)
+    e2 = 1.0 / 720.0 + r * (1.0 / 5040.0)
+    e3 = 1.0 / 40320.0 + r * (1.0 / 362880.0)
+    e4 = 1.0 / 3628800.0 + r * (1.0 / 39916800.0)
+    e5 = 1.0 / 479001600.0 + r * (1.0 / 6227020800.0)
+    p = (e0 + e1 * r2) + ((e2 + e3 * r2) + (e4 + e5 * r2) * r4) * r4
+    p = 1.0 + (r + r2 * p)
     y = p * _pow2i(k)
     return select(vlt(x, -708.3964185322641), 0.0, select(vgt(x, 709.782712893384), np.inf, y))
 
@@ -371,17 +371,14 @@ def vlog(x):
     e = select(big, e + 1.0, e)
     s = (m - 1.0) / (m + 1.0)
     s2 = s * s
-    q = splat(1.0 / 23.0)
-    q = q * s2 + 1.0 / 21.0
-    q = q * s2 + 1.0 / 19.0
-    q = q * s2 + 1.0 / 17.0
-    q = q * s2 + 1.0 / 15.0
-    q = q * s2 + 1.0 / 13.0
-    q = q * s2 + 1.0 / 11.0
-    q = q * s2 + 1.0 / 9.0
-    q = q * s2 + 1.0 / 7.0
-    q = q * s2 + 1.0 / 5.0
-    q = q * s2 + 1.0 / 3.0
+    s4 = s2 * s2
+    s8 = s4 * s4
+    d0 = 1.0 / 3.0 + s2 * (1.0 / 5.0)
+    d1 = 1.0 / 7.0 + s2 * (1.0 / 9.0)
+    d2 = 1.0 / 11.0 + s2 * (1.0 / 13.0)
+    d3 = 1.0 / 15.0 + s2 * (1.0 / 17.0)
+    d4 = 1.0 / 19.0 + s2 * (1.0 / 21.0)
+    q = (d0 + d1 * s4) + ((d2 + d3 * s4) + (d4 + s4 * (1.0 / 23.0)) * s8) * s8
     logm = 2.0 * s + (2.0 * s) * (s2 * q)
     return e * LN2_HI + (logm + e * LN2_LO)
 
