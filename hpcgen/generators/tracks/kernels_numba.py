@@ -56,6 +56,7 @@ from hpcgen.generators.tracks.simd import (
     vsqrt,
     vstore,
     vtrunc,
+    zpair,
 )
 from hpcgen.generators.tracks.stepper import EPS_XY, EPS_Z
 from hpcgen.generators.tracks.tableaus import TABLEAUS, Tableau
@@ -122,75 +123,10 @@ def _geometry(fmap, imap):
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def _axis_cell(fmap, imap, n, off, off_inv, off_tab, ntab, a0, fine, v):
-    """Cell i with ax[i] <= v < ax[i+1] (clamped to [0, n-2]) and the fraction in it: the fine
-    index table gets within one cell, two short loops make it exact (= searchsorted).
-
-    Indices are unsigned: numba then skips its negative-index wrap-around test on every load
-    (the lookup is the hot spot of a map run: 1.5x faster)."""
-    j = int((v - a0) * fine)
-    if j < 0:
-        j = 0
-    if j >= ntab:
-        j = ntab - 1
-    one = np.uint64(1)
-    i = np.uint64(imap[np.uint64(off_tab + j)])
-    last = np.uint64(n - 2)
-    while i < last and v >= fmap[off + i + one]:
-        i += one
-    while i > 0 and v < fmap[off + i]:
-        i -= one
-    return i, (v - fmap[off + i]) * fmap[off_inv + i]
-
-
-@njit(cache=True, _nrt=False, inline="always")
-def _lerp3(bmap, p, sx, sy, tx, ty, tz):
-    """One component, z innermost, as FieldMap.lookup (unsigned offsets)."""
-    three = np.uint64(3)
-    c00 = np.float64(bmap[p]) * (1.0 - tz) + np.float64(bmap[p + three]) * tz
-    c01 = np.float64(bmap[p + sy]) * (1.0 - tz) + np.float64(bmap[p + sy + three]) * tz
-    c10 = np.float64(bmap[p + sx]) * (1.0 - tz) + np.float64(bmap[p + sx + three]) * tz
-    c11 = np.float64(bmap[p + sx + sy]) * (1.0 - tz) + np.float64(bmap[p + sx + sy + three]) * tz
-    c0 = c00 * (1.0 - ty) + c01 * ty
-    c1 = c10 * (1.0 - ty) + c11 * ty
-    return c0 * (1.0 - tx) + c1 * tx
-
-
-@njit(cache=True, _nrt=False, inline="always")
-def _map_field(has_mask, fmap, imap, mask, bmap, gi, gf, x, y, z):
-    """Trilinear lookup (FieldMap.lookup, same arithmetic): (Bx, By, Bz, flags)."""
-    nx, ny, nz = gi[0], gi[1], gi[2]
-    ox, oy, oz = np.uint64(gi[4]), np.uint64(gi[5]), np.uint64(gi[6])
-    if (
-        x < fmap[ox]
-        or x > fmap[ox + np.uint64(nx - 1)]
-        or y < fmap[oy]
-        or y > fmap[oy + np.uint64(ny - 1)]
-        or z < fmap[oz]
-        or z > fmap[oz + np.uint64(nz - 1)]
-    ):
-        return 0.0, 0.0, 0.0, LEFT_VOLUME
-    i, tx = _axis_cell(fmap, imap, nx, ox, np.uint64(gi[7]), gi[10], gi[13], gf[0], gf[1], x)
-    j, ty = _axis_cell(fmap, imap, ny, oy, np.uint64(gi[8]), gi[11], gi[14], gf[2], gf[3], y)
-    k, tz = _axis_cell(fmap, imap, nz, oz, np.uint64(gi[9]), gi[12], gi[15], gf[4], gf[5], z)
-    flag = 0
-    if has_mask and mask[(i * np.uint64(ny - 1) + j) * np.uint64(nz - 1) + k] != 0:
-        flag = MASKED_CELL
-    sy = np.uint64(nz * 3)
-    sx = np.uint64(ny) * sy
-    p = np.uint64(gi[3]) + i * sx + j * sy + k * np.uint64(3)
-    return (
-        _lerp3(bmap, p, sx, sy, tx, ty, tz),
-        _lerp3(bmap, p + np.uint64(1), sx, sy, tx, ty, tz),
-        _lerp3(bmap, p + np.uint64(2), sx, sy, tx, ty, tz),
-        flag,
-    )
-
-
-@njit(cache=True, _nrt=False, inline="always")
 def _axis_cell_v(fmap, imap, n, off, off_inv, off_tab, ntab, a0, fine, v):
-    """_axis_cell for four lanes (Vec4 v; cell indices as whole float64): the same cells and
-    fractions to the bit, the correction loops running until no lane moves."""
+    """Cell i with ax[i] <= v < ax[i+1] (clamped to [0, n-2]) and the fraction in it, for four
+    lanes (Vec4 v; indices as whole float64), as FieldMap.lookup: the fine index table gets within
+    one cell, the two correction loops (run until no lane moves) make it exact (= searchsorted)."""
     j = vtrunc((v - a0) * fine)
     j = select(vge(j, 0.0), j, 0.0)  # NaN as the scalar int(NaN): cell of bin 0
     j = select(vge(j, ntab), ntab - 1.0, j)
@@ -201,21 +137,25 @@ def _axis_cell_v(fmap, imap, n, off, off_inv, off_tab, ntab, a0, fine, v):
         if not many(up):
             break
         i = select(up, i + 1.0, i)
+    left = gather(fmap, off + i)  # the cell's left edge, kept for the fraction
     while True:
-        down = mand(vgt(i, 0.0), vlt(v, gather(fmap, off + i)))
+        down = mand(vgt(i, 0.0), vlt(v, left))
         if not many(down):
             break
         i = select(down, i - 1.0, i)
-    return i, (v - gather(fmap, off + i)) * gather(fmap, off_inv + i)
+        left = gather(fmap, off + i)
+    return i, (v - left) * gather(fmap, off_inv + i)
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def _lerp3_v(bmap, p, sx, sy, tx, ty, tz):
-    """_lerp3 for four lanes (p: Vec4 of node offsets)."""
-    c00 = gather(bmap, p) * (1.0 - tz) + gather(bmap, p + 3.0) * tz
-    c01 = gather(bmap, p + sy) * (1.0 - tz) + gather(bmap, p + sy + 3.0) * tz
-    c10 = gather(bmap, p + sx) * (1.0 - tz) + gather(bmap, p + sx + 3.0) * tz
-    c11 = gather(bmap, p + sx + sy) * (1.0 - tz) + gather(bmap, p + sx + sy + 3.0) * tz
+def _lerp_v(a, b, c, d, m, tx, ty, tz):
+    """Component m of the trilinear interpolation (FieldMap.lookup's order: z, then y, then x) for
+    four lanes, from the z node pairs of the corners (i, j), (i, j+1), (i+1, j), (i+1, j+1)
+    (simd.zpair: component m at k is [m], at k + 1 is [m + 3])."""
+    c00 = a[m] * (1.0 - tz) + a[m + 3] * tz
+    c01 = b[m] * (1.0 - tz) + b[m + 3] * tz
+    c10 = c[m] * (1.0 - tz) + c[m + 3] * tz
+    c11 = d[m] * (1.0 - tz) + d[m + 3] * tz
     c0 = c00 * (1.0 - ty) + c01 * ty
     c1 = c10 * (1.0 - ty) + c11 * ty
     return c0 * (1.0 - tx) + c1 * tx
@@ -223,7 +163,8 @@ def _lerp3_v(bmap, p, sx, sy, tx, ty, tz):
 
 @njit(cache=True, _nrt=False, inline="always")
 def _map_field_v(has_mask, fmap, imap, mask, bmap, gi, gf, x, y, z):
-    """_map_field for four lanes: (Bx, By, Bz, flags), each a Vec4 (flags as whole float64)."""
+    """Trilinear lookup (FieldMap.lookup, same arithmetic) for four lanes: (Bx, By, Bz, flags),
+    each a Vec4 (flags as whole float64). Zero and LEFT_VOLUME outside the grid."""
     nx, ny, nz = gi[0], gi[1], gi[2]
     ox, oy, oz = gi[4], gi[5], gi[6]
     x0, x1 = fmap[ox], fmap[ox + nx - 1]
@@ -245,9 +186,13 @@ def _map_field_v(has_mask, fmap, imap, mask, bmap, gi, gf, x, y, z):
     sy = nz * 3.0
     sx = ny * sy
     p = gi[3] + i * sx + j * sy + k * 3.0
-    bx = _lerp3_v(bmap, p, sx, sy, tx, ty, tz)
-    by = _lerp3_v(bmap, p + 1.0, sx, sy, tx, ty, tz)
-    bz = _lerp3_v(bmap, p + 2.0, sx, sy, tx, ty, tz)
+    a = zpair(bmap, p)
+    b = zpair(bmap, p + sy)
+    c = zpair(bmap, p + sx)
+    d = zpair(bmap, p + sx + sy)
+    bx = _lerp_v(a, b, c, d, 0, tx, ty, tz)
+    by = _lerp_v(a, b, c, d, 1, tx, ty, tz)
+    bz = _lerp_v(a, b, c, d, 2, tx, ty, tz)
     return select(outside, 0.0, bx), select(outside, 0.0, by), select(outside, 0.0, bz), flag
 
 

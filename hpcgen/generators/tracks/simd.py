@@ -392,6 +392,14 @@ def vpow(x, p):
 # --- gathers (four loads, one per lane: AVX2's gather instructions are no faster on AMD) --------
 
 
+def _lane_indices(builder, idx):
+    """A Vec4 of whole numbers in [0, 2**51) as <4 x i64>: idx + 1.5 * 2**52 holds each in its
+    low mantissa bits (one vector add and subtract instead of four scalar conversions)."""
+    shifted = builder.fadd(idx, ir.Constant(_V4, [6755399441055744.0] * 4))
+    bits = builder.bitcast(shifted, _I4)
+    return builder.sub(bits, ir.Constant(_I4, [0x4338000000000000] * 4))
+
+
 @intrinsic
 def gather(typingctx, ary, idx):
     """(ary[idx[0]], ..., ary[idx[3]]) as float64 (1-d array of any number type; idx holds whole
@@ -403,9 +411,10 @@ def gather(typingctx, ary, idx):
         data = context.make_array(aryty)(context, builder, args[0]).data
         dtype = aryty.dtype
         out = ir.Constant(_V4, ir.Undefined)
+        ivec = _lane_indices(builder, args[1])
         for ln in range(4):
             pos = ir.Constant(ir.IntType(32), ln)
-            i = builder.fptosi(builder.extract_element(args[1], pos), _I64)
+            i = builder.extract_element(ivec, pos)
             v = builder.load(builder.gep(data, [i]))
             out = builder.insert_element(out, context.cast(builder, v, dtype, types.float64), pos)
         return out
@@ -447,5 +456,43 @@ def mnot(typingctx, m):
 
     def codegen(context, builder, signature, args):
         return builder.not_(args[0])
+
+    return sig, codegen
+
+
+@intrinsic
+def zpair(typingctx, ary, idx):
+    """Six consecutive float32 from ary[idx[l]] on, for each lane l, as six Vec4 (float64): a
+    map node pair (Bx, By, Bz at k, then at k + 1). Two loads per lane and a transpose instead of
+    six single-element gathers."""
+    sig = types.UniTuple(vec4, 6)(ary, vec4)
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        data = context.make_array(aryty)(context, builder, args[0]).data
+        f32 = ir.FloatType()
+        lo, hi = [], []
+        ivec = _lane_indices(builder, args[1])
+        for ln in range(4):
+            i = builder.extract_element(ivec, ir.Constant(ir.IntType(32), ln))
+            ptr = builder.gep(data, [i])
+            lo.append(
+                builder.load(builder.bitcast(ptr, ir.VectorType(f32, 4).as_pointer()), align=4)
+            )
+            ptr2 = builder.gep(data, [builder.add(i, ir.Constant(_I64, 4))])
+            hi.append(
+                builder.load(builder.bitcast(ptr2, ir.VectorType(f32, 2).as_pointer()), align=4)
+            )
+        outs = []
+        for m in range(6):
+            v = ir.Constant(ir.VectorType(f32, 4), ir.Undefined)
+            for ln in range(4):
+                src = lo[ln] if m < 4 else hi[ln]
+                e = builder.extract_element(
+                    src, ir.Constant(ir.IntType(32), m % 4 if m < 4 else m - 4)
+                )
+                v = builder.insert_element(v, e, ir.Constant(ir.IntType(32), ln))
+            outs.append(builder.fpext(v, _V4))
+        return context.make_tuple(builder, signature.return_type, outs)
 
     return sig, codegen
