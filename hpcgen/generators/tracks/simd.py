@@ -120,17 +120,6 @@ def vstore(typingctx, ary, row, v):
 
 
 @intrinsic
-def lane(typingctx, v, i):
-    """Lane i of v as a float."""
-    sig = types.float64(vec4, types.intp)
-
-    def codegen(context, builder, signature, args):
-        return builder.extract_element(args[0], args[1])
-
-    return sig, codegen
-
-
-@intrinsic
 def mload(typingctx, ary, row):
     """ary[row, 0:4] != 0 as a Mask4 (ary: int64, shape (rows, 4), C order)."""
     sig = mask4(ary, types.intp)
@@ -255,7 +244,6 @@ def _compare(pred):
 vgt = _compare(">")
 vge = _compare(">=")
 vlt = _compare("<")
-vle = _compare("<=")
 
 
 @intrinsic
