@@ -349,3 +349,61 @@ def test_gpu_path_runs_on_the_cpu_with_the_host_built_kernel(host_kernel, synth_
     np.testing.assert_array_equal(s_g, s_n)
     np.testing.assert_array_equal(n_g, n_n)
     assert np.nanmax(np.abs(y_g - y_n)) < 1e-9
+
+
+def _lookup_points(ax: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Coordinates along an axis that probe the cell search: the nodes, one ulp either side,
+    the ends and just outside, random points."""
+    pts = np.concatenate(
+        [ax, np.nextafter(ax, -np.inf), np.nextafter(ax, np.inf), rng.uniform(ax[0], ax[-1], 400)]
+    )
+    pts = np.concatenate([pts, [ax[0] - 1.0, ax[-1] + 1.0]])
+    return rng.permutation(pts)
+
+
+@pytest.mark.parametrize("axes", ["synth", "uneven"])
+def test_numba_map_lookup_is_the_reference_to_the_bit(axes):
+    """The kernel's four-lane lookup (uniform-run fast path or index table, lanes mixed) against
+    FieldMap.lookup, bit for bit, at nodes, one ulp off them, at and outside the ends."""
+    from numba import njit
+
+    from hpcgen.generators.tracks import kernels_numba as kn
+    from hpcgen.generators.tracks.simd import vload, vstore
+
+    @njit(cache=False)
+    def run(has_mask, fmap, imap, mask, bmap, ru, P, out):
+        gi, gf = kn._geometry(fmap, imap)
+        for r in range(P.shape[0] // 3):
+            res = kn._map_field_v(
+                has_mask, fmap, imap, mask, bmap, gi, gf, ru,
+                vload(P, 3 * r), vload(P, 3 * r + 1), vload(P, 3 * r + 2),
+            )  # fmt: skip
+            for c in range(4):
+                vstore(out, 4 * r + c, res[c])
+
+    rng = np.random.default_rng(3)
+    if axes == "synth":
+        xs, ys, zs = fm.synth_axes()
+        xs, ys, zs = xs[::4], ys[::5], zs
+    else:  # a run of 0.1 steps (not exact as a_s + u h), uneven nodes, a short uniform run
+        xs = np.concatenate([np.arange(-3.0, 0.0, 0.1), [0.0, 0.7, 1.1, 5.0, 9.0, 13.0, 17.0]])
+        ys = np.cumsum(rng.uniform(0.5, 3.0, 15))
+        zs = np.concatenate([[-7.3, -2.0], np.arange(0.0, 40.0, 2.5), [41.0, 45.5]])
+    B = rng.uniform(-2.0, 2.0, (len(xs), len(ys), len(zs), 3)).round(6)
+    grid = fm.MapGrid(xs, ys, zs, B)
+    mask = rng.random((len(xs) - 1, len(ys) - 1, len(zs) - 1)) < 0.1
+    field = FieldMap(grid, mask=mask.astype(np.uint8))
+    n = 4 * 600
+    x, y, z = (np.resize(_lookup_points(a, rng), n) for a in (xs, ys, zs))
+    # some rows with all four lanes inside the grid, so each axis's fast path runs
+    inner = lambda a, m: rng.uniform(a[0], a[-1], m)  # noqa: E731
+    x[:400], y[:400], z[:400] = inner(xs, 400), inner(ys, 400), inner(zs, 400)
+    ref = field.lookup(x, y, z)
+    _, fpar, fmap, imap, mask_a, bmap = field.kernel_args()
+    P = np.stack([x.reshape(-1, 4), y.reshape(-1, 4), z.reshape(-1, 4)], 1).reshape(-1, 4)
+    out = np.zeros((4 * (n // 4), 4))
+    run(fpar[0] != 0.0, fmap, imap, mask_a, bmap, kn._uniform_runs(fmap, imap), P, out)
+    got = out.reshape(-1, 4, 4).transpose(1, 0, 2).reshape(4, -1)
+    for c in range(3):
+        np.testing.assert_array_equal(got[c].view(np.int64), ref[c].view(np.int64))
+    np.testing.assert_array_equal(got[3], ref[3].astype(np.float64))

@@ -148,6 +148,39 @@ def _axis_cell_v(fmap, imap, n, off, off_inv, off_tab, ntab, a0, fine, v):
 
 
 @njit(cache=True, _nrt=False, inline="always")
+def _axis_cell_run_v(v, s, m, a_s, h, r, inv):
+    """_axis_cell_v for four lanes inside an axis's uniform run (nodes a_s + u h, u = 0..m + 1,
+    exactly the axis's values, one inverse spacing inv): the cell by one multiply, corrected
+    against the computed edges (no table or edge loads); the same cell and fraction."""
+    u = vtrunc((v - a_s) * r)
+    u = select(vge(u, 0.0), u, 0.0)
+    u = select(vgt(u, m), m, u)
+    while True:
+        up = mand(vlt(u, m), vge(v, a_s + (u + 1.0) * h))
+        if not many(up):
+            break
+        u = select(up, u + 1.0, u)
+    left = a_s + u * h
+    while True:
+        down = mand(vgt(u, 0.0), vlt(v, left))
+        if not many(down):
+            break
+        u = select(down, u - 1.0, u)
+        left = a_s + u * h
+    return s + u, (v - left) * inv
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _axis_cell_any_v(fmap, imap, n, off, off_inv, off_tab, ntab, a0, fine, ru, b, v):
+    """The cell and fraction of four lanes: by the uniform run (ru[b:b + 8]) when all lanes lie
+    in it, else by the index table."""
+    inrun = mand(vge(v, ru[b + 2]), mor(vlt(v, ru[b + 3]), mnot(vgt(v, ru[b + 4]))))
+    if not many(mnot(inrun)):
+        return _axis_cell_run_v(v, ru[b], ru[b + 1], ru[b + 2], ru[b + 5], ru[b + 6], ru[b + 7])
+    return _axis_cell_v(fmap, imap, n, off, off_inv, off_tab, ntab, a0, fine, v)
+
+
+@njit(cache=True, _nrt=False, inline="always")
 def _lerp_v(a, b, c, d, m, tx, ty, tz):
     """Component m of the trilinear interpolation (FieldMap.lookup's order: z, then y, then x) for
     four lanes, from the z node pairs of the corners (i, j), (i, j+1), (i+1, j), (i+1, j+1)
@@ -162,7 +195,7 @@ def _lerp_v(a, b, c, d, m, tx, ty, tz):
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def _map_field_v(has_mask, fmap, imap, mask, bmap, gi, gf, x, y, z):
+def _map_field_v(has_mask, fmap, imap, mask, bmap, gi, gf, ru, x, y, z):
     """Trilinear lookup (FieldMap.lookup, same arithmetic) for four lanes: (Bx, By, Bz, flags),
     each a Vec4 (flags as whole float64). Zero and LEFT_VOLUME outside the grid."""
     nx, ny, nz = gi[0], gi[1], gi[2]
@@ -172,13 +205,14 @@ def _map_field_v(has_mask, fmap, imap, mask, bmap, gi, gf, x, y, z):
     z0, z1 = fmap[oz], fmap[oz + nz - 1]
     outside = mor(mor(vlt(x, x0), vgt(x, x1)), mor(vlt(y, y0), vgt(y, y1)))
     outside = mor(outside, mor(vlt(z, z0), vgt(z, z1)))
-    # a lane outside takes the grid's corner for the (discarded) lookup: no long search
-    x = select(outside, x0, x)
-    y = select(outside, y0, y)
-    z = select(outside, z0, z)
-    i, tx = _axis_cell_v(fmap, imap, nx, ox, gi[7], gi[10], gi[13], gf[0], gf[1], x)
-    j, ty = _axis_cell_v(fmap, imap, ny, oy, gi[8], gi[11], gi[14], gf[2], gf[3], y)
-    k, tz = _axis_cell_v(fmap, imap, nz, oz, gi[9], gi[12], gi[15], gf[4], gf[5], z)
+    # a lane outside takes the start of the uniform runs (a grid node) for the (discarded)
+    # lookup: no long search, and the other lanes keep the fast path
+    x = select(outside, ru[2], x)
+    y = select(outside, ru[10], y)
+    z = select(outside, ru[18], z)
+    i, tx = _axis_cell_any_v(fmap, imap, nx, ox, gi[7], gi[10], gi[13], gf[0], gf[1], ru, 0, x)
+    j, ty = _axis_cell_any_v(fmap, imap, ny, oy, gi[8], gi[11], gi[14], gf[2], gf[3], ru, 8, y)
+    k, tz = _axis_cell_any_v(fmap, imap, nz, oz, gi[9], gi[12], gi[15], gf[4], gf[5], ru, 16, z)
     flag = select(outside, float(LEFT_VOLUME), 0.0)
     if has_mask:
         masked = vgt(gather(mask, (i * (ny - 1) + j) * (nz - 1) + k), 0.0)
@@ -310,7 +344,7 @@ def _make_kernel(tab: Tableau) -> Any:
     SOURCE_KEY = _SOURCE_KEY
 
     @njit(cache=True)
-    def kernel(state, z0, z1, out, status, nsteps, kind, fpar, fmap, imap, mask, bmap, sp):
+    def kernel(state, z0, z1, out, status, nsteps, kind, fpar, fmap, imap, mask, bmap, ru, sp):
         """Tracks state[t] = (x, y, tx, ty, q/p) from z0[t] to z1[t] into out[t] (x, y, tx, ty;
         NaN if stopped), status[t] (flags) and nsteps[t] (accepted steps)."""
         if SOURCE_KEY < 0:  # never (the digest is >= 0): puts it in the closure, the cache key
@@ -453,7 +487,7 @@ def _make_kernel(tab: Tableau) -> Any:
                     bz = splat(fpar[2])
                 else:
                     bx, by, bz, flv = _map_field_v(
-                        has_mask, fmap, imap, mask, bmap, gi, gf, s0 + hs * a0, s1 + hs * a1,
+                        has_mask, fmap, imap, mask, bmap, gi, gf, ru, s0 + hs * a0, s1 + hs * a1,
                         zz + CW[i] * hs,
                     )  # fmt: skip
                     vstore(LF, F_FL, flv)
@@ -546,6 +580,43 @@ def _make_kernel(tab: Tableau) -> Any:
     return kernel
 
 
+def _uniform_run(ax: np.ndarray, inv: np.ndarray) -> list[float]:
+    """The longest run of nodes s..e of an axis that are exactly a_s + u h (u = 0..e - s, float64
+    arithmetic as the kernel's) with one inverse spacing, as (s, e - s - 1, a_s, a_e, a_top, h,
+    1/h, inv): a_top = a_e where the run ends the axis (its last cell is closed), else -inf.
+    None found: a run no lane is in (a_s = +inf)."""
+    n = len(ax)
+    best = None
+    s = 0
+    while s < n - 1:
+        e = s + 1
+        d = ax[s + 1] - ax[s]
+        while e < n - 1 and ax[e + 1] - ax[e] == d:
+            e += 1
+        u = np.arange(e - s + 1, dtype=np.float64)
+        exact = np.array_equal(ax[s : e + 1], ax[s] + u * d) and bool(np.all(inv[s:e] == inv[s]))
+        if exact and (best is None or e - s > best[1] - best[0]):
+            best = (s, e)
+        s = e
+    if best is None:
+        return [0.0, 0.0, np.inf, -np.inf, -np.inf, 1.0, 1.0, 0.0]
+    s, e = best
+    h = float(ax[s + 1] - ax[s])
+    top = float(ax[e]) if e == n - 1 else -np.inf
+    return [float(s), float(e - s - 1), float(ax[s]), float(ax[e]), top, h, 1.0 / h, float(inv[s])]
+
+
+def _uniform_runs(fmap: np.ndarray, imap: np.ndarray) -> np.ndarray:
+    """_uniform_run of the map's three axes, 8 values each."""
+    out = []
+    for a in range(3):
+        n = int(imap[IM_N + a])
+        ax = fmap[int(imap[IM_OFF_AX + a]) :][:n]
+        inv = fmap[int(imap[IM_OFF_INV + a]) :][: n - 1]
+        out += _uniform_run(ax, inv)
+    return np.array(out)
+
+
 _KERNELS: dict[str, Any] = {}
 
 
@@ -577,9 +648,11 @@ def propagate_numba(state, z0, z1, field, settings):
     status = np.zeros(n, np.uint8)
     nsteps = np.zeros(n, np.int32)
     kind, fpar, fmap, imap, mask, bmap = field.kernel_args()
+    ru = _uniform_runs(fmap, imap) if kind == KIND_MAP else np.zeros(24)
     kernel_for(settings.scheme)(
-        state, z0, z1, out, status, nsteps, kind, fpar, fmap, imap, mask, bmap, settings.packed()
-    )
+        state, z0, z1, out, status, nsteps, kind, fpar, fmap, imap, mask, bmap, ru,
+        settings.packed(),
+    )  # fmt: skip
     if order is not None:
         inv = np.empty(n, np.int64)
         inv[order] = np.arange(n)
