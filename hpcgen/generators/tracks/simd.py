@@ -471,16 +471,26 @@ def zpair(typingctx, ary, idx):
             hi.append(
                 builder.load(builder.bitcast(ptr2, ir.VectorType(f32, 2).as_pointer()), align=4)
             )
-        outs = []
-        for m in range(6):
-            v = ir.Constant(ir.VectorType(f32, 4), ir.Undefined)
-            for ln in range(4):
-                src = lo[ln] if m < 4 else hi[ln]
-                e = builder.extract_element(
-                    src, ir.Constant(ir.IntType(32), m % 4 if m < 4 else m - 4)
-                )
-                v = builder.insert_element(v, e, ir.Constant(ir.IntType(32), ln))
-            outs.append(builder.fpext(v, _V4))
+
+        def shuf(x, y, m):
+            return builder.shuffle_vector(x, y, ir.Constant(ir.VectorType(ir.IntType(32), 4), m))
+
+        # a 4 x 4 transpose in two rounds of shuffles (lo), the 2 x 4 part alike (hi)
+        t0 = shuf(lo[0], lo[1], [0, 4, 1, 5])
+        t1 = shuf(lo[0], lo[1], [2, 6, 3, 7])
+        t2 = shuf(lo[2], lo[3], [0, 4, 1, 5])
+        t3 = shuf(lo[2], lo[3], [2, 6, 3, 7])
+        h0 = shuf(hi[0], hi[1], [0, 2, 1, 3])
+        h1 = shuf(hi[2], hi[3], [0, 2, 1, 3])
+        rows = [
+            shuf(t0, t2, [0, 1, 4, 5]),
+            shuf(t0, t2, [2, 3, 6, 7]),
+            shuf(t1, t3, [0, 1, 4, 5]),
+            shuf(t1, t3, [2, 3, 6, 7]),
+            shuf(h0, h1, [0, 1, 4, 5]),
+            shuf(h0, h1, [2, 3, 6, 7]),
+        ]
+        outs = [builder.fpext(v, _V4) for v in rows]
         return context.make_tuple(builder, signature.return_type, outs)
 
     return sig, codegen
