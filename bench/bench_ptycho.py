@@ -28,7 +28,6 @@ from collections.abc import Callable
 os.environ.setdefault("HPCGEN_PTYCHO_FFT_WORKERS", "1")
 
 import numpy as np
-import pyfftw
 import scipy.fft
 
 from hpcgen.generators.base import Chunk, Device
@@ -75,8 +74,7 @@ def main() -> None:
     print("forward model")
     line("patch + exit wave (numba)", n_pat, *timed(lambda: fw.patches(xs, ys), rep))
     exitw = fw.patches(xs, ys)[0] * fw.probe
-    buf = pyfftw.empty_aligned(exitw.shape, np.complex64)
-    plan = pyfftw.FFTW(buf, buf, axes=(1, 2), flags=("FFTW_ESTIMATE",), threads=1)
+    buf, plan = fw._block_fft(n_pat)  # the generator's own plan (flags, alignment, threads)
     buf[...] = exitw
     line("FFT2 complex64 (FFTW via pyfftw, in place)", n_pat, *timed(plan, rep))
     line(

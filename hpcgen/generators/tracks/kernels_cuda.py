@@ -13,8 +13,6 @@ from typing import Any
 
 import numpy as np
 
-from hpcgen.generators.tracks.fields import KIND_MAP
-
 CUDA_SOURCE = r"""
 #define LEFT_VOLUME 1
 #define MASKED_CELL 2
@@ -396,7 +394,6 @@ class CudaPropagator:
 
         self.cp = cupy
         self.args = kernel_arguments(field, settings, cupy)
-        self.is_map = field.kind == KIND_MAP
 
     def __call__(self, state: Any, z0: Any, z1: Any, block: int = 128):
         cp = self.cp

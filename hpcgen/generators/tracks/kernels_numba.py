@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from hpcgen.generators.tracks import simd, stepper
+from hpcgen.generators.tracks import fields, rk4, simd, stepper
 from hpcgen.generators.tracks.fields import (
+    ABORTED,
     IM_N,
     IM_NTAB,
     IM_OFF_AX,
@@ -61,12 +62,11 @@ from hpcgen.generators.tracks.simd import (
 from hpcgen.generators.tracks.stepper import EPS_XY, EPS_Z
 from hpcgen.generators.tracks.tableaus import TABLEAUS, Tableau
 
-ABORTED = STEP_LIMIT | SLOPE
-
-#: a digest of simd.py and stepper.py in every kernel's closure: numba's on-disk cache keys on the
-#: kernel's own bytecode and closure, not on the functions it inlines from other modules, so
-#: without it an edit there would leave the cached machine code of the old arithmetic in use
-_SOURCES = b"".join(Path(m.__file__).read_bytes() for m in (simd, stepper))
+#: a digest of the modules the kernels inline or freeze constants from (simd, stepper, fields,
+#: rk4) in every kernel's closure: numba's on-disk cache keys on the kernel's own bytecode and
+#: closure, not on what it takes from other modules, so without it an edit there would leave the
+#: cached machine code of the old arithmetic or layout in use
+_SOURCES = b"".join(Path(m.__file__).read_bytes() for m in (simd, stepper, fields, rk4))
 _SOURCE_KEY = int(hashlib.sha256(_SOURCES).hexdigest()[:15], 16)
 
 
@@ -617,6 +617,15 @@ def _uniform_runs(fmap: np.ndarray, imap: np.ndarray) -> np.ndarray:
     return np.array(out)
 
 
+def _map_runs(field: Any) -> np.ndarray:
+    """_uniform_runs of a FieldMap, computed once and kept beside its packed arrays."""
+    a = field._arrays
+    if "uniform_runs" not in a:
+        _, _, fmap, imap, _, _ = field.kernel_args()
+        a["uniform_runs"] = _uniform_runs(fmap, imap)
+    return a["uniform_runs"]
+
+
 _KERNELS: dict[str, Any] = {}
 
 
@@ -649,7 +658,7 @@ def propagate_numba(state, z0, z1, field, settings):
     status = np.zeros(n, np.uint8)
     nsteps = np.zeros(n, np.int32)
     kind, fpar, fmap, imap, mask, bmap = field.kernel_args()
-    ru = _uniform_runs(fmap, imap) if kind == KIND_MAP else np.zeros(24)
+    ru = _map_runs(field) if kind == KIND_MAP else np.zeros(24)
     kernel_for(settings.scheme)(
         state, z0, z1, out, status, nsteps, kind, fpar, fmap, imap, mask, bmap, ru,
         settings.packed(),

@@ -198,12 +198,6 @@ for _op, _fn in (
     _register()
 
 
-@overload(operator.neg, inline="always")
-def _vneg(a):
-    if isinstance(a, Vec4Type):
-        return lambda a: _vsub(-0.0, a)
-
-
 def _unary_intrinsic(llvm_name):
     @intrinsic
     def op(typingctx, a):
@@ -223,6 +217,7 @@ def _unary_intrinsic(llvm_name):
 vsqrt = _unary_intrinsic("llvm.sqrt.v4f64")
 vabs = _unary_intrinsic("llvm.fabs.v4f64")
 vrint = _unary_intrinsic("llvm.rint.v4f64")  # round half to even (the default rounding mode)
+vtrunc = _unary_intrinsic("llvm.trunc.v4f64")  # toward zero (Python's int() of a float)
 
 
 def _compare(pred):
@@ -406,20 +401,6 @@ def gather(typingctx, ary, idx):
             v = builder.load(builder.gep(data, [i]))
             out = builder.insert_element(out, context.cast(builder, v, dtype, types.float64), pos)
         return out
-
-    return sig, codegen
-
-
-@intrinsic
-def vtrunc(typingctx, a):
-    """Round toward zero (Python's int() of a float), lane by lane."""
-    sig = vec4(vec4)
-
-    def codegen(context, builder, signature, args):
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(_V4, [_V4]), "llvm.trunc.v4f64"
-        )
-        return builder.call(fn, args)
 
     return sig, codegen
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hpcgen.generators.tracks import rk4
-from hpcgen.generators.tracks.fields import KIND_MAP, SLOPE, STEP_LIMIT
+from hpcgen.generators.tracks.fields import ABORTED, KIND_MAP, SLOPE, STEP_LIMIT
 from hpcgen.generators.tracks.tableaus import TABLEAUS, Tableau
 
 #: Numerical Recipes' safety factor on the step scale (LHCb's default is 1.0, with a looser
@@ -262,7 +262,7 @@ def propagate_reference(state, z0, z1, field, st: StepperSettings):
     else:
         _adaptive(field, tab, st, s, z, z0, z1, kap, status, nsteps)
     out = np.stack(s, axis=1)
-    out[(status & (STEP_LIMIT | SLOPE)) != 0] = np.nan
+    out[(status & ABORTED) != 0] = np.nan
     return out, status, nsteps
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import cached_property
 
 import numpy as np
 
@@ -27,7 +28,7 @@ class Tableau:
     def stages(self) -> int:
         return len(self.b)
 
-    @property
+    @cached_property  # the numpy reference reads c and e every step
     def c(self) -> np.ndarray:
         """Stage nodes: the row sums of ``a``, as the exact fractions they are (a float row sum
         can miss by an ulp: Dormand-Prince's last node would be 1 - 2e-16, not 1)."""
@@ -37,7 +38,7 @@ class Tableau:
     def adaptive(self) -> bool:
         return self.bhat is not None
 
-    @property
+    @cached_property
     def e(self) -> np.ndarray:
         """Error weights b - bhat (zeros for a fixed-step scheme)."""
         return self.b - self.bhat if self.bhat is not None else np.zeros_like(self.b)
