@@ -139,6 +139,33 @@ def test_lanes_hand_tracks_over_in_every_case(scheme, n):
         assert scheme == "rk4" or any(f & STEP_LIMIT for f in flags)
 
 
+def test_map_tracks_run_column_by_column_in_a_serpentine():
+    """run_order: a permutation of the tracks, by 400 mm x column of the half-way point, y up in
+    even columns and down in odd ones; tracks far outside the grid join the edge columns."""
+    from hpcgen.generators.tracks.kernels_numba import run_order
+
+    rng = np.random.default_rng(5)
+    n = 2000
+    state = np.zeros((n, 5))
+    state[:, 0] = rng.uniform(-4000, 4000, n)
+    state[:, 1] = rng.uniform(-4000, 4000, n)
+    state[:, 2] = rng.uniform(-0.3, 0.3, n)
+    state[:, 3] = rng.uniform(-0.3, 0.3, n)
+    state[:3, 0] = [1e9, -1e9, 3e4]
+    z0 = np.full(n, 3000.0)
+    z1 = rng.uniform(-3000, 9000, n)
+    order = run_order(state, z0, z1)
+    np.testing.assert_array_equal(np.sort(order), np.arange(n))
+    s, h = state[order], ((z1 - z0) * (0.5 / 400.0))[order]  # the half-way point, in columns
+    cx = np.clip(np.floor(s[:, 0] * (1 / 400.0) + s[:, 2] * h), -64, 63)
+    cy = np.clip(np.floor(s[:, 1] * (1 / 400.0) + s[:, 3] * h), -64, 63)
+    assert (np.diff(cx) >= 0).all()
+    for c in np.unique(cx):
+        ys = cy[cx == c]
+        assert (np.diff(ys) >= 0).all() if c % 2 == 0 else (np.diff(ys) <= 0).all()
+    assert cx[-1] == 63 and cx[0] == -64  # the far tracks sit in the edge columns
+
+
 def test_grid_aware_steps_reach_1_um_through_the_map(synth_field):
     """Through a trilinear map the embedded error estimate misses the kinks at grid planes: with
     1 m steps the error against a fine RK4 (0.5 mm) through the same interpolant reaches ~0.1 mm;

@@ -654,28 +654,43 @@ def kernel_for(scheme: str) -> Any:
     return _KERNELS[scheme]
 
 
+def run_order(state: np.ndarray, z0: np.ndarray, z1: np.ndarray) -> np.ndarray:
+    """The order to run map tracks in: by the 400 x 400 mm column a track crosses half-way, x
+    columns with y alternately up and down, so that neighbours in the loop read the same cache
+    lines of the 12 MB node array (1.5x faster than unsorted, 1.06x than 200 mm bins in plain
+    order). Columns beyond +-25.6 m (far outside any map) share the edge ones: the key fits 14
+    bits, which numpy sorts by radix (2 ms for 200,000 tracks; a lexsort of the float columns
+    took 33 ms, a sixth of the kernel's time)."""
+    h = (z1 - z0) * (0.5 / 400.0)
+
+    def column(a: int) -> np.ndarray:
+        v = state[:, a] * (1.0 / 400.0) + state[:, a + 2] * h
+        np.floor(v, out=v)
+        np.clip(v, -64.0, 63.0, out=v)
+        return v.astype(np.int16) + np.int16(64)  # 0 .. 127
+
+    cx, cy = column(0), column(1)
+    return np.argsort((cx << 7) | np.where(cx & 1, 127 - cy, cy), kind="stable")
+
+
 def propagate_numba(state, z0, z1, field, settings):
     """numba kernel on host arrays: (Y (n, 4), status uint8, n_steps int32).
 
-    Through a map, tracks are run in the order of the 400 x 400 mm column they cross half-way
-    (x columns, y alternately up and down), so that neighbours in the loop read the same cache
-    lines of the 12 MB node array (1.5x faster than unsorted, 1.06x than 200 mm bins in plain
-    order; each track's result does not depend on the order)."""
+    Through a map the tracks are run in run_order (gathered into that order and the results
+    put back: each track's result does not depend on the order; reading them in place from the
+    kernel instead costs 1.2x in cache and TLB misses)."""
     state = np.ascontiguousarray(state, dtype=np.float64)
     z0 = np.ascontiguousarray(z0, dtype=np.float64)
     z1 = np.ascontiguousarray(z1, dtype=np.float64)
     n = len(state)
+    kind, fpar, fmap, imap, mask, bmap = field.kernel_args()
     order = None
-    if field.kind == KIND_MAP and n > 1:
-        half = 0.5 * (z1 - z0)
-        cx = np.floor((state[:, 0] + state[:, 2] * half) / 400.0)
-        cy = np.floor((state[:, 1] + state[:, 3] * half) / 400.0)
-        order = np.lexsort((np.where(cx % 2 == 0, cy, -cy), cx))  # y down, up, down, ...
-        state, z0, z1 = state[order], z0[order], z1[order]
+    if kind == KIND_MAP and n > 1:
+        order = run_order(state, z0, z1)
+        state, z0, z1 = np.take(state, order, axis=0), np.take(z0, order), np.take(z1, order)
     out = np.empty((n, 4))
     status = np.zeros(n, np.uint8)
     nsteps = np.zeros(n, np.int32)
-    kind, fpar, fmap, imap, mask, bmap = field.kernel_args()
     ru = _map_runs(field) if kind == KIND_MAP else np.zeros(24)
     kernel_for(settings.scheme)(
         state, z0, z1, out, status, nsteps, kind, fpar, fmap, imap, mask, bmap, ru,
@@ -684,5 +699,5 @@ def propagate_numba(state, z0, z1, field, settings):
     if order is not None:
         inv = np.empty(n, np.int64)
         inv[order] = np.arange(n)
-        out, status, nsteps = out[inv], status[inv], nsteps[inv]
+        out, status, nsteps = np.take(out, inv, axis=0), np.take(status, inv), np.take(nsteps, inv)
     return out, status, nsteps
