@@ -87,11 +87,11 @@ def test_numba_equals_the_reference_in_analytic_fields(field, scheme):
 
 
 def test_vector_exp_and_step_power_are_the_definitions_to_the_bit():
-    """numba's four-lane exp and pow (simd.py) against stepper.exp_series and step_power (numpy):
+    """numba's vector exp and pow (simd.py) against stepper.exp_series and step_power (numpy):
     the same bits everywhere, and within 3 ulp of libm where the step control uses them."""
     from numba import njit
 
-    from hpcgen.generators.tracks.simd import vexp, vload, vpow, vstore
+    from hpcgen.generators.tracks.simd import LANES, vexp, vload, vpow, vstore
     from hpcgen.generators.tracks.stepper import exp_series, step_power
 
     @njit
@@ -100,13 +100,13 @@ def test_vector_exp_and_step_power_are_the_definitions_to_the_bit():
             vstore(out, r, vexp(vload(x, r)) if p == 0.0 else vpow(vload(x, r), p))
 
     rng = np.random.default_rng(5)
-    x = rng.uniform(-800.0, 800.0, (5000, 4))
-    x[0] = [-np.inf, np.inf, np.nan, 0.0]
+    x = rng.uniform(-800.0, 800.0, (5000, LANES))
+    x[0, :4] = [-np.inf, np.inf, np.nan, 0.0]
     out = np.empty_like(x)
     run(x, out, 0.0)
     np.testing.assert_array_equal(out, exp_series(x))
-    e = np.exp(rng.uniform(-750.0, 700.0, (5000, 4)))
-    e[0] = [0.0, np.inf, np.nan, 5e-324]
+    e = np.exp(rng.uniform(-750.0, 700.0, (5000, LANES)))
+    e[0, :4] = [0.0, np.inf, np.nan, 5e-324]
     ok = (e > 1e-6) & (e < 1e6)
     for p in (-1 / 2, -1 / 3, -1 / 4, -1 / 5):
         run(e, out, p)
@@ -115,7 +115,7 @@ def test_vector_exp_and_step_power_are_the_definitions_to_the_bit():
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
-@pytest.mark.parametrize("n", [0, 1, 3, 4, 5, 11])
+@pytest.mark.parametrize("n", [0, 1, 3, 4, 5, 8, 11, 17])
 def test_lanes_hand_tracks_over_in_every_case(scheme, n):
     """The numba kernel runs LANES tracks at a time and a lane whose track ends takes the next:
     zero-length tracks, slope stops, step-limit stops, backward tracks and batches smaller or
@@ -390,12 +390,12 @@ def _lookup_points(ax: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 @pytest.mark.parametrize("axes", ["synth", "uneven"])
 def test_numba_map_lookup_is_the_reference_to_the_bit(axes):
-    """The kernel's four-lane lookup (uniform-run fast path or index table, lanes mixed) against
+    """The kernel's vector lookup (uniform-run fast path or index table, lanes mixed) against
     FieldMap.lookup, bit for bit, at nodes, one ulp off them, at and outside the ends."""
     from numba import njit
 
     from hpcgen.generators.tracks import kernels_numba as kn
-    from hpcgen.generators.tracks.simd import vload, vstore
+    from hpcgen.generators.tracks.simd import LANES, vload, vstore
 
     @njit(cache=False)
     def run(has_mask, fmap, imap, mask, bmap, ru, P, out):
@@ -420,17 +420,18 @@ def test_numba_map_lookup_is_the_reference_to_the_bit(axes):
     grid = fm.MapGrid(xs, ys, zs, B)
     mask = rng.random((len(xs) - 1, len(ys) - 1, len(zs) - 1)) < 0.1
     field = FieldMap(grid, mask=mask.astype(np.uint8))
-    n = 4 * 600
+    n = LANES * 300
     x, y, z = (np.resize(_lookup_points(a, rng), n) for a in (xs, ys, zs))
-    # some rows with all four lanes inside the grid, so each axis's fast path runs
+    # some rows with all lanes inside the grid, so each axis's fast path runs
     inner = lambda a, m: rng.uniform(a[0], a[-1], m)  # noqa: E731
     x[:400], y[:400], z[:400] = inner(xs, 400), inner(ys, 400), inner(zs, 400)
     ref = field.lookup(x, y, z)
     _, fpar, fmap, imap, mask_a, bmap = field.kernel_args()
-    P = np.stack([x.reshape(-1, 4), y.reshape(-1, 4), z.reshape(-1, 4)], 1).reshape(-1, 4)
-    out = np.zeros((4 * (n // 4), 4))
+    rows = [a.reshape(-1, LANES) for a in (x, y, z)]
+    P = np.stack(rows, 1).reshape(-1, LANES)
+    out = np.zeros((4 * (n // LANES), LANES))
     run(fpar[0] != 0.0, fmap, imap, mask_a, bmap, kn._uniform_runs(fmap, imap), P, out)
-    got = out.reshape(-1, 4, 4).transpose(1, 0, 2).reshape(4, -1)
+    got = out.reshape(-1, 4, LANES).transpose(1, 0, 2).reshape(4, -1)
     for c in range(3):
         np.testing.assert_array_equal(got[c].view(np.int64), ref[c].view(np.int64))
     np.testing.assert_array_equal(got[3], ref[3].astype(np.float64))

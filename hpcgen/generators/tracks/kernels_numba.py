@@ -1,4 +1,4 @@
-"""Compiled CPU kernel (numba): four tracks at a time in vector registers, no Python per step.
+"""Compiled CPU kernel (numba): eight tracks at a time in vector registers, no Python per step.
 
 The same algorithm as stepper.propagate_reference, operation for operation (stepper.py is the
 definition); the field lookups (uniform, Gaussian, trilinear map) are compiled into the stepping
@@ -37,6 +37,7 @@ from hpcgen.generators.tracks.fields import (
 )
 from hpcgen.generators.tracks.rk4 import C_LIGHT
 from hpcgen.generators.tracks.simd import (
+    LANES,
     gather,
     mand,
     many,
@@ -124,8 +125,8 @@ def _geometry(fmap, imap):
 
 @njit(cache=True, _nrt=False, inline="always")
 def _axis_cell_v(fmap, imap, n, off, off_inv, off_tab, ntab, a0, fine, v):
-    """Cell i with ax[i] <= v < ax[i+1] (clamped to [0, n-2]) and the fraction in it, for four
-    lanes (Vec4 v; indices as whole float64), as FieldMap.lookup: the fine index table gets within
+    """Cell i with ax[i] <= v < ax[i+1] (clamped to [0, n-2]) and the fraction in it, for all
+    lanes (Vec v; indices as whole float64), as FieldMap.lookup: the fine index table gets within
     one cell, the two correction loops (run until no lane moves) make it exact (= searchsorted)."""
     j = vtrunc((v - a0) * fine)
     j = select(vge(j, 0.0), j, 0.0)  # NaN as the scalar int(NaN): cell of bin 0
@@ -149,7 +150,7 @@ def _axis_cell_v(fmap, imap, n, off, off_inv, off_tab, ntab, a0, fine, v):
 
 @njit(cache=True, _nrt=False, inline="always")
 def _axis_cell_run_v(v, s, m, a_s, h, r, inv):
-    """_axis_cell_v for four lanes inside an axis's uniform run (nodes a_s + u h, u = 0..m + 1,
+    """_axis_cell_v for all lanes inside an axis's uniform run (nodes a_s + u h, u = 0..m + 1,
     exactly the axis's values, one inverse spacing inv): the cell by one multiply, corrected
     against the computed edges (no table or edge loads); the same cell and fraction."""
     u = vtrunc((v - a_s) * r)
@@ -172,7 +173,7 @@ def _axis_cell_run_v(v, s, m, a_s, h, r, inv):
 
 @njit(cache=True, _nrt=False, inline="always")
 def _axis_cell_any_v(fmap, imap, n, off, off_inv, off_tab, ntab, a0, fine, ru, b, v):
-    """The cell and fraction of four lanes: by the uniform run (ru[b:b + 8]) when all lanes lie
+    """The cell and fraction of all lanes: by the uniform run (ru[b:b + 8]) when all lanes lie
     in it, else by the index table."""
     inrun = mand(vge(v, ru[b + 2]), mor(vlt(v, ru[b + 3]), mnot(vgt(v, ru[b + 4]))))
     if not many(mnot(inrun)):
@@ -183,7 +184,7 @@ def _axis_cell_any_v(fmap, imap, n, off, off_inv, off_tab, ntab, a0, fine, ru, b
 @njit(cache=True, _nrt=False, inline="always")
 def _lerp_v(a, b, c, d, m, tx, ty, tz):
     """Component m of the trilinear interpolation (FieldMap.lookup's order: z, then y, then x) for
-    four lanes, from the z node pairs of the corners (i, j), (i, j+1), (i+1, j), (i+1, j+1)
+    all lanes, from the z node pairs of the corners (i, j), (i, j+1), (i+1, j), (i+1, j+1)
     (simd.zpair: component m at k is [m], at k + 1 is [m + 3])."""
     c00 = a[m] * (1.0 - tz) + a[m + 3] * tz
     c01 = b[m] * (1.0 - tz) + b[m + 3] * tz
@@ -196,8 +197,8 @@ def _lerp_v(a, b, c, d, m, tx, ty, tz):
 
 @njit(cache=True, _nrt=False, inline="always")
 def _map_field_v(has_mask, fmap, imap, mask, bmap, gi, gf, ru, x, y, z):
-    """Trilinear lookup (FieldMap.lookup, same arithmetic) for four lanes: (Bx, By, Bz, flags),
-    each a Vec4 (flags as whole float64). Zero and LEFT_VOLUME outside the grid."""
+    """Trilinear lookup (FieldMap.lookup, same arithmetic) for all lanes: (Bx, By, Bz, flags),
+    each a Vec (flags as whole float64). Zero and LEFT_VOLUME outside the grid."""
     nx, ny, nz = gi[0], gi[1], gi[2]
     ox, oy, oz = gi[4], gi[5], gi[6]
     x0, x1 = fmap[ox], fmap[ox + nx - 1]
@@ -265,9 +266,6 @@ def _plane_distance(fmap, gi, mode, x, y, z, tx, ty, direction):
     return d
 
 
-#: tracks in flight per kernel loop: the four float64 lanes of an AVX2 vector (simd.Vec4)
-LANES = 4
-
 # rows of the per-lane float (LF) and integer (LI) work arrays
 F_KAP, F_Z, F_ZE, F_DIR, F_TOLT, F_HC, F_H, F_HS, F_BY0, F_BY1, F_EOT, F_HNEW, F_FL = range(13)
 I_IDX, I_ATT, I_NST, I_ST, I_LAST, I_SHORT, I_NFULL, I_DONE, I_K0, I_FL0, I_BY0 = range(11)
@@ -315,11 +313,11 @@ def _make_kernel(tab: Tableau) -> Any:
     """The kernel for one tableau: its coefficients become compile-time constants.
 
     Each track runs the scalar algorithm of stepper.py (fixed: floor(|dz|/step) steps then the
-    remainder; adaptive: LHCb's step control), operation for operation. LANES = 4 tracks are in
-    flight at once, one in each lane of an AVX2 vector (simd.Vec4): the stages, the field
-    (Gaussian: simd.vexp; map: _map_field_v, four points at once), the error estimate and the
-    next step size (simd.vpow = stepper.step_power) are computed for the four at once, in vector
-    instructions that give each lane the bits of the scalar ones (1.9x the scalar lanes). The
+    remainder; adaptive: LHCb's step control), operation for operation. simd.LANES = 8 tracks
+    are in flight at once, one in each lane of a vector (simd.Vec: two AVX2 registers): the
+    stages, the field (Gaussian: simd.vexp; map: _map_field_v, all points at once), the error
+    estimate and the next step size (simd.vpow = stepper.step_power) are computed for all lanes
+    at once, in vector instructions that give each lane the bits of the scalar ones. The
     bookkeeping (the next step's length, accept or reject) is scalar, lane by lane. A lane whose
     track ends takes the next one. The closure holds only numbers and arrays: numba's on-disk
     cache keys on them (a dispatcher in the closure would make every process compile again)."""
@@ -352,7 +350,7 @@ def _make_kernel(tab: Tableau) -> Any:
         NaN if stopped), status[t] (flags) and nsteps[t] (accepted steps). S ... LI are zeroed
         work arrays (work_arrays): the kernel runs without numba's reference counting (NRT), so
         it allocates nothing, and the map arrays its inlined lookups take are not reference
-        counted at every lookup (with NRT: ~28 atomic increments and decrements per four-point
+        counted at every lookup (with NRT: ~28 atomic increments and decrements per vector
         lookup, 1.3-1.5x the time through a map)."""
         if SOURCE_KEY < 0:  # never (the digest is >= 0): puts it in the closure, the cache key
             return
@@ -449,7 +447,7 @@ def _make_kernel(tab: Tableau) -> Any:
                         running -= 1
             if running == 0:
                 break
-            # --- the Runge-Kutta stages (stepper.rk_step): the four lanes as one vector -----------
+            # --- the Runge-Kutta stages (stepper.rk_step): the lanes as one vector ----------------
             # (idle lanes compute on their last values: harmless, and no branch in the lanes)
             hs = vload(LF, F_HS)
             zz = vload(LF, F_Z)
@@ -627,7 +625,7 @@ def _map_runs(field: Any) -> np.ndarray:
 
 def _zeros_aligned(shape: tuple[int, ...], dtype: type) -> np.ndarray:
     """Zeros whose first element sits on a 64-byte boundary (a cache line): the kernel's vector
-    rows (4 x 8 bytes) then never straddle two lines (numpy aligns to 16 bytes only)."""
+    rows (LANES x 8 bytes) then never straddle two lines (numpy aligns to 16 bytes only)."""
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
     buf = np.zeros(nbytes + 64, np.uint8)
     off = -buf.ctypes.data % 64

@@ -1,12 +1,12 @@
-"""Four float64 lanes as one LLVM vector (<4 x double>, one AVX2 register) for the numba kernel.
+"""LANES float64 lanes as one LLVM vector (<LANES x double>) for the numba kernel.
 
-numba's compiler does not vectorise the kernel's loops over its four lanes by itself (math.exp
+numba's compiler does not vectorise the kernel's loops over its lanes by itself (math.exp
 and math.pow are library calls, and it cannot prove the work arrays apart), so the lanes are
-written as explicit vector values: ``Vec4`` with +, -, *, / (IEEE, the same bits as the scalar
+written as explicit vector values: ``Vec`` with +, -, *, / (IEEE, the same bits as the scalar
 operations lane by lane), sqrt, abs, min/max as Python's builtins, comparisons giving a
-``Mask4`` and ``select``. Loads and stores move a row of 4 float64 between a work array
-(shape (rows, 4), C order) and a vector. ``vexp`` and ``vpow`` are branch-free vector versions of
-exp and pow: within 2 ulp of libm's (so not always its exact bits; see docs/tracks.md).
+``Mask`` and ``select``. Loads and stores move a row of LANES float64 between a work array
+(shape (rows, LANES), C order) and a vector. ``vexp`` and ``vpow`` are branch-free vector
+versions of exp and pow: within 2 ulp of libm's (so not always its exact bits; see docs/tracks.md).
 """
 
 from __future__ import annotations
@@ -23,61 +23,67 @@ from hpcgen.generators.tracks.stepper import LN2_HI, LN2_LO, LOG2E, SQRT2
 
 _F64 = ir.DoubleType()
 _I64 = ir.IntType(64)
-_V4 = ir.VectorType(_F64, 4)
-_I4 = ir.VectorType(_I64, 4)
-_B4 = ir.VectorType(ir.IntType(1), 4)
+#: tracks per vector: eight float64 lanes, two AVX2 registers (one AVX-512), so every operation
+#: is two independent halves the core overlaps (a lookup's node loads, a square root): x1.07-1.16
+#: through the map and x1.27 with the Gaussian field over four lanes (one register), the same bits
+LANES = 8
+assert LANES % 4 == 0 and LANES & (LANES - 1) == 0  # zpair transposes blocks of four, joins pairs
+_V = ir.VectorType(_F64, LANES)
+_IV = ir.VectorType(_I64, LANES)
+_BV = ir.VectorType(ir.IntType(1), LANES)
 
 
-class Vec4Type(types.Type):
-    """Four float64 lanes."""
-
-    def __init__(self) -> None:
-        super().__init__(name="Vec4")
-
-
-class Mask4Type(types.Type):
-    """Four booleans (a comparison of two Vec4)."""
+class VecType(types.Type):
+    """LANES float64 lanes."""
 
     def __init__(self) -> None:
-        super().__init__(name="Mask4")
+        super().__init__(name="Vec")
 
 
-vec4 = Vec4Type()
-mask4 = Mask4Type()
+class MaskType(types.Type):
+    """LANES booleans (a comparison of two Vec)."""
+
+    def __init__(self) -> None:
+        super().__init__(name="Mask")
 
 
-@register_model(Vec4Type)
-class _Vec4Model(models.PrimitiveModel):
+vec = VecType()
+maskv = MaskType()
+
+
+@register_model(VecType)
+class _VecModel(models.PrimitiveModel):
     def __init__(self, dmm, fe_type):
-        super().__init__(dmm, fe_type, _V4)
+        super().__init__(dmm, fe_type, _V)
 
 
-@register_model(Mask4Type)
-class _Mask4Model(models.PrimitiveModel):
+@register_model(MaskType)
+class _MaskModel(models.PrimitiveModel):
     def __init__(self, dmm, fe_type):
-        super().__init__(dmm, fe_type, _I4)  # 0 / -1 per lane (i1 vectors do not sit in memory)
+        super().__init__(dmm, fe_type, _IV)  # 0 / -1 per lane (i1 vectors do not sit in memory)
 
 
 def _splat(builder, x):
-    v = ir.Constant(_V4, ir.Undefined)
-    for i in range(4):
+    v = ir.Constant(_V, ir.Undefined)
+    for i in range(LANES):
         v = builder.insert_element(v, x, ir.Constant(ir.IntType(32), i))
     return v
 
 
 def _as_vec(context, builder, ty, val):
-    """A Vec4 argument as is; a scalar one cast to float64 and repeated in the four lanes."""
-    if isinstance(ty, Vec4Type):
+    """A Vec argument as is; a scalar one cast to float64 and repeated in all lanes."""
+    if isinstance(ty, VecType):
         return val
     return _splat(builder, context.cast(builder, val, ty, types.float64))
 
 
 def _row_pointer(context, builder, aryty, ary, row):
-    """Address of ary[row, 0] as a <4 x double>* (row of a C-ordered (rows, 4) float64 array)."""
+    """Address of ary[row, 0] as a <LANES x double>* (row of a C-ordered (rows, LANES) float64
+    array)."""
     arr = context.make_array(aryty)(context, builder, ary)
     zero = ir.Constant(_I64, 0)
     ptr = cgutils.get_item_pointer(context, builder, aryty, arr, [row, zero], wraparound=False)
-    return builder.bitcast(ptr, _V4.as_pointer())
+    return builder.bitcast(ptr, _V.as_pointer())
 
 
 # --- construction, loads, stores, lanes ---------------------------------------------------------
@@ -85,8 +91,8 @@ def _row_pointer(context, builder, aryty, ary, row):
 
 @intrinsic
 def splat(typingctx, x):
-    """x in all four lanes."""
-    sig = vec4(x)
+    """x in all lanes."""
+    sig = vec(x)
 
     def codegen(context, builder, signature, args):
         return _as_vec(context, builder, signature.args[0], args[0])
@@ -96,8 +102,8 @@ def splat(typingctx, x):
 
 @intrinsic
 def vload(typingctx, ary, row):
-    """ary[row, 0:4] as a Vec4 (ary: float64, shape (rows, 4), C order)."""
-    sig = vec4(ary, types.intp)
+    """ary[row, :] as a Vec (ary: float64, shape (rows, LANES), C order)."""
+    sig = vec(ary, types.intp)
 
     def codegen(context, builder, signature, args):
         ptr = _row_pointer(context, builder, signature.args[0], args[0], args[1])
@@ -108,8 +114,8 @@ def vload(typingctx, ary, row):
 
 @intrinsic
 def vstore(typingctx, ary, row, v):
-    """ary[row, 0:4] = v."""
-    sig = types.void(ary, types.intp, vec4)
+    """ary[row, :] = v."""
+    sig = types.void(ary, types.intp, vec)
 
     def codegen(context, builder, signature, args):
         ptr = _row_pointer(context, builder, signature.args[0], args[0], args[1])
@@ -121,17 +127,17 @@ def vstore(typingctx, ary, row, v):
 
 @intrinsic
 def mload(typingctx, ary, row):
-    """ary[row, 0:4] != 0 as a Mask4 (ary: int64, shape (rows, 4), C order)."""
-    sig = mask4(ary, types.intp)
+    """ary[row, :] != 0 as a Mask (ary: int64, shape (rows, LANES), C order)."""
+    sig = maskv(ary, types.intp)
 
     def codegen(context, builder, signature, args):
         arr = context.make_array(signature.args[0])(context, builder, args[0])
         zero = ir.Constant(_I64, 0)
         idx = [args[1], zero]
         ptr = cgutils.get_item_pointer(context, builder, signature.args[0], arr, idx, False)
-        v = builder.load(builder.bitcast(ptr, _I4.as_pointer()), align=8)
-        ne = builder.icmp_signed("!=", v, ir.Constant(_I4, [0] * 4))
-        return builder.sext(ne, _I4)
+        v = builder.load(builder.bitcast(ptr, _IV.as_pointer()), align=8)
+        ne = builder.icmp_signed("!=", v, ir.Constant(_IV, [0] * LANES))
+        return builder.sext(ne, _IV)
 
     return sig, codegen
 
@@ -139,11 +145,11 @@ def mload(typingctx, ary, row):
 @intrinsic
 def select(typingctx, m, a, b):
     """a where m, else b, lane by lane."""
-    sig = vec4(mask4, a, b)
+    sig = vec(maskv, a, b)
 
     def codegen(context, builder, signature, args):
         _, ta, tb = signature.args
-        cond = builder.trunc(args[0], _B4)
+        cond = builder.trunc(args[0], _BV)
         va = _as_vec(context, builder, ta, args[1])
         vb = _as_vec(context, builder, tb, args[2])
         return builder.select(cond, va, vb)
@@ -157,7 +163,7 @@ def select(typingctx, m, a, b):
 def _binary(name):
     @intrinsic
     def op(typingctx, a, b):
-        sig = vec4(a, b)
+        sig = vec(a, b)
 
         def codegen(context, builder, signature, args):
             ta, tb = signature.args
@@ -177,8 +183,8 @@ _vdiv = _binary("fdiv")
 
 
 def _is_operand_pair(a, b):
-    vec = isinstance(a, Vec4Type) or isinstance(b, Vec4Type)
-    ok = all(isinstance(t, (Vec4Type, types.Float, types.Integer)) for t in (a, b))
+    vec = isinstance(a, VecType) or isinstance(b, VecType)
+    ok = all(isinstance(t, (VecType, types.Float, types.Integer)) for t in (a, b))
     return vec and ok
 
 
@@ -201,11 +207,11 @@ for _op, _fn in (
 def _unary_intrinsic(llvm_name):
     @intrinsic
     def op(typingctx, a):
-        sig = vec4(vec4)
+        sig = vec(vec)
 
         def codegen(context, builder, signature, args):
             fn = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(_V4, [_V4]), llvm_name
+                builder.module, ir.FunctionType(_V, [_V]), llvm_name
             )
             return builder.call(fn, args)
 
@@ -214,22 +220,22 @@ def _unary_intrinsic(llvm_name):
     return op
 
 
-vsqrt = _unary_intrinsic("llvm.sqrt.v4f64")
-vabs = _unary_intrinsic("llvm.fabs.v4f64")
-vrint = _unary_intrinsic("llvm.rint.v4f64")  # round half to even (the default rounding mode)
-vtrunc = _unary_intrinsic("llvm.trunc.v4f64")  # toward zero (Python's int() of a float)
+vsqrt = _unary_intrinsic(f"llvm.sqrt.v{LANES}f64")
+vabs = _unary_intrinsic(f"llvm.fabs.v{LANES}f64")
+vrint = _unary_intrinsic(f"llvm.rint.v{LANES}f64")  # round half to even (the default rounding mode)
+vtrunc = _unary_intrinsic(f"llvm.trunc.v{LANES}f64")  # toward zero (Python's int() of a float)
 
 
 def _compare(pred):
     @intrinsic
     def op(typingctx, a, b):
-        sig = mask4(a, b)
+        sig = maskv(a, b)
 
         def codegen(context, builder, signature, args):
             ta, tb = signature.args
             va = _as_vec(context, builder, ta, args[0])
             vb = _as_vec(context, builder, tb, args[1])
-            return builder.sext(builder.fcmp_ordered(pred, va, vb), _I4)
+            return builder.sext(builder.fcmp_ordered(pred, va, vb), _IV)
 
         return sig, codegen
 
@@ -244,7 +250,7 @@ vlt = _compare("<")
 @intrinsic
 def mor(typingctx, a, b):
     """Lane-wise or of two masks."""
-    sig = mask4(mask4, mask4)
+    sig = maskv(maskv, maskv)
 
     def codegen(context, builder, signature, args):
         return builder.or_(args[0], args[1])
@@ -255,7 +261,7 @@ def mor(typingctx, a, b):
 @intrinsic
 def mand(typingctx, a, b):
     """Lane-wise and of two masks."""
-    sig = mask4(mask4, mask4)
+    sig = maskv(maskv, maskv)
 
     def codegen(context, builder, signature, args):
         return builder.and_(args[0], args[1])
@@ -266,7 +272,7 @@ def mand(typingctx, a, b):
 @intrinsic
 def vmax(typingctx, a, b):
     """Python's max(a, b) lane by lane: b if b > a else a (same result for NaN and -0)."""
-    sig = vec4(a, b)
+    sig = vec(a, b)
 
     def codegen(context, builder, signature, args):
         ta, tb = signature.args
@@ -280,7 +286,7 @@ def vmax(typingctx, a, b):
 @intrinsic
 def vmin(typingctx, a, b):
     """Python's min(a, b) lane by lane: b if b < a else a."""
-    sig = vec4(a, b)
+    sig = vec(a, b)
 
     def codegen(context, builder, signature, args):
         ta, tb = signature.args
@@ -295,15 +301,15 @@ def vmin(typingctx, a, b):
 def _pow2i(typingctx, k):
     """2.0**k for integral k in [-1022, 1023] (built from the exponent bits). k + 1.5 * 2**52
     holds k in its low mantissa bits (two's complement): AVX2 has no vector float64 -> int64
-    conversion, and this costs one add instead of four scalar ones."""
-    sig = vec4(vec4)
+    conversion, and this costs one add instead of a scalar one per lane."""
+    sig = vec(vec)
 
     def codegen(context, builder, signature, args):
-        shifted = builder.fadd(args[0], ir.Constant(_V4, [6755399441055744.0] * 4))
-        ki = builder.bitcast(shifted, _I4)
-        biased = builder.add(ki, ir.Constant(_I4, [1023] * 4))
-        bits = builder.shl(biased, ir.Constant(_I4, [52] * 4))
-        return builder.bitcast(bits, _V4)
+        shifted = builder.fadd(args[0], ir.Constant(_V, [6755399441055744.0] * LANES))
+        ki = builder.bitcast(shifted, _IV)
+        biased = builder.add(ki, ir.Constant(_IV, [1023] * LANES))
+        bits = builder.shl(biased, ir.Constant(_IV, [52] * LANES))
+        return builder.bitcast(bits, _V)
 
     return sig, codegen
 
@@ -311,15 +317,15 @@ def _pow2i(typingctx, k):
 @intrinsic
 def _split(typingctx, x):
     """(m, e) with x = m * 2**e, m in [1, 2), for normal positive x (exponent bits taken apart)."""
-    sig = types.UniTuple(vec4, 2)(vec4)
+    sig = types.UniTuple(vec, 2)(vec)
 
     def codegen(context, builder, signature, args):
-        bits = builder.bitcast(args[0], _I4)
-        biased = builder.lshr(bits, ir.Constant(_I4, [52] * 4))
-        e = builder.sub(biased, ir.Constant(_I4, [1023] * 4))
-        low = builder.and_(bits, ir.Constant(_I4, [(1 << 52) - 1] * 4))
-        m = builder.bitcast(builder.or_(low, ir.Constant(_I4, [1023 << 52] * 4)), _V4)
-        return context.make_tuple(builder, signature.return_type, [m, builder.sitofp(e, _V4)])
+        bits = builder.bitcast(args[0], _IV)
+        biased = builder.lshr(bits, ir.Constant(_IV, [52] * LANES))
+        e = builder.sub(biased, ir.Constant(_IV, [1023] * LANES))
+        low = builder.and_(bits, ir.Constant(_IV, [(1 << 52) - 1] * LANES))
+        m = builder.bitcast(builder.or_(low, ir.Constant(_IV, [1023 << 52] * LANES)), _V)
+        return context.make_tuple(builder, signature.return_type, [m, builder.sitofp(e, _V)])
 
     return sig, codegen
 
@@ -372,30 +378,30 @@ def vpow(x, p):
     return vexp(p * vlog(vmin(vmax(x, 1e-300), 1e300)))
 
 
-# --- gathers (four loads, one per lane: AVX2's gather instructions are no faster on AMD) --------
+# --- gathers (one load per lane: AVX2's gather instructions are no faster on AMD) --------------
 
 
 def _lane_indices(builder, idx):
-    """A Vec4 of whole numbers in [0, 2**51) as <4 x i64>: idx + 1.5 * 2**52 holds each in its
-    low mantissa bits (one vector add and subtract instead of four scalar conversions)."""
-    shifted = builder.fadd(idx, ir.Constant(_V4, [6755399441055744.0] * 4))
-    bits = builder.bitcast(shifted, _I4)
-    return builder.sub(bits, ir.Constant(_I4, [0x4338000000000000] * 4))
+    """A Vec of whole numbers in [0, 2**51) as <LANES x i64>: idx + 1.5 * 2**52 holds each in its
+    low mantissa bits (one vector add and subtract instead of a scalar conversion per lane)."""
+    shifted = builder.fadd(idx, ir.Constant(_V, [6755399441055744.0] * LANES))
+    bits = builder.bitcast(shifted, _IV)
+    return builder.sub(bits, ir.Constant(_IV, [0x4338000000000000] * LANES))
 
 
 @intrinsic
 def gather(typingctx, ary, idx):
-    """(ary[idx[0]], ..., ary[idx[3]]) as float64 (1-d array of any number type; idx holds whole
-    numbers >= 0, as float64: exact below 2**53)."""
-    sig = vec4(ary, vec4)
+    """(ary[idx[0]], ..., ary[idx[LANES - 1]]) as float64 (1-d array of any number type; idx
+    holds whole numbers >= 0, as float64: exact below 2**53)."""
+    sig = vec(ary, vec)
 
     def codegen(context, builder, signature, args):
         aryty = signature.args[0]
         data = context.make_array(aryty)(context, builder, args[0]).data
         dtype = aryty.dtype
-        out = ir.Constant(_V4, ir.Undefined)
+        out = ir.Constant(_V, ir.Undefined)
         ivec = _lane_indices(builder, args[1])
-        for ln in range(4):
+        for ln in range(LANES):
             pos = ir.Constant(ir.IntType(32), ln)
             i = builder.extract_element(ivec, pos)
             v = builder.load(builder.gep(data, [i]))
@@ -408,12 +414,12 @@ def gather(typingctx, ary, idx):
 @intrinsic
 def many(typingctx, m):
     """Whether any lane of the mask is set."""
-    sig = types.boolean(mask4)
+    sig = types.boolean(maskv)
 
     def codegen(context, builder, signature, args):
-        bits = builder.trunc(args[0], _B4)
-        packed = builder.bitcast(bits, ir.IntType(4))
-        return builder.icmp_unsigned("!=", packed, ir.Constant(ir.IntType(4), 0))
+        bits = builder.trunc(args[0], _BV)
+        packed = builder.bitcast(bits, ir.IntType(LANES))
+        return builder.icmp_unsigned("!=", packed, ir.Constant(ir.IntType(LANES), 0))
 
     return sig, codegen
 
@@ -421,7 +427,7 @@ def many(typingctx, m):
 @intrinsic
 def mnot(typingctx, m):
     """Lane-wise not."""
-    sig = mask4(mask4)
+    sig = maskv(maskv)
 
     def codegen(context, builder, signature, args):
         return builder.not_(args[0])
@@ -431,10 +437,10 @@ def mnot(typingctx, m):
 
 @intrinsic
 def zpair(typingctx, ary, idx):
-    """Six consecutive float32 from ary[idx[l]] on, for each lane l, as six Vec4 (float64): a
+    """Six consecutive float32 from ary[idx[l]] on, for each lane l, as six Vec (float64): a
     map node pair (Bx, By, Bz at k, then at k + 1). Two loads per lane and a transpose instead of
     six single-element gathers."""
-    sig = types.UniTuple(vec4, 6)(ary, vec4)
+    sig = types.UniTuple(vec, 6)(ary, vec)
 
     def codegen(context, builder, signature, args):
         aryty = signature.args[0]
@@ -442,7 +448,7 @@ def zpair(typingctx, ary, idx):
         f32 = ir.FloatType()
         lo, hi = [], []
         ivec = _lane_indices(builder, args[1])
-        for ln in range(4):
+        for ln in range(LANES):
             i = builder.extract_element(ivec, ir.Constant(ir.IntType(32), ln))
             ptr = builder.gep(data, [i])
             lo.append(
@@ -454,24 +460,38 @@ def zpair(typingctx, ary, idx):
             )
 
         def shuf(x, y, m):
-            return builder.shuffle_vector(x, y, ir.Constant(ir.VectorType(ir.IntType(32), 4), m))
+            mask = ir.Constant(ir.VectorType(ir.IntType(32), len(m)), m)
+            return builder.shuffle_vector(x, y, mask)
 
-        # a 4 x 4 transpose in two rounds of shuffles (lo), the 2 x 4 part alike (hi)
-        t0 = shuf(lo[0], lo[1], [0, 4, 1, 5])
-        t1 = shuf(lo[0], lo[1], [2, 6, 3, 7])
-        t2 = shuf(lo[2], lo[3], [0, 4, 1, 5])
-        t3 = shuf(lo[2], lo[3], [2, 6, 3, 7])
-        h0 = shuf(hi[0], hi[1], [0, 2, 1, 3])
-        h1 = shuf(hi[2], hi[3], [0, 2, 1, 3])
-        rows = [
-            shuf(t0, t2, [0, 1, 4, 5]),
-            shuf(t0, t2, [2, 3, 6, 7]),
-            shuf(t1, t3, [0, 1, 4, 5]),
-            shuf(t1, t3, [2, 3, 6, 7]),
-            shuf(h0, h1, [0, 1, 4, 5]),
-            shuf(h0, h1, [2, 3, 6, 7]),
-        ]
-        outs = [builder.fpext(v, _V4) for v in rows]
+        # per block of four lanes, a 4 x 4 transpose in two rounds of shuffles (lo), the 2 x 4
+        # part alike (hi): six rows of four float32
+        blocks = []
+        for b in range(0, LANES, 4):
+            t0 = shuf(lo[b], lo[b + 1], [0, 4, 1, 5])
+            t1 = shuf(lo[b], lo[b + 1], [2, 6, 3, 7])
+            t2 = shuf(lo[b + 2], lo[b + 3], [0, 4, 1, 5])
+            t3 = shuf(lo[b + 2], lo[b + 3], [2, 6, 3, 7])
+            h0 = shuf(hi[b], hi[b + 1], [0, 2, 1, 3])
+            h1 = shuf(hi[b + 2], hi[b + 3], [0, 2, 1, 3])
+            blocks.append(
+                [
+                    shuf(t0, t2, [0, 1, 4, 5]),
+                    shuf(t0, t2, [2, 3, 6, 7]),
+                    shuf(t1, t3, [0, 1, 4, 5]),
+                    shuf(t1, t3, [2, 3, 6, 7]),
+                    shuf(h0, h1, [0, 1, 4, 5]),
+                    shuf(h0, h1, [2, 3, 6, 7]),
+                ]
+            )
+        outs = []
+        for r in range(6):
+            parts = [blk[r] for blk in blocks]
+            while len(parts) > 1:  # the blocks' rows joined into one row of LANES
+                n = 2 * parts[0].type.count
+                parts = [
+                    shuf(parts[k], parts[k + 1], list(range(n))) for k in range(0, len(parts), 2)
+                ]
+            outs.append(builder.fpext(parts[0], _V))
         return context.make_tuple(builder, signature.return_type, outs)
 
     return sig, codegen
