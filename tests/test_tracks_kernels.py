@@ -380,11 +380,11 @@ def test_gpu_path_runs_on_the_cpu_with_the_host_built_kernel(host_kernel, synth_
 
 def _lookup_points(ax: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Coordinates along an axis that probe the cell search: the nodes, one ulp either side,
-    the ends and just outside, random points."""
+    the ends and just outside, NaN (outside: B = 0), random points."""
     pts = np.concatenate(
         [ax, np.nextafter(ax, -np.inf), np.nextafter(ax, np.inf), rng.uniform(ax[0], ax[-1], 400)]
     )
-    pts = np.concatenate([pts, [ax[0] - 1.0, ax[-1] + 1.0]])
+    pts = np.concatenate([pts, [ax[0] - 1.0, ax[-1] + 1.0, np.nan]])
     return rng.permutation(pts)
 
 

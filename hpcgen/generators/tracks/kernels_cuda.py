@@ -86,8 +86,9 @@ __device__ int field(const FieldArgs& f, double x, double y, double z, double* b
     const int* im = f.imap;
     int nx = im[IM_N], ny = im[IM_N + 1], nz = im[IM_N + 2];
     int ox = im[IM_OFF_AX], oy = im[IM_OFF_AX + 1], oz = im[IM_OFF_AX + 2];
-    if (x < fm[ox] || x > fm[ox + nx - 1] || y < fm[oy] || y > fm[oy + ny - 1] || z < fm[oz] ||
-        z > fm[oz + nz - 1]) {
+    // inside as the reference's ordered comparisons: a NaN coordinate is outside (B = 0)
+    if (!(x >= fm[ox] && x <= fm[ox + nx - 1] && y >= fm[oy] && y <= fm[oy + ny - 1] &&
+          z >= fm[oz] && z <= fm[oz + nz - 1])) {
         b[0] = 0.0; b[1] = 0.0; b[2] = 0.0;
         return LEFT_VOLUME;
     }

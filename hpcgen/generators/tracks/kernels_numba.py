@@ -204,8 +204,9 @@ def _map_field_v(has_mask, fmap, imap, mask, bmap, gi, gf, ru, x, y, z):
     x0, x1 = fmap[ox], fmap[ox + nx - 1]
     y0, y1 = fmap[oy], fmap[oy + ny - 1]
     z0, z1 = fmap[oz], fmap[oz + nz - 1]
-    outside = mor(mor(vlt(x, x0), vgt(x, x1)), mor(vlt(y, y0), vgt(y, y1)))
-    outside = mor(outside, mor(vlt(z, z0), vgt(z, z1)))
+    # inside as the reference's ordered comparisons: a NaN coordinate is outside (B = 0)
+    inside = mand(mand(vge(x, x0), vge(x1, x)), mand(vge(y, y0), vge(y1, y)))
+    outside = mnot(mand(inside, mand(vge(z, z0), vge(z1, z))))
     # a lane outside takes the start of the uniform runs (a grid node) for the (discarded)
     # lookup: no long search, and the other lanes keep the fast path
     x = select(outside, ru[2], x)
