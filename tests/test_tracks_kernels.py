@@ -54,6 +54,7 @@ def standard_tracks(n: int, seed: int = 1) -> np.ndarray:
 
 def _compare(field, settings, n=150, seed=1, dz=(3000.0, 9000.0)):
     state = standard_tracks(n, seed)
+    state[7, 0] = np.nan  # a NaN coordinate: outside a map (B = 0), NaN plane distances
     z0 = np.full(n, dz[0])
     z1 = z0 + np.linspace(dz[1] - dz[0], -(dz[1] - dz[0]) / 2, n)  # forward and backward
     ref = Propagator(field, settings, "numpy")(state, z0, z1)
@@ -101,12 +102,12 @@ def test_vector_exp_and_step_power_are_the_definitions_to_the_bit():
 
     rng = np.random.default_rng(5)
     x = rng.uniform(-800.0, 800.0, (5000, LANES))
-    x[0, :4] = [-np.inf, np.inf, np.nan, 0.0]
+    x[0] = np.resize([-np.inf, np.inf, np.nan, 0.0], LANES)
     out = np.empty_like(x)
     run(x, out, 0.0)
     np.testing.assert_array_equal(out, exp_series(x))
     e = np.exp(rng.uniform(-750.0, 700.0, (5000, LANES)))
-    e[0, :4] = [0.0, np.inf, np.nan, 5e-324]
+    e[0] = np.resize([0.0, np.inf, np.nan, 5e-324], LANES)
     ok = (e > 1e-6) & (e < 1e6)
     for p in (-1 / 2, -1 / 3, -1 / 4, -1 / 5):
         run(e, out, p)
@@ -137,6 +138,24 @@ def test_lanes_hand_tracks_over_in_every_case(scheme, n):
         assert 0 in flags
         assert any(f & SLOPE for f in flags) or scheme == "bs32"  # bs32: step limit first
         assert scheme == "rk4" or any(f & STEP_LIMIT for f in flags)
+
+
+def test_kernel_refuses_work_arrays_of_another_scheme():
+    """The kernel's vector loads and stores are unchecked, so it checks its work arrays' shapes:
+    those of a scheme with fewer stages are refused, not written past their ends."""
+    from hpcgen.generators.tracks import kernels_numba as kn
+    from hpcgen.generators.tracks.tableaus import TABLEAUS
+
+    field = GaussianDipole(-1.0182, 5007.0, 1744.0)
+    st = StepperSettings(scheme="cashkarp")
+    state = standard_tracks(3)
+    z0, z1 = np.full(3, 3000.0), np.full(3, 9000.0)
+    out, status, nsteps = np.empty((3, 4)), np.zeros(3, np.uint8), np.zeros(3, np.int32)
+    args = (state, z0, z1, out, status, nsteps, *field.kernel_args(), np.zeros(24), st.packed())
+    with pytest.raises(ValueError, match="work arrays do not fit this kernel"):
+        kn.kernel_for("cashkarp")(*args, *kn.work_arrays(TABLEAUS["bs32"].stages))
+    kn.kernel_for("cashkarp")(*args, *kn.work_arrays(TABLEAUS["cashkarp"].stages))
+    assert (nsteps > 0).all() and (status == 0).all()
 
 
 def test_map_tracks_run_column_by_column_in_a_serpentine():
@@ -258,6 +277,7 @@ def test_cuda_source_run_on_the_host_equals_numba(host_kernel, synth_field, sche
         for grid_steps in ("off", "z", "xy", "xyz") if field is synth_field else ("off",):
             st = StepperSettings(scheme=scheme, grid_steps=grid_steps, step=25.0)
             state = standard_tracks(200, seed=3)
+            state[7, 0] = np.nan  # a NaN coordinate: outside the map in both (B = 0)
             z0 = np.full(200, 3000.0)
             z1 = z0 + np.linspace(6000.0, -3000.0, 200)
             y_n, s_n, n_n = Propagator(field, st, "numba")(state, z0, z1)

@@ -167,7 +167,7 @@ def log_series(x):
 def step_power(x, p):
     """x**p for the step-size control, x clamped to [1e-300, 1e300]: exp(p log x) from the two
     series above, within 3 ulp of libm's pow. Defined here, not left to libm, because the
-    kernels must agree to the bit: numba's (four lanes in one vector register, where libm's pow
+    kernels must agree to the bit: numba's (simd.LANES lanes in one vector, where libm's pow
     is not available) and CUDA's compute this same sequence of IEEE operations, and a last-bit
     change in a step size can move a track near a map artefact by microns."""
     x = np.asarray(x, dtype=np.float64)
