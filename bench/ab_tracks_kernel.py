@@ -1,0 +1,103 @@
+"""Same-process A/B of the numba tracks kernel: the working tree against a git commit's.
+
+On this shared 2-core VM, runs of the same code in separate processes spread by ~1.3x, so the
+speed of a kernel change is measured in one process: the two kernels alternate on the same
+tracks, best and median of each, and their results are compared bit for bit. The commit's
+``kernels_numba.py`` and ``simd.py`` are loaded as separate modules (their vector types renamed,
+so that kernels of different widths do not share numba types); the rest of the package is the
+working tree's.
+
+    .venv/bin/python bench/ab_tracks_kernel.py --base 2fad58b --field map --n 200000 --reps 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_tracks import GAUSS, FieldMap, fm, standard_tracks  # noqa: E402
+
+from hpcgen.generators.tracks import kernels_numba  # noqa: E402
+from hpcgen.generators.tracks.stepper import StepperSettings  # noqa: E402
+
+PKG = "hpcgen/generators/tracks"
+
+
+def base_kernel(commit: str, where: Path):
+    """The commit's kernels_numba module, importing the commit's simd as base_simd."""
+    for name in ("simd", "kernels_numba"):
+        src = subprocess.run(
+            ["git", "-C", str(ROOT), "show", f"{commit}:{PKG}/{name}.py"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        src = re.sub(r'name="(\w+)"', r'name="base_\1"', src)  # distinct numba type names
+        src = src.replace(
+            "from hpcgen.generators.tracks import fields, rk4, simd, stepper",
+            "from hpcgen.generators.tracks import fields, rk4, stepper\nimport base_simd as simd",
+        )
+        src = src.replace("from hpcgen.generators.tracks.simd import", "from base_simd import")
+        (where / f"base_{name}.py").write_text(src)
+    sys.path.insert(0, str(where))
+    path = where / "base_kernels_numba.py"
+    spec = importlib.util.spec_from_file_location("base_kernels_numba", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["base_kernels_numba"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--base", required=True, help="the git commit to compare against")
+    ap.add_argument("--field", choices=("map", "gauss"), default="map")
+    ap.add_argument("--n", type=int, default=200_000, help="standard tracks per run")
+    ap.add_argument("--reps", type=int, default=7, help="runs of each kernel, alternating")
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        base = base_kernel(a.base, Path(d))
+        if a.field == "map":
+            path = Path(d) / "synth.txt"
+            grid = fm.synth_map()
+            fm.write_text(path, grid)
+            fm.prime_cache(path, grid)
+            field = FieldMap(fm.load_map(path))
+            st = StepperSettings(grid_steps="off")
+        else:
+            field, st = GAUSS, StepperSettings()
+        state, z0, z1 = standard_tracks(a.n)
+        kernels = {f"base {a.base}": base.propagate_numba, "tree": kernels_numba.propagate_numba}
+        times = {k: [] for k in kernels}
+        outs = {}
+        for fn in kernels.values():
+            fn(state[:100], z0[:100], z1[:100], field, st)  # compile or load from cache
+        for _ in range(a.reps):
+            for k, fn in kernels.items():
+                t = time.process_time()
+                outs[k] = fn(state, z0, z1, field, st)
+                times[k].append(time.process_time() - t)
+    (kb, ob), (_, ot) = outs.items()
+    same = all(np.array_equal(x, y, equal_nan=True) for x, y in zip(ob, ot))
+    best = {k: min(v) for k, v in times.items()}
+    for k, v in times.items():
+        print(
+            f"{k:16s} best {a.n / best[k]:>11,.0f} tracks/s/core  median "
+            f"{a.n / float(np.median(v)):>11,.0f}  x{best[kb] / best[k]:.2f}"
+        )
+    print(f"{a.field}, {a.n} tracks, {a.reps} runs each; same bits: {same}")
+
+
+if __name__ == "__main__":
+    main()
