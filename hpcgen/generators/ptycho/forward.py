@@ -231,7 +231,7 @@ def _patches_cpu(ore, oim, pad, xs, ys, pre, pim, patches, exitw, energy):  # pr
 
 @numba.njit(cache=True, nogil=True)
 def _abs2(f, scale, out):  # pragma: no cover - numba
-    # out = scale * |f|^2 (f complex64, out float32, (B, n, n); f may have more rows than out)
+    # out = scale * |f|^2 (f complex64, out float32, both (B, n, n))
     for b in range(out.shape[0]):
         for i in range(f.shape[1]):
             for j in range(f.shape[2]):

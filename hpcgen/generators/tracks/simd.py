@@ -19,7 +19,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, overload, register_model
 
-from hpcgen.generators.tracks.stepper import LN2_HI, LN2_LO, LOG2E, SQRT2
+from hpcgen.generators.tracks.stepper import LOG2E, SQRT2, exp_core, log_core
 
 _F64 = ir.DoubleType()
 _I64 = ir.IntType(64)
@@ -160,20 +160,27 @@ def select(typingctx, m, a, b):
 # --- arithmetic ---------------------------------------------------------------------------------
 
 
-def _binary(name):
+def _lanewise(restype, apply):
+    """An intrinsic (a, b) -> apply(builder, va, vb) of type restype, a and b each a Vec or a
+    scalar (repeated in all lanes)."""
+
     @intrinsic
     def op(typingctx, a, b):
-        sig = vec(a, b)
+        sig = restype(a, b)
 
         def codegen(context, builder, signature, args):
             ta, tb = signature.args
             va = _as_vec(context, builder, ta, args[0])
             vb = _as_vec(context, builder, tb, args[1])
-            return getattr(builder, name)(va, vb)
+            return apply(builder, va, vb)
 
         return sig, codegen
 
     return op
+
+
+def _binary(name):
+    return _lanewise(vec, lambda builder, va, vb: getattr(builder, name)(va, vb))
 
 
 _vadd = _binary("fadd")
@@ -227,19 +234,9 @@ vtrunc = _unary_intrinsic(f"llvm.trunc.v{LANES}f64")  # toward zero (Python's in
 
 
 def _compare(pred):
-    @intrinsic
-    def op(typingctx, a, b):
-        sig = maskv(a, b)
-
-        def codegen(context, builder, signature, args):
-            ta, tb = signature.args
-            va = _as_vec(context, builder, ta, args[0])
-            vb = _as_vec(context, builder, tb, args[1])
-            return builder.sext(builder.fcmp_ordered(pred, va, vb), _IV)
-
-        return sig, codegen
-
-    return op
+    return _lanewise(
+        maskv, lambda builder, va, vb: builder.sext(builder.fcmp_ordered(pred, va, vb), _IV)
+    )
 
 
 vgt = _compare(">")
@@ -247,54 +244,33 @@ vge = _compare(">=")
 vlt = _compare("<")
 
 
-@intrinsic
-def mor(typingctx, a, b):
-    """Lane-wise or of two masks."""
-    sig = maskv(maskv, maskv)
+def _mask_logic(name):
+    @intrinsic
+    def op(typingctx, a, b):
+        sig = maskv(maskv, maskv)
 
-    def codegen(context, builder, signature, args):
-        return builder.or_(args[0], args[1])
+        def codegen(context, builder, signature, args):
+            return getattr(builder, name)(args[0], args[1])
 
-    return sig, codegen
+        return sig, codegen
 
-
-@intrinsic
-def mand(typingctx, a, b):
-    """Lane-wise and of two masks."""
-    sig = maskv(maskv, maskv)
-
-    def codegen(context, builder, signature, args):
-        return builder.and_(args[0], args[1])
-
-    return sig, codegen
+    return op
 
 
-@intrinsic
-def vmax(typingctx, a, b):
-    """Python's max(a, b) lane by lane: b if b > a else a (same result for NaN and -0)."""
-    sig = vec(a, b)
-
-    def codegen(context, builder, signature, args):
-        ta, tb = signature.args
-        va = _as_vec(context, builder, ta, args[0])
-        vb = _as_vec(context, builder, tb, args[1])
-        return builder.select(builder.fcmp_ordered(">", vb, va), vb, va)
-
-    return sig, codegen
+mor = _mask_logic("or_")  # lane-wise or of two masks
+mand = _mask_logic("and_")  # lane-wise and
 
 
-@intrinsic
-def vmin(typingctx, a, b):
-    """Python's min(a, b) lane by lane: b if b < a else a."""
-    sig = vec(a, b)
+def _pick(pred):
+    """Python's max (pred ">") or min ("<") lane by lane: b if b pred a else a (the builtins'
+    result for NaN and -0 too)."""
+    return _lanewise(
+        vec, lambda builder, va, vb: builder.select(builder.fcmp_ordered(pred, vb, va), vb, va)
+    )
 
-    def codegen(context, builder, signature, args):
-        ta, tb = signature.args
-        va = _as_vec(context, builder, ta, args[0])
-        vb = _as_vec(context, builder, tb, args[1])
-        return builder.select(builder.fcmp_ordered("<", vb, va), vb, va)
 
-    return sig, codegen
+vmax = _pick(">")
+vmin = _pick("<")
 
 
 @intrinsic
@@ -330,23 +306,18 @@ def _split(typingctx, x):
     return sig, codegen
 
 
+# the series themselves are stepper's, compiled for vectors: the same operations by construction
+_exp_core = njit(cache=True, _nrt=False, inline="always")(exp_core)
+_log_core = njit(cache=True, _nrt=False, inline="always")(log_core)
+
+
 @njit(cache=True, _nrt=False, inline="always")
 def vexp(x):
     """exp(x), lane by lane: stepper.exp_series, operation for operation (within 2 ulp of libm's
     exp; 0 below -708.39, where exp leaves the normal numbers)."""
     xc = vmin(vmax(x, -708.0), 709.0)
     k = vrint(xc * LOG2E)
-    r = (xc - k * LN2_HI) - k * LN2_LO
-    r2 = r * r
-    r4 = r2 * r2
-    e0 = 0.5 + r * (1.0 / 6.0)
-    e1 = 1.0 / 24.0 + r * (1.0 / 120.0)
-    e2 = 1.0 / 720.0 + r * (1.0 / 5040.0)
-    e3 = 1.0 / 40320.0 + r * (1.0 / 362880.0)
-    e4 = 1.0 / 3628800.0 + r * (1.0 / 39916800.0)
-    e5 = 1.0 / 479001600.0 + r * (1.0 / 6227020800.0)
-    p = (e0 + e1 * r2) + ((e2 + e3 * r2) + (e4 + e5 * r2) * r4) * r4
-    p = 1.0 + (r + r2 * p)
+    p = _exp_core(xc, k)
     y = p * _pow2i(k)
     return select(vlt(x, -708.3964185322641), 0.0, select(vgt(x, 709.782712893384), np.inf, y))
 
@@ -356,20 +327,7 @@ def vlog(x):
     """log(x) for positive normal x, lane by lane: stepper.log_series, operation for operation."""
     m, e = _split(x)
     big = vgt(m, SQRT2)
-    m = select(big, m * 0.5, m)
-    e = select(big, e + 1.0, e)
-    s = (m - 1.0) / (m + 1.0)
-    s2 = s * s
-    s4 = s2 * s2
-    s8 = s4 * s4
-    d0 = 1.0 / 3.0 + s2 * (1.0 / 5.0)
-    d1 = 1.0 / 7.0 + s2 * (1.0 / 9.0)
-    d2 = 1.0 / 11.0 + s2 * (1.0 / 13.0)
-    d3 = 1.0 / 15.0 + s2 * (1.0 / 17.0)
-    d4 = 1.0 / 19.0 + s2 * (1.0 / 21.0)
-    q = (d0 + d1 * s4) + ((d2 + d3 * s4) + (d4 + s4 * (1.0 / 23.0)) * s8) * s8
-    logm = 2.0 * s + (2.0 * s) * (s2 * q)
-    return e * LN2_HI + (logm + e * LN2_LO)
+    return _log_core(select(big, m * 0.5, m), select(big, e + 1.0, e))
 
 
 @njit(cache=True, _nrt=False, inline="always")

@@ -117,14 +117,11 @@ def _where_min(a, b):
     return np.where(b < a, b, a)
 
 
-def exp_series(x):
-    """exp(x) within 2 ulp from + - * only: x = k ln2 + r, |r| <= ln2 / 2, exp(r) from its
-    Taylor series to r**13 (the next term is < 2e-18; summed in Estrin's order, in pairs: short
-    dependency chains for the kernels' pipelines), 2**k from the exponent bits; 0 below -708.39,
-    inf above 709.78."""
-    x = np.asarray(x, dtype=np.float64)
-    xc = _where_min(_where_max(x, -708.0), 709.0)
-    k = np.rint(xc * LOG2E)
+def exp_core(xc, k):
+    """exp(r), r = xc - k ln2 (|r| <= ln2 / 2), from its Taylor series to r**13 (the next term is
+    < 2e-18; summed in Estrin's order, in pairs: short dependency chains for the kernels'
+    pipelines). + - * only, so the same function serves numpy arrays here and numba's vectors
+    (simd.vexp): one sequence of operations."""
     r = (xc - k * LN2_HI) - k * LN2_LO
     r2 = r * r
     r4 = r2 * r2
@@ -135,21 +132,25 @@ def exp_series(x):
     e4 = 1.0 / 3628800.0 + r * (1.0 / 39916800.0)
     e5 = 1.0 / 479001600.0 + r * (1.0 / 6227020800.0)
     p = (e0 + e1 * r2) + ((e2 + e3 * r2) + (e4 + e5 * r2) * r4) * r4
-    p = 1.0 + (r + r2 * p)
+    return 1.0 + (r + r2 * p)
+
+
+def exp_series(x):
+    """exp(x) within 2 ulp from + - * only: x = k ln2 + r, exp(r) from exp_core, 2**k from the
+    exponent bits; 0 below -708.39, inf above 709.78."""
+    x = np.asarray(x, dtype=np.float64)
+    xc = _where_min(_where_max(x, -708.0), 709.0)
+    k = np.rint(xc * LOG2E)
+    p = exp_core(xc, k)
     with np.errstate(invalid="ignore"):  # NaN x: any k, y is NaN
         y = p * ((k.astype(np.int64) + 1023) << 52).view(np.float64)
     return np.where(x < -708.3964185322641, 0.0, np.where(x > 709.782712893384, np.inf, y))
 
 
-def log_series(x):
-    """log(x) for positive normal x: x = m 2**e, m in [sqrt(1/2), sqrt(2)), log m = 2 atanh(s),
-    s = (m - 1) / (m + 1), |s| < 0.172, from its series to s**23 (Estrin's order)."""
-    bits = np.ascontiguousarray(x, dtype=np.float64).view(np.int64)
-    e = ((bits >> 52) - 1023).astype(np.float64)
-    m = ((bits & ((1 << 52) - 1)) | (1023 << 52)).view(np.float64)
-    big = m > SQRT2
-    m = np.where(big, m * 0.5, m)
-    e = np.where(big, e + 1.0, e)
+def log_core(m, e):
+    """log(m 2**e) for m in [sqrt(1/2), sqrt(2)): log m = 2 atanh(s), s = (m - 1) / (m + 1),
+    |s| < 0.172, from its series to s**23 (Estrin's order). + - * / only: numpy arrays here,
+    numba's vectors in simd.vlog."""
     s = (m - 1.0) / (m + 1.0)
     s2 = s * s
     s4 = s2 * s2
@@ -162,6 +163,16 @@ def log_series(x):
     q = (d0 + d1 * s4) + ((d2 + d3 * s4) + (d4 + s4 * (1.0 / 23.0)) * s8) * s8
     logm = 2.0 * s + (2.0 * s) * (s2 * q)
     return e * LN2_HI + (logm + e * LN2_LO)
+
+
+def log_series(x):
+    """log(x) for positive normal x: x = m 2**e with m in [sqrt(1/2), sqrt(2)) from the bits,
+    then log_core."""
+    bits = np.ascontiguousarray(x, dtype=np.float64).view(np.int64)
+    e = ((bits >> 52) - 1023).astype(np.float64)
+    m = ((bits & ((1 << 52) - 1)) | (1023 << 52)).view(np.float64)
+    big = m > SQRT2
+    return log_core(np.where(big, m * 0.5, m), np.where(big, e + 1.0, e))
 
 
 def step_power(x, p):
