@@ -99,19 +99,20 @@ def test_dataset_holds_every_index_once_with_its_generated_rows(in_tmp: Path) ->
         d = data[s]
         assert set(d) == KEYS
         assert (want[d["index"]] == code).all()
-        assert meta["dataset_info"][s] == len(d["index"]) == int((want == code).sum())
+        assert meta["dataset_info"][f"{s}_count"] == len(d["index"]) == int((want == code).sum())
         for k in KEYS - {"index"}:
             assert d[k].dtype == np.uint8, k
             assert np.array_equal(d[k], rows[k][d["index"]]), (s, k)
         with zipfile.ZipFile(out / f"{s}.npz") as z:  # np.savez_compressed's format
             assert {i.compress_type for i in z.infolist()} == {zipfile.ZIP_DEFLATED}
-    assert meta["dataset_info"]["total"] == n
+    assert meta["dataset_info"]["total_count"] == n
     g = meta["generation_params"]
     assert (g["num_images"], g["seed"], g["grid_size"]) == (n, seed, 16)
     assert g["splits"] == {"train": 0.8, "val": 0.1, "test": 0.1}
     assert meta["memory_info"]["total_bytes"] == n * meta["memory_info"]["bytes_per_image"]
-    assert meta["memory_info"]["bytes_per_image"] == 2 * 256 + 1 + 4 + 8
-    assert meta["file_format"]["dtype"] == "uint8"
+    assert meta["memory_info"]["bytes_per_image"] == 256  # the spec's: the uint8 image alone
+    assert meta["storage_info"]["bytes_per_sample"] == 2 * 256 + 1 + 4 + 8  # all five keys
+    assert meta["file_format"] == {"dtype": "uint8", "compression": "npz"}
     prov = meta["provenance"]
     assert {"hpcgen_version", "python", "numpy", "host", "command"} <= set(prov)
     png = (out / "validation_report.png").read_bytes()
@@ -159,7 +160,7 @@ def test_a_terminal_is_asked_and_no_writes_nothing(
     monkeypatch.setattr("builtins.input", lambda p="": prompts.append(p) or next(answers))
     assert dataset("--num-images", "40") == 1
     shown = capsys.readouterr().out
-    assert "Images: 40" in shown and "Estimated size:" in shown and "-v1" in shown
+    assert "Images: 40" in shown and "Memory: 10.00 KB" in shown and "-v1" in shown
     assert "Cancelled" in shown and not (in_tmp / "datasets").exists()
     assert dataset("--num-images", "40") == 0
     assert len(prompts) == 2 and today_dir(in_tmp, 1).is_dir()
@@ -258,7 +259,7 @@ def test_export_writes_the_dataset_of_the_dataset_command(
         for k in KEYS:
             assert np.array_equal(a[s][k], b[s][k]), (s, k)
     meta = json.loads((exported / "metadata.json").read_text())
-    assert meta["dataset_info"]["total"] == 2500
+    assert meta["dataset_info"]["total_count"] == 2500
     assert meta["provenance"]["source_file"] == str(runs[2].resolve())
     with pytest.raises(UserError):  # never over an existing dataset
         export(runs[2], "dataset", exported, {"overwrite": True})

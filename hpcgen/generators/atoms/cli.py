@@ -89,6 +89,7 @@ def run_dataset(args: argparse.Namespace) -> int:
         create_output_dir,
         memory_info,
         next_version_dir,
+        storage_info,
     )
     from hpcgen.generators.atoms.split import split_counts
 
@@ -113,12 +114,13 @@ def run_dataset(args: argparse.Namespace) -> int:
         out = next_version_dir(DATASETS_ROOT, dt.date.today())
 
     counts = split_counts(n, seed, params.split_parts)
-    mem = memory_info(params, n)
-    print("Dataset generation plan:")
+    mem, store = memory_info(params, n), storage_info(params, n)
+    print("Dataset Generation Plan:")  # the spec's plan: Images, Memory, Output
     print(f"  Images: {n:,} (" + ", ".join(f"{s} {c:,}" for s, c in zip(SPLIT_NAMES, counts)) + ")")
+    print(f"  Memory: {mem['readable']} ({mem['bytes_per_image']} bytes per uint8 image)")
     print(
-        f"  Estimated size: {mem['readable']} uncompressed ({mem['bytes_per_image']} bytes per "
-        "image); the npz files are smaller"
+        f"  All keys uncompressed: {store['readable']} ({store['bytes_per_sample']} bytes per "
+        "sample: images, labels, masks, kinds, index); the npz files are smaller"
     )
     print(f"  Output: {out}")
     sys.stdout.flush()

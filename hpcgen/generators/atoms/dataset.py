@@ -12,7 +12,7 @@ Both ``hpcgen dataset atoms`` (generating in-process) and ``hpcgen export FILE -
 (split, key) to a raw file and at the end streams every spool into a deflate-compressed zip
 entry holding a ``.npy`` file: byte for byte the format of ``np.savez_compressed`` (``np.load``
 reads it), but memory stays bounded by one block however large the dataset. The spool needs as
-much temporary disk as the uncompressed arrays (``memory_info.total_bytes``).
+much temporary disk as the uncompressed arrays (``storage_info.total_bytes``).
 """
 
 from __future__ import annotations
@@ -73,13 +73,25 @@ def key_layout(params: AtomsParams) -> dict[str, tuple[tuple[int, ...], np.dtype
     }
 
 
-def bytes_per_image(params: AtomsParams) -> int:
+def bytes_per_sample(params: AtomsParams) -> int:
     """Uncompressed bytes of one sample over all npz keys (525 for 16x16, 4 objects)."""
     return sum(int(np.prod(s)) * d.itemsize for s, d in key_layout(params).values())
 
 
-def readable_bytes(n: int) -> str:
-    """Binary units: 1 KiB = 1024 bytes."""
+def spec_readable(n: int) -> str:
+    """The dataset spec's ``estimate_memory`` style: "768 bytes", "1.00 KB", "24.41 MB",
+    "1.50 GB". Its units are powers of 1024 labelled KB/MB/GB, two decimals."""
+    if n < 1024:
+        return f"{n} bytes"
+    if n < 1024**2:
+        return f"{n / 1024:.2f} KB"
+    if n < 1024**3:
+        return f"{n / 1024**2:.2f} MB"
+    return f"{n / 1024**3:.2f} GB"
+
+
+def binary_readable(n: int) -> str:
+    """Binary units named as such: 1 KiB = 1024 bytes."""
     value = float(n)
     for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
         if value < 1024 or unit == "TiB":
@@ -89,8 +101,21 @@ def readable_bytes(n: int) -> str:
 
 
 def memory_info(params: AtomsParams, n: int) -> dict[str, Any]:
-    per = bytes_per_image(params)
-    return {"bytes_per_image": per, "total_bytes": per * n, "readable": readable_bytes(per * n)}
+    """The spec's ``memory_info``: the images alone, uint8 (256 bytes per 16x16 image)."""
+    per = params.grid_size * params.grid_size
+    return {"bytes_per_image": per, "total_bytes": per * n, "readable": spec_readable(per * n)}
+
+
+def storage_info(params: AtomsParams, n: int) -> dict[str, Any]:
+    """What the npz files hold uncompressed, all keys (images, labels, masks, kinds, index):
+    also the temporary disk the spool needs."""
+    per = bytes_per_sample(params)
+    return {
+        "bytes_per_sample": per,
+        "total_bytes": per * n,
+        "readable": binary_readable(per * n),
+        "keys": list(KEYS),
+    }
 
 
 # --- the output directory ------------------------------------------------------------------------
@@ -199,16 +224,16 @@ class DatasetWriter:
                     _write_npz_entry(zf, key, spool, (int(self.counts[s]), *shape), dtype)
             file_bytes[path.name] = path.stat().st_size
         self._report(report_seed)
-        metadata = dict(metadata)
+        metadata = dict(metadata)  # dataset_info keeps its place (base_metadata puts None there)
         metadata["dataset_info"] = {
-            **{name: int(c) for name, c in zip(SPLIT_NAMES, self.counts)},
-            "total": int(self.counts.sum()),
+            **{f"{name}_count": int(c) for name, c in zip(SPLIT_NAMES, self.counts)},
+            "total_count": int(self.counts.sum()),
         }
         metadata["label_histogram"] = {
             name: {str(i): int(c) for i, c in enumerate(h)}
             for name, h in zip(SPLIT_NAMES, self.label_hist)
         }
-        metadata["file_format"] = {**metadata.get("file_format", {}), "file_bytes": file_bytes}
+        metadata["arrays"] = {**metadata.get("arrays", {}), "file_bytes": file_bytes}
         shutil.rmtree(self.spool)
         tmp = self.out / "metadata.json.tmp"
         tmp.write_text(json.dumps(metadata, indent=2) + "\n")
@@ -272,29 +297,44 @@ def base_metadata(
     name: str,
     extra_provenance: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """metadata.json without the counts (DatasetWriter.finish adds them)."""
-    fractions = params.split_fractions
+    """metadata.json without the counts (DatasetWriter.finish adds them).
+
+    The dataset spec's fields come first, with the spec's names, meanings and nothing else in
+    them: ``version``, ``timestamp`` (``datetime.now().isoformat()``: local time, no offset),
+    ``generation_params`` {num_images, seed, grid_size, splits}, ``dataset_info``
+    {train_count, val_count, test_count, total_count}, ``memory_info`` {bytes_per_image (the
+    uint8 image alone), total_bytes, readable ("24.41 MB" style)}, ``file_format`` {dtype
+    "uint8", compression "npz"}. What hpcgen adds lives under keys of its own: ``name``,
+    ``timestamp_utc``, ``generator_info``, ``arrays``, ``storage_info``, ``label_histogram``,
+    ``provenance``.
+    """
+    now = dt.datetime.now(dt.UTC)
     return {
         "version": METADATA_VERSION,
-        "name": name,
-        "timestamp": dt.datetime.now(dt.UTC).isoformat(),
+        "timestamp": now.astimezone().replace(tzinfo=None).isoformat(),
         "generation_params": {
             "num_images": n,
             "seed": seed,
             "grid_size": params.grid_size,
-            "splits": dict(zip(SPLIT_NAMES, fractions)),
+            "splits": dict(zip(SPLIT_NAMES, params.split_fractions)),
+        },
+        "dataset_info": None,  # counts: DatasetWriter.finish
+        "memory_info": memory_info(params, n),
+        "file_format": {"dtype": "uint8", "compression": "npz"},
+        # --- hpcgen's own keys
+        "name": name,
+        "timestamp_utc": now.isoformat(),
+        "generator_info": {
+            "generator": "atoms",
+            "chunk_size": chunk_size,
             "split_method": (
                 f"keyed hash of (seed, index): exactly {list(params.split_parts)} train/val/test "
                 f"in every aligned block of {sum(params.split_parts)} indices"
             ),
-            "generator": "atoms",
-            "chunk_size": chunk_size,
             "params": params_to_dict(params),
         },
-        "memory_info": memory_info(params, n),
-        "file_format": {
-            "dtype": "uint8",
-            "compression": "npz (zip, deflate): np.savez_compressed format, read with np.load",
+        "arrays": {
+            "container": "zip, deflate: the np.savez_compressed format, read with np.load",
             "keys": {
                 k: {"dtype": str(d), "per_sample_shape": list(s)}
                 for k, (s, d) in key_layout(params).items()
@@ -305,6 +345,7 @@ def base_metadata(
             "index": "global sample index (int64): the row in the HDF5 run of the same spec",
             "palette": list(ARC_PALETTE),
         },
+        "storage_info": storage_info(params, n),
         "provenance": provenance(extra_provenance),
     }
 
