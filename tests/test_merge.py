@@ -80,6 +80,12 @@ def test_virtual_merge_equals_single_run_and_detects_a_lost_source(setup, tmp_pa
     proc = run_hpcgen("verify", out)
     assert proc.returncode == 1
     assert "FAIL  virtual sources present" in proc.stdout
+    npz = tmp_path / "v.npz"
+    proc = run_hpcgen("export", out, "--format", "npz", "--out", npz)
+    assert proc.returncode == 2, proc.stderr
+    assert "source file(s) of its virtual datasets are missing" in proc.stderr
+    assert shard_name((3, 4)) in proc.stderr and "Traceback" not in proc.stderr
+    assert not npz.exists() and not list(tmp_path.glob("v.npz*"))
 
 
 def test_gap_is_refused_with_the_range(setup, tmp_path):
@@ -107,6 +113,10 @@ def test_allow_partial_records_missing_ranges(setup, tmp_path):
         assert (f["Y"][: 3 * 250] == s["Y"][: 3 * 250]).all()
     verify = run_hpcgen("verify", out)
     assert verify.returncode == 1 and "merged without missing ranges" in verify.stdout
+    npz = tmp_path / "p.npz"
+    proc = run_hpcgen("export", out, "--format", "npz", "--out", npz)
+    assert proc.returncode == 2 and "chunks [3,4), [8,10) are not written (3 of 10)" in proc.stderr
+    assert not npz.exists()
 
 
 def test_overlap_is_refused(setup, tmp_path):

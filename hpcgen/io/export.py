@@ -16,6 +16,7 @@ import numpy as np
 
 from hpcgen.errors import OutputExistsError, UserError
 from hpcgen.io.reader import Reader
+from hpcgen.io.writer import check_vds_sources
 
 #: row filter: (block of all fields) -> boolean mask of rows to keep, or None for all
 RowFilter = Callable[[Mapping[str, np.ndarray]], np.ndarray] | None
@@ -73,9 +74,36 @@ def export_npz(
     return n_keep
 
 
+def check_exportable(r: Reader) -> None:
+    """Refuse a file whose rows are not all real data: a virtual file with a missing source
+    (HDF5 reads it as fill values, without an error) or a file with chunks not written."""
+    missing = check_vds_sources(r.path)
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise UserError(
+            f"{r.path}: {len(missing)} source file(s) of its virtual datasets are missing "
+            f"({', '.join(missing[:3])}{more}); restore them or merge without --virtual"
+        )
+    done = r.done
+    if not done.all():
+        ranges = ", ".join(f"[{a},{b})" for a, b in false_runs(done, r.chunk_range[0]))
+        raise UserError(
+            f"{r.path}: chunks {ranges} are not written ({int((~done).sum())} of {done.size}); "
+            "finish it with --resume (or merge the missing shards) before exporting"
+        )
+
+
+def false_runs(flags: np.ndarray, offset: int = 0) -> list[tuple[int, int]]:
+    """[a, b) index ranges (plus ``offset``) where ``flags`` is False."""
+    padded = np.concatenate(([True], np.asarray(flags, bool), [True]))
+    edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
+    return [(offset + int(a), offset + int(b)) for a, b in zip(edges[::2], edges[1::2])]
+
+
 def export(path: Path, fmt: str, out: Path, options: Mapping[str, Any]) -> None:
     with Reader(path) as r:
         formats = r.generator.exporters()
+        check_exportable(r)
         check_output(out, bool(options.get("overwrite")))
         if fmt in formats:
             formats[fmt](r, out, options)
