@@ -183,8 +183,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from hpcgen.io.export import export
 
-    export(Path(args.file), args.format, Path(args.out), vars(args))
-    print(f"exported {args.file} -> {args.out} ({args.format})", file=sys.stderr)
+    export([Path(f) for f in args.file], args.format, Path(args.out), vars(args))
+    print(f"exported {' '.join(args.file)} -> {args.out} ({args.format})", file=sys.stderr)
     return 0
 
 
@@ -271,11 +271,22 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", help="JSON report path (default: FILE with .verify.json)")
     v.set_defaults(func=cmd_verify)
 
-    e = sub.add_parser("export", help="convert a file for trainers (npz, csv, data001, ...)")
-    e.add_argument("file")
+    e = sub.add_parser(
+        "export",
+        help="convert a file for trainers (npz, csv, data001, dataset, well)",
+        description="Formats: npz (every generator: one array per field); tracks: npz (X, Y, "
+        "P, Z); illumination: csv (LCAS); atoms: dataset (train/val/test NPZ + metadata.json); "
+        "ptycho: data001 (PtychoPINN); energy: well (The Well's dataset tree, several files).",
+    )
+    e.add_argument("file", nargs="+", help="hpcgen file(s); several only where the format joins")
     e.add_argument("--format", "-f", default="npz")
     e.add_argument("--out", "-o", required=True)
     e.add_argument("--only-ok", action="store_true", help="tracks: drop flagged tracks")
+    e.add_argument(
+        "--split",
+        metavar="TRAIN,VALID,TEST",
+        help="energy (well): trajectory fractions of the splits (default 0.8,0.1,0.1)",
+    )
     e.add_argument("--overwrite", action="store_true")
     e.set_defaults(func=cmd_export)
 

@@ -195,3 +195,12 @@ def test_chunks_outside_the_plan(setup, tmp_path):
     spec, _, _ = setup
     proc = run_hpcgen("run", spec, "--chunks", f"8:{N_CHUNKS + 1}", "--out", tmp_path / "s.h5")
     assert proc.returncode == 2 and "outside the plan's chunks 0:10" in proc.stderr
+
+
+def test_export_of_several_files_needs_a_format_that_joins_them(setup, tmp_path):
+    _, single, _ = setup
+    out = tmp_path / "two.npz"
+    proc = run_hpcgen("export", single, single, "--format", "npz", "--out", out)
+    assert proc.returncode == 2
+    assert "export --format npz takes one file, got 2" in proc.stderr
+    assert not out.exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -100,17 +101,34 @@ def false_runs(flags: np.ndarray, offset: int = 0) -> list[tuple[int, int]]:
     return [(offset + int(a), offset + int(b)) for a, b in zip(edges[::2], edges[1::2])]
 
 
-def export(path: Path, fmt: str, out: Path, options: Mapping[str, Any]) -> None:
-    with Reader(path) as r:
+def export(
+    paths: str | Path | Sequence[str | Path], fmt: str, out: Path, options: Mapping[str, Any]
+) -> None:
+    """Export one file, or several where the format joins files (an exporter with the
+    attribute ``many_files = True`` is handed the list of readers)."""
+    if isinstance(paths, str | Path):
+        paths = [paths]
+    with ExitStack() as stack:
+        readers = [stack.enter_context(Reader(p)) for p in paths]
+        names = {r.spec.generator for r in readers}
+        if len(names) > 1:
+            raise UserError(f"files of different generators ({', '.join(sorted(names))})")
+        r = readers[0]
         formats = r.generator.exporters()
-        check_exportable(r)
+        for each in readers:
+            check_exportable(each)
         check_output(out, bool(options.get("overwrite")))
-        if fmt in formats:
-            formats[fmt](r, out, options)
-        elif fmt == "npz":
-            export_npz(r, out)
-        else:
+        if fmt not in formats and fmt != "npz":
             known = ", ".join(sorted({"npz", *formats}))
             raise UserError(
                 f"unknown export format {fmt!r} for {r.spec.generator} (known: {known})"
             )
+        fn = formats.get(fmt)
+        if len(readers) > 1:
+            if fn is None or not getattr(fn, "many_files", False):
+                raise UserError(f"export --format {fmt} takes one file, got {len(readers)}")
+            fn(readers, out, options)
+        elif fn is not None:
+            fn(r, out, options)
+        else:
+            export_npz(r, out)
