@@ -119,8 +119,11 @@ def test_export_data001(runs: dict[int, Path], tmp_path: Path) -> None:
     train = y < split
     for tag in ("dose_1000", "dose_100000"):
         for name in ("train", "test"):
-            assert validate_data001(out / tag / f"{name}.npz") == []
-    with np.load(out / "dose_1000/train.npz") as a, np.load(out / "dose_1000/test.npz") as b:
+            assert validate_data001(out / tag / f"patched_{name}.npz") == []
+    with (
+        np.load(out / "dose_1000/patched_train.npz") as a,
+        np.load(out / "dose_1000/patched_test.npz") as b,
+    ):
         assert a["diffraction"].dtype == np.float32 and a["Y"].dtype == np.complex64
         assert a["xcoords"].dtype == np.float64 and a["objectGuess"].shape == (128, 128)
         assert len(a["xcoords"]) + len(b["xcoords"]) == 600
@@ -134,11 +137,12 @@ def test_export_data001(runs: dict[int, Path], tmp_path: Path) -> None:
     # the standalone checker agrees, and catches a train/test pair that shares a position
     check = run_hpcgen("data001-check", out)
     assert check.returncode == 0 and "PASS  " + str(out / "dose_1000") in check.stdout
-    with np.load(out / "dose_1000/test.npz") as b:
+    with np.load(out / "dose_1000/patched_test.npz") as b:
         leaked = {k: b[k] for k in b.files}
-    with np.load(out / "dose_1000/train.npz") as a:
-        leaked["xcoords"][0], leaked["ycoords"][0] = a["xcoords"][0], a["ycoords"][0]
-    np.savez(out / "dose_1000/test.npz", **leaked)
+    with np.load(out / "dose_1000/patched_train.npz") as a:
+        for key in ("xcoords", "ycoords", "xcoords_start", "ycoords_start"):
+            leaked[key][0] = a[key][0]
+    np.savez(out / "dose_1000/patched_test.npz", **leaked)
     check = run_hpcgen("data001-check", out / "dose_1000")
     assert check.returncode == 1 and "1 scan positions in both train and test" in check.stdout
 
@@ -153,6 +157,9 @@ def test_validate_data001_reports_contract_violations(tmp_path: Path) -> None:
         "ycoords": np.arange(4.0),
         "scan_index": np.arange(4),
     }
+    good["diff3d"] = good["diffraction"]
+    good["xcoords_start"], good["ycoords_start"] = good["xcoords"], good["ycoords"]
+    good["_metadata"] = np.array(json.dumps({"physics_parameters": {"nphotons": 1e3, "N": 8}}))
     cases = {
         "missing key Y": {k: v for k, v in good.items() if k != "Y"},
         "diffraction is float64": {**good, "diffraction": np.ones((4, 8, 8))},
