@@ -26,6 +26,7 @@ from hpcgen.generators.illumination.lit import LitCalculator, subdivision_uv
 from hpcgen.generators.illumination.model import (
     load_model,
     tracking_rotations,
+    triangle_areas,
     unshadowable_faces,
 )
 from hpcgen.generators.illumination.raycast import EmbreeCaster
@@ -128,6 +129,45 @@ def test_plate_shadowed_by_plate_is_exact_on_grid_aligned_shadows(tmp_path, dx, 
     assert below["roof/bottom"][0] == pytest.approx(analytic_plate(dx, dy), abs=1e-12)
     assert below["base/bottom"][0] == 1.0
     assert below["base/top"][0] == 0.0
+
+
+def trapezoid_yaml() -> str:
+    """base/top: the convex quad (0,0) (2,0) (2,1) (0,3) in z = 0, fan-split from (0,0) into a
+    triangle of area 1 and one of area 3. roof/shade at z = 1 is exactly the area-1 triangle.
+    base turns about z (tracking), which a sun along z leaves unturned."""
+    return """
+components:
+  - id: 1
+    name: base
+    position: [0, 0, 0]
+    orientation: [1, 0, 0, 0]
+    tracking: {axis: [0, 0, 1], normal: [1, 0, 0]}
+    faces:
+      top: [[0, 0, 0], [2, 0, 0], [2, 1, 0], [0, 3, 0]]
+  - id: 2
+    name: roof
+    position: [0, 0, 1]
+    orientation: [1, 0, 0, 0]
+    faces:
+      shade: [[0, 0, 0], [2, 0, 0], [2, 1, 0]]
+"""
+
+
+@pytest.mark.parametrize("backend", ["embree", "brute"])
+@pytest.mark.parametrize("tracking", [False, True])
+@pytest.mark.parametrize("level", [0, 2])
+def test_lit_fraction_is_area_weighted_over_unequal_triangles(tmp_path, backend, tracking, level):
+    """Sun along +z: the roof shadows the area-1 triangle of base/top and nothing of the area-3
+    one, so the lit area fraction is exactly 3/4 (a mean over triangles would say 1/2)."""
+    model = load_model(write(tmp_path, trapezoid_yaml()))
+    base = model.faces[model.face_names.index("base/top")]
+    np.testing.assert_array_equal(np.sort(triangle_areas(base.triangles)), [1.0, 3.0])
+    kw = {"level": level, "backend": backend, "tracking": tracking}
+    lit = lit_of(model, [0, 0, 1], **kw)
+    assert lit["base/top"][0] == 0.75
+    assert lit["roof/shade"][0] == 1.0
+    # the seed's definition counts sun-facing triangles instead: 1 lit of 2
+    assert lit_of(model, [0, 0, 1], convention="lcas", **kw)["base/top"][0] == 0.5
 
 
 @pytest.mark.parametrize("level", [2, 3, 4, 5])
@@ -388,7 +428,7 @@ def test_bad_model_files_give_clear_errors(tmp_path, old, new, message):
 def test_missing_files_and_tracking_without_tracking_block(tmp_path):
     with pytest.raises(SpecError, match="model file not found"):
         build_params(Params, {"model": str(tmp_path / "nope.yaml")})
-    with pytest.raises(SpecError, match="no component with a 'tracking' block"):
+    with pytest.raises(SpecError, match="has no sun-tracking component"):
         build_params(Params, {"model": write(tmp_path, plates_yaml()), "sun_tracking": True})
     with pytest.raises(SpecError, match=r"params.level must be in \[0, 7\]"):
         build_params(Params, {"level": 9})

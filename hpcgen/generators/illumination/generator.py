@@ -41,8 +41,12 @@ MAX_LEVEL = 7
 class Params:
     """Parameters of the illumination generator ([params] table of a run spec)."""
 
-    #: satellite model: a YAML model or a mesh scene (GLB, OBJ, ...); "" = bundled Intelsat 901
+    #: satellite model: a YAML model (ours or an LCAS ``*_model.yaml``) or a mesh scene (GLB,
+    #: OBJ, ...); "" = bundled Intelsat 901
     model: str = ""
+    #: LCAS articulation file (``*_articulation.yaml``) for an LCAS model; "" = none (the
+    #: components' own ``articulation_rule`` still applies)
+    articulation: str = ""
     #: subdivision level L >= 0: 4^L sub-triangles per model triangle (2*4^L per quad), at most 7
     level: int = 3
     #: "area": lit area / face area (L as given). "lcas": the seed workflow's definition, level 0,
@@ -62,12 +66,13 @@ class Params:
             f"params.level must be in [0, {MAX_LEVEL}] (4^level rays per triangle), "
             f"got {self.level}",
         )
-        model = load_model(self.model)  # every model-file problem surfaces at spec validation
+        # every model-file problem surfaces at spec validation
+        model = load_model(self.model, self.articulation)
         if self.sun_tracking:
             require(
                 any(c.can_track for c in model.components),
-                f"params.sun_tracking = true but model {model.source} has no component with "
-                "a 'tracking' block",
+                f"params.sun_tracking = true but model {model.source} has no sun-tracking "
+                "component (a 'tracking' block, or an LCAS track_sun articulation)",
             )
         if self.sun_file:
             _sun_file(self.sun_file)  # exists and is readable
@@ -89,7 +94,7 @@ class IlluminationGenerator(Generator):
 
     def __init__(self, params: Params, float_dtype: str = "float64") -> None:
         super().__init__(params, float_dtype)
-        self.model: Model = load_model(params.model)
+        self.model: Model = load_model(params.model, params.articulation)
         self._calculators: dict[str, Any] = {}
 
     # --- fields -----------------------------------------------------------------------------------
@@ -164,6 +169,8 @@ class IlluminationGenerator(Generator):
 
     def input_files(self) -> list[Path]:
         files = [resolve_model_path(self.params.model)]
+        if self.params.articulation:
+            files.append(Path(self.params.articulation))
         if self.params.sun_file:
             files.append(Path(self.params.sun_file))
         return files

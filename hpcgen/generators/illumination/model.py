@@ -21,7 +21,9 @@ YAML layout (see ``models/intelsat901.yaml``)::
 
 Faces are planar convex polygons (normally quads), vertex order giving the outward normal by the
 right-hand rule. Mesh files (GLB, OBJ, PLY ... anything ``trimesh.load`` reads as a scene) give
-one face per scene node, named by the node: a face is then any set of triangles.
+one face per scene node, named by the node: a face is then any set of triangles. LCAS model files
+(``*_model.yaml`` with ``!src.models.model_definitions.Satellite`` at the root) are read as data
+by :mod:`.lcas`, with an optional LCAS articulation file.
 
 Every problem in a model file is a :class:`SpecError` naming the file, the component and the face.
 """
@@ -69,6 +71,8 @@ class Component:
     #: (through ``position``) until ``tracking_normal`` points as close to the sun as it can
     tracking_axis: np.ndarray | None = None
     tracking_normal: np.ndarray | None = None
+    #: (min, max) turn angle in rad, or None for a full turn (LCAS articulation ``limits``)
+    tracking_limits: tuple[float, float] | None = None
 
     @property
     def can_track(self) -> bool:
@@ -157,12 +161,14 @@ def tracking_rotations(comp: Component, sun: np.ndarray) -> np.ndarray:
 
     The component turns about its tracking axis by the angle that brings its tracking normal onto
     the projection of the sun direction on the plane normal to the axis (no turn when the sun is
-    along the axis).
+    along the axis), clipped to ``tracking_limits`` when the component has them.
     """
     a, n0 = comp.tracking_axis, comp.tracking_normal
     s_local = sun @ comp.rotation  # R^T s for each row
     s_perp = s_local - np.outer(s_local @ a, a)
     angle = np.arctan2(s_perp @ np.cross(a, n0), s_perp @ n0)
+    if comp.tracking_limits is not None:
+        angle = np.clip(angle, *comp.tracking_limits)
     return comp.rotation @ axis_rotations(a, angle)
 
 
@@ -225,62 +231,103 @@ def resolve_model_path(model: str) -> Path:
     return p
 
 
-def load_model(model: str | Path) -> Model:
-    """Load and validate a model ('' = bundled Intelsat 901). Cached per file version."""
+def resolve_articulation_path(articulation: str) -> Path | None:
+    """'' -> None (no articulation file); otherwise the user's path (must exist)."""
+    if not articulation:
+        return None
+    p = Path(articulation).expanduser()
+    if not p.is_file():
+        raise SpecError(f"articulation file not found: {p}")
+    return p
+
+
+def load_model(model: str | Path, articulation: str | Path = "") -> Model:
+    """Load and validate a model ('' = bundled Intelsat 901). Cached per file version.
+
+    ``articulation``: an LCAS articulation file (``*_articulation.yaml``) for an LCAS model
+    (:mod:`.lcas`); '' = none.
+    """
     p = resolve_model_path(str(model))
+    a = resolve_articulation_path(str(articulation))
     st = p.stat()
-    return _load_cached(str(p.resolve()), st.st_mtime_ns, st.st_size)
+    key = (str(p.resolve()), st.st_mtime_ns, st.st_size)
+    if a is None:
+        return _load_cached(*key, None, 0, 0)
+    sa = a.stat()
+    return _load_cached(*key, str(a.resolve()), sa.st_mtime_ns, sa.st_size)
 
 
 @functools.lru_cache(maxsize=8)
-def _load_cached(path: str, mtime_ns: int, size: int) -> Model:
+def _load_cached(
+    path: str, mtime_ns: int, size: int, articulation: str | None, a_mtime_ns: int, a_size: int
+) -> Model:
     p = Path(path)
+    a = Path(articulation) if articulation is not None else None
     if p.suffix.lower() in YAML_SUFFIXES:
-        return _load_yaml(p)
+        return _load_yaml(p, a)
+    if a is not None:
+        raise SpecError(f"params.articulation applies to LCAS models only, not to mesh file {p}")
     return _load_mesh(p)
 
 
-class _DuplicateKey(Exception):
-    pass
+class DuplicateKey(Exception):
+    """A mapping repeats a key (raised while loading; callers turn it into a SpecError)."""
 
 
-def _strict_loader() -> type:
-    """A yaml SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+@functools.cache
+def strict_loader() -> type:
+    """A yaml SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one).
+
+    Every mapping goes through ``construct_mapping``, so mappings built by added constructors
+    (the LCAS tags, :mod:`.lcas`) are checked too.
+    """
     import yaml
 
     class StrictLoader(yaml.SafeLoader):
-        pass
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    raise DuplicateKey(
+                        f"duplicate key {key!r} at line {line} (first at line {seen[key]})"
+                    )
+                seen[key] = line
+            return super().construct_mapping(node, deep=deep)
 
-    def construct_mapping(loader: Any, node: Any, deep: bool = False) -> Any:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = loader.construct_object(key_node, deep=True)
-            line = key_node.start_mark.line + 1
-            if key in seen:
-                raise _DuplicateKey(
-                    f"duplicate key {key!r} at line {line} (first at line {seen[key]})"
-                )
-            seen[key] = line
-        return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
-
-    StrictLoader.add_constructor("tag:yaml.org,2002:map", construct_mapping)
     return StrictLoader
 
 
-def _load_yaml(p: Path) -> Model:
+def read_yaml(p: Path, loader: type) -> Any:
+    """Parse a YAML file with ``loader``; every problem is a one-line SpecError."""
     import yaml
 
     try:
-        doc = yaml.load(p.read_text(), Loader=_strict_loader())
-    except _DuplicateKey as e:
+        return yaml.load(p.read_text(), Loader=loader)
+    except DuplicateKey as e:
         raise SpecError(f"{p}: {e}: face and component names must be unique") from None
     except yaml.YAMLError as e:
         raise SpecError(f"{p}: not valid YAML: {' '.join(str(e).split())}") from None
     except UnicodeDecodeError:
         raise SpecError(f"{p}: not a text (YAML) file") from None
-    if not isinstance(doc, dict):
+
+
+def _load_yaml(p: Path, articulation: Path | None) -> Model:
+    from hpcgen.generators.illumination import lcas
+
+    doc = read_yaml(p, lcas.loader())
+    if lcas.is_satellite(doc):
+        return lcas.satellite_model(doc, p, articulation)
+    if articulation is not None:
+        raise SpecError(
+            f"params.articulation = {str(articulation)!r} applies to LCAS models only; "
+            f"{p} is not one (its root is not an LCAS Satellite): put sun-tracking in the "
+            "components' 'tracking' blocks"
+        )
+    if not isinstance(doc, dict) or type(doc) is not dict:
         raise SpecError(f"{p}: a model is a mapping with a 'components' list")
     unknown = sorted(set(doc) - {"name", "components"}, key=str)
     if unknown:
