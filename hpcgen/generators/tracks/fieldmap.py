@@ -2,9 +2,11 @@
 
 Text format (LHCb's twodip map): whitespace-separated rows ``x y z Bx By Bz`` in mm and tesla on a
 regular grid (the real map: 81 x 81 x 146 points, x, y in [-4000, 4000] mm step 100, z in
-[-500, 14000] mm with a variable step). Rows may come in any order: each row is placed on the grid
-by its coordinates. Lines starting with ``#`` are comments. A map with a missing or duplicate grid
-point, a non-finite value or a row that is not six numbers is refused with a one-line error.
+[-500, 14000] mm with a variable step), y varying fastest, then x, then z. Our reader accepts rows
+in any order: each row is placed on the grid by its coordinates. The writer keeps the real order,
+which other readers of the format assume. Lines starting with ``#`` are comments. A map with a
+missing or duplicate grid point, a non-finite value or a row that is not six numbers is refused
+with a one-line error.
 
 Parsing 60 MB of text takes seconds; 10,000 batch jobs should not each do it. The parsed grid is
 cached in a binary ``.npz`` named by the text's SHA-256, beside the map (``MAP.<sha16>.cache.npz``)
@@ -193,9 +195,13 @@ def _write_cache(cp: Path, grid: MapGrid) -> None:
 
 def write_text(path: Path, grid: MapGrid, order_seed: int | None = None) -> None:
     """Write ``grid`` in the LHCb text format: ``x y z`` with 1 decimal (mm), ``Bx By Bz`` with 6
-    (T, 1 uT). ``order_seed`` shuffles the rows (tests: the reader must not depend on the order)."""
-    X, Y, Z = np.meshgrid(grid.xs, grid.ys, grid.zs, indexing="ij")
-    cols = [X.ravel(), Y.ravel(), Z.ravel(), *grid.B.reshape(-1, 3).T]
+    (T, 1 uT), in the real twodip map's row order: y fastest, then x, then z (z outermost).
+    Readers of the real map rely on that order instead of the coordinates (the track-extrapolation
+    trainers' loaders reshape the columns to (nz, nx, ny)); ours places rows by their coordinates.
+    ``order_seed`` shuffles the rows (tests: our reader must not depend on the order)."""
+    # axes (z, x, y), C order: y varies fastest; B (nx, ny, nz, 3) -> (nz, nx, ny, 3) to match
+    Z, X, Y = np.meshgrid(grid.zs, grid.xs, grid.ys, indexing="ij")
+    cols = [X.ravel(), Y.ravel(), Z.ravel(), *grid.B.transpose(2, 0, 1, 3).reshape(-1, 3).T]
     n = len(cols[0])
     perm = np.random.default_rng(order_seed).permutation(n) if order_seed is not None else None
     tmp = path.with_name(path.name + ".partial")
