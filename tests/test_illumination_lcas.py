@@ -27,6 +27,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import trimesh
 from helpers import run_hpcgen
 
 from hpcgen.errors import SpecError
@@ -189,6 +190,18 @@ def test_faces_are_the_conceptual_faces_with_shared_names_qualified():
     # every quad fan-triangulated from its first vertex: 2 triangles of 2 m^2
     np.testing.assert_array_equal(model.face_areas, np.full(10, 4.0))
     assert all(len(f.triangles) == 2 for f in model.faces)
+
+
+def test_the_box_is_a_closed_mesh_with_outward_faces():
+    """The Box component's triangles, merged by trimesh, close a 2 m cube: watertight, and its
+    signed volume is +8 m^3 only if every face winds outward."""
+    model = load_model(MODEL)
+    tris, face_of = model.body_triangles()
+    box = tris[np.isin(face_of, [model.face_names.index(n) for n in COLUMNS[:6]])]
+    mesh = trimesh.Trimesh(box.reshape(-1, 3), np.arange(3 * len(box)).reshape(-1, 3))
+    assert mesh.is_watertight
+    assert mesh.volume == pytest.approx(8.0, abs=1e-12)
+    assert len(mesh.faces) == 12
 
 
 def test_quaternions_are_w_first_and_rotate_component_into_body_frame():
