@@ -110,8 +110,9 @@ def test_layout_checker_accepts_the_layout_and_names_each_violation(atlas_dir, t
         for k, v in {"sample_varying": False, "time_varying": False}.items():
             h5["dimensions/y"].attrs[k] = v
     with Reader(path) as r:
-        (line,) = gen.file_checks(r)
+        line, plain = gen.file_checks(r)
     assert line.passed and line.value == "conforms"
+    assert plain.passed and plain.value == "plain"
 
 
 def test_verify_passes_and_catches_broken_conservation(atlas_dir, tmp_path):

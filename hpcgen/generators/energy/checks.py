@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 
 import h5py
@@ -19,7 +20,8 @@ ENTROPY_MATCH = 1e-4
 
 class EnergyVerifier(Verifier):
     """Energy conservation at every step, positivity, finiteness, shapes, pyramid conservation,
-    entropy bookkeeping. Keeps running extrema and counts only."""
+    entropy bookkeeping, diversity of frame 0. Keeps running extrema and counts, one reference
+    frame and an 8-byte digest per trajectory's frame 0."""
 
     def __init__(self, params: EnergyParams) -> None:
         self.params = params
@@ -36,6 +38,12 @@ class EnergyVerifier(Verifier):
         self.n_steps = 0
         self.n_decreases = 0
         self.n_rescaled = 0
+        # frame 0 of the first trajectory seen, and a digest of every frame 0
+        self.reference: np.ndarray | None = None
+        self.frame0_digests: set[bytes] = set()
+        self.frame0_rms_sum = 0.0
+        self.frame0_rms_min = float("inf")
+        self.frame0_compared = 0
 
     def update(self, data: Mapping[str, np.ndarray], start: int) -> None:
         e = np.asarray(data[well.ENERGY])
@@ -62,6 +70,8 @@ class EnergyVerifier(Verifier):
         self.n_decreases += int(np.count_nonzero(ds < -ENTROPY_EPS))
         self.n_rescaled += int(np.count_nonzero(np.asarray(data["scalars/rescaled"])))
 
+        self._frame0(e[:, 0])
+
         # pyramid: the first and last frame of each trajectory at every smaller level
         ends = e[:, [0, -1]]
         ends_total = maps.total_energy(ends)
@@ -73,6 +83,46 @@ class EnergyVerifier(Verifier):
             rel = np.abs(maps.total_energy(level) / ends_total - 1.0)
             self.max_pyramid_err = max(self.max_pyramid_err, float(np.nanmax(rel)))
             self.pyramid_negative += int(np.count_nonzero(level < 0))
+
+    def _frame0(self, first: np.ndarray) -> None:
+        """Digest each trajectory's frame 0 and its RMS difference from the reference frame
+        (relative to the reference's mean energy)."""
+        for f in first:
+            self.frame0_digests.add(hashlib.blake2b(f.tobytes(), digest_size=8).digest())
+        if self.reference is None:
+            self.reference = first[0].astype(np.float64)
+            first = first[1:]
+        if len(first) == 0:
+            return
+        scale = float(np.abs(self.reference).mean()) or 1.0
+        diff = first.astype(np.float64) - self.reference
+        rms = np.sqrt(np.mean(diff * diff, axis=(1, 2))) / scale
+        self.frame0_rms_sum += float(rms.sum())
+        self.frame0_rms_min = min(self.frame0_rms_min, float(rms.min()))
+        self.frame0_compared += len(rms)
+
+    def frame0_result(self) -> CheckResult:
+        """Whether the trajectories start from different frames. Vortex and laminar frames are
+        analytic: identical starts are expected only under pattern_variation = "source"."""
+        distinct = len(self.frame0_digests)
+        analytic = self.params.preset.pattern in ("vortex", "laminar")
+        shared_by_design = analytic and self.params.pattern_variation == "source"
+        if self.frame0_compared:
+            mean = self.frame0_rms_sum / self.frame0_compared
+            detail = (
+                f"RMS difference from trajectory 0's frame 0, relative to its mean energy: "
+                f"mean {mean:.3g}, min {self.frame0_rms_min:.3g}"
+            )
+        else:
+            detail = "one trajectory: nothing to compare"
+        if shared_by_design:
+            detail += "; pattern_variation = source: one initial frame by design"
+        return CheckResult(
+            "frame 0 differs between trajectories",
+            self.rows <= 1 or distinct == self.rows or shared_by_design,
+            f"{distinct} distinct of {self.rows}",
+            detail,
+        )
 
     def results(self) -> list[CheckResult]:
         tol = self.params.drift_tolerance
@@ -117,6 +167,7 @@ class EnergyVerifier(Verifier):
                 f"{self.n_rescaled} steps",
                 f"total energy off by more than {tol:.0%} and rescaled",
             ),
+            self.frame0_result(),
         ]
 
 
@@ -133,4 +184,20 @@ def layout_result(h5: h5py.File) -> CheckResult:
         not problems,
         "conforms" if not problems else f"{len(problems)} problem(s)",
         "; ".join(problems[:5]),
+    )
+
+
+def virtual_result(h5: h5py.File) -> CheckResult:
+    """Whether the energy field is a virtual dataset (the shards route's ``merge --virtual``).
+    Reported, not failed: hpcgen reads such files, but The Well's WellDataset opens files through
+    fsspec file objects, where HDF5 cannot follow a virtual dataset to its sources."""
+    d = h5.get(well.ENERGY)
+    virtual = isinstance(d, h5py.Dataset) and d.is_virtual
+    return CheckResult(
+        "plain datasets for The Well's loader (reported)",
+        True,
+        "virtual" if virtual else "plain",
+        "WellDataset cannot read a virtual dataset: hpcgen export FILE --format well --out DIR"
+        if virtual
+        else "",
     )

@@ -5,8 +5,10 @@ one trajectory: a base pattern (frame 0) evolved by ``n_steps - 1`` perturbation
 thermal blur, translation, noise, optional scaling), energy renormalised after each perturbation.
 
 Randomness: ``sample()`` draws, from the chunk's streams, the per-step rotation angles, shifts and
-scaling factors (stored as The Well scalars) and one 64-bit seed per trajectory (stored as
-``trajectory_seed``); ``compute()`` derives everything else from those inputs -- the base pattern
+scaling factors (stored as The Well scalars), the shape parameters of the vortex and laminar
+patterns (stored as per-trajectory scalars, see ``patterns.PATTERN_PARAMETERS``) and one 64-bit seed
+per trajectory (stored as ``trajectory_seed``); ``compute()`` derives everything else from those
+inputs -- the base pattern (from the stored shape parameters, or the turbulent and random pixels)
 and the pixel noise come from ``np.random.Generator(PCG64(seed))``, drawn on the CPU in the same
 order on every device. So the data depend only on (spec, chunk), never on the rank count.
 """
@@ -23,6 +25,7 @@ from hpcgen.generators.base import (
     CheckResult,
     Chunk,
     Device,
+    Exporter,
     FieldSpec,
     Generator,
     StaticData,
@@ -84,12 +87,18 @@ class EnergyGenerator(Generator):
             s = p.scaling_max
             scales[:, 1:] = chunk.rng("scaling", p.domain).uniform(1 - s, 1 + s, (n, t - 1))
         seeds = chunk.rng("trajectory", p.domain).integers(0, 2**63, n, dtype=np.uint64)
+        # a stream of its own: turbulent and random runs draw nothing here and keep their data
+        if p.pattern_variation == "source":
+            shape_params = patterns.source_parameters(pre.pattern, n)
+        else:
+            shape_params = patterns.draw_parameters(pre.pattern, n, chunk.rng("pattern", p.domain))
         return {
             well.SEED: seeds,
             "scalars/rotation_deg": angles,
             "scalars/shift_x": shifts[..., 0],
             "scalars/shift_y": shifts[..., 1],
             "scalars/scale_factor": scales,
+            **{f"scalars/{k}": v for k, v in shape_params.items()},
         }
 
     def compute(
@@ -104,7 +113,16 @@ class EnergyGenerator(Generator):
         ).astype(np.int64)
         scales = np.asarray(inputs["scalars/scale_factor"], np.float64)
         rngs = [np.random.Generator(np.random.PCG64(int(s))) for s in seeds]
-        bases = np.stack([patterns.base_pattern(pre.pattern, p.shape, g) for g in rngs])
+        # the pattern from the stored (float32) shape parameters, so the file reproduces frame 0
+        shape_params = {k: np.asarray(inputs[f"scalars/{k}"]) for k in well.pattern_scalars(p)}
+        bases = np.stack(
+            [
+                patterns.base_pattern(
+                    pre.pattern, p.shape, g, {k: v[i] for k, v in shape_params.items()}
+                )
+                for i, g in enumerate(rngs)
+            ]
+        )
         if device.kind == "gpu":
             import cupyx.scipy.ndimage as cndi
 
@@ -136,6 +154,11 @@ class EnergyGenerator(Generator):
             "scalars/rescaled": rescaled.astype(np.float32),
         }
 
+    def exporters(self) -> dict[str, Exporter]:
+        from hpcgen.generators.energy.well_export import export_well_format
+
+        return {"well": export_well_format}
+
     def verifier(self) -> Verifier:
         from hpcgen.generators.energy.checks import EnergyVerifier
 
@@ -143,9 +166,9 @@ class EnergyGenerator(Generator):
 
     def file_checks(self, reader: Any) -> list[CheckResult]:
         """Checks on the whole file (``hpcgen verify`` calls this with its Reader)."""
-        from hpcgen.generators.energy.checks import layout_result
+        from hpcgen.generators.energy.checks import layout_result, virtual_result
 
-        return [layout_result(reader.h5)]
+        return [layout_result(reader.h5), virtual_result(reader.h5)]
 
     def plot(self, reader: Any, out: Path, options: Mapping[str, Any]) -> None:
         from hpcgen.generators.energy.plot import plot_file

@@ -20,9 +20,11 @@ Domain = Literal[
     "active_matter",
 ]
 Pattern = Literal["turbulent", "laminar", "vortex", "random"]
+PatternVariation = Literal["per_trajectory", "source"]
 
 DOMAINS: tuple[str, ...] = Domain.__args__
 PATTERNS: tuple[str, ...] = Pattern.__args__
+PATTERN_VARIATIONS: tuple[str, ...] = PatternVariation.__args__
 
 #: translation bound of the source workflow: roll by up to +-5 pixels per axis and step
 DEFAULT_TRANSLATION_PX = 5
@@ -78,6 +80,11 @@ class EnergyParams:
     height, width: map size in pixels, 8..8192, square or 2:3 / 3:2.
     pattern, rotation_max_deg (0..360), noise_sigma (0..10), blur_sigma (0..min(H, W)/4 px),
     translation_max_px (0..min(H, W)/2): overrides of the preset.
+    pattern_variation: "per_trajectory" (default) draws the shape of the analytic patterns
+    (vortex: centre, width, arm count, phase; laminar: wave numbers, phases) for each trajectory
+    within ``patterns.PARAMETER_RANGES``; "source" keeps the source workflow's exact pattern, so
+    every trajectory of a vortex or laminar domain starts from the same frame. turbulent and
+    random frames differ per trajectory either way.
     scaling_max: each step multiplies the energy by U(1 - s, 1 + s); 0 (default) disables it.
     drift_tolerance: when the total energy of a frame differs from the initial one by more than
     this fraction it is rescaled back and counted (default 0.05, the source's 5 %), in (0, 1).
@@ -88,6 +95,7 @@ class EnergyParams:
     height: int = 256
     width: int = 256
     pattern: Pattern | None = None
+    pattern_variation: PatternVariation = "per_trajectory"
     rotation_max_deg: float | None = None
     noise_sigma: float | None = None
     blur_sigma: float | None = None
@@ -108,6 +116,11 @@ class EnergyParams:
         require(
             self.pattern is None or self.pattern in PATTERNS,
             f"pattern must be one of {', '.join(PATTERNS)}",
+        )
+        require(
+            self.pattern_variation in PATTERN_VARIATIONS,
+            f"pattern_variation must be one of {', '.join(PATTERN_VARIATIONS)}, "
+            f"got {self.pattern_variation!r}",
         )
         p = self.preset
         side = min(self.height, self.width)

@@ -6,6 +6,7 @@ What an energy file holds (B trajectories, T frames of H x W pixels)::
     /  @dataset_name = "energy_<domain>"  @grid_type = "cartesian"  @n_spatial_dims = 2
        @n_trajectories = B  @simulation_parameters = [rotation_max_deg, noise_sigma, blur_sigma,
        translation_max_px, scaling_max]  @<each parameter> = value  @domain  @pattern
+       @pattern_variation
     dimensions/            @spatial_dims = ["x", "y"]
         time  float32 (T)  step index           @sample_varying = False
         x     float32 (H)  pixel index, axis 2  @sample_varying = False  @time_varying = False
@@ -17,14 +18,19 @@ What an energy file holds (B trajectories, T frames of H x W pixels)::
             values  float32 (2)  unused for periodic boundaries (zeros)
         y_periodic/  ... the same along y (W)
     scalars/               @field_names = [the five parameters, entropy, rotation_deg, shift_x,
-                                            shift_y, scale_factor, rescaled]
-        <parameter>   float32 (1)     @sample_varying = False  @time_varying = False
+                                            shift_y, scale_factor, rescaled, pattern parameters]
+        <parameter>   float32 ()      @sample_varying = False  @time_varying = False (0-d, as in
+                                      The Well's own files: its to_xarray needs it)
         entropy       float32 (B, T)  -sum p ln p of each frame, nats
         rotation_deg  float32 (B, T)  rotation applied to reach frame t (0 at t = 0)
         shift_x/_y    float32 (B, T)  roll in pixels along x (axis 2) / y (axis 3)
         scale_factor  float32 (B, T)  energy scaling factor of the step (1: scaling off)
         rescaled      float32 (B, T)  1 where the drift rule rescaled the frame, else 0
                       (per-trajectory scalars: @sample_varying = True  @time_varying = True)
+        <pattern parameter>  float32 (B)  vortex: vortex_centre_x, vortex_centre_y, vortex_width,
+                      vortex_mode, vortex_phase; laminar: laminar_kx, laminar_ky, laminar_phase_x,
+                      laminar_phase_y (only for those patterns; see patterns.PATTERN_PARAMETERS)
+                      @sample_varying = True  @time_varying = False
     t0_fields/             @field_names = ["energy"]
         energy  float32 (B, T, H, W)  @dim_varying = [True, True]  @sample_varying = True
                                       @time_varying = True
@@ -45,6 +51,7 @@ import numpy as np
 
 from hpcgen.generators.base import FieldSpec, StaticData
 from hpcgen.generators.energy.params import SIMULATION_PARAMETERS, EnergyParams
+from hpcgen.generators.energy.patterns import PATTERN_PARAMETERS
 
 ENERGY = "t0_fields/energy"
 SEED = "trajectory_seed"
@@ -67,6 +74,12 @@ def _flags(sample: bool, time: bool) -> dict[str, Any]:
     return {"sample_varying": sample, "time_varying": time}
 
 
+def pattern_scalars(params: EnergyParams) -> dict[str, tuple[str, str]]:
+    """Per-trajectory shape parameters of the run's pattern (name -> (units, description));
+    empty for turbulent and random."""
+    return PATTERN_PARAMETERS.get(params.preset.pattern, {})
+
+
 def field_specs(params: EnergyParams) -> list[FieldSpec]:
     t = params.n_steps
     specs = [
@@ -82,6 +95,8 @@ def field_specs(params: EnergyParams) -> list[FieldSpec]:
     ]
     for name, (units, desc) in TRAJECTORY_SCALARS.items():
         specs.append(FieldSpec(f"scalars/{name}", (t,), "float32", units, desc, _flags(True, True)))
+    for name, (units, desc) in pattern_scalars(params).items():
+        specs.append(FieldSpec(f"scalars/{name}", (), "float32", units, desc, _flags(True, False)))
     specs.append(
         FieldSpec(SEED, (), "uint64", "1", "seed of the trajectory's base pattern and pixel noise")
     )
@@ -102,6 +117,7 @@ def root_attrs(params: EnergyParams) -> dict[str, Any]:
         **simulation_parameter_attrs(params),
         "domain": params.domain,
         "pattern": params.preset.pattern,
+        "pattern_variation": params.pattern_variation,
     }
 
 
@@ -131,7 +147,8 @@ def static_datasets(params: EnergyParams) -> dict[str, StaticData]:
             np.zeros(2, np.float32), {"description": "unused for periodic boundaries"}
         )
     for name, value in params.simulation_parameters().items():
-        out[f"scalars/{name}"] = StaticData(np.array([value], np.float32), _flags(False, False))
+        # 0-d: The Well's constant scalars have no axis (its to_xarray gives them no dimension)
+        out[f"scalars/{name}"] = StaticData(np.array(value, np.float32), _flags(False, False))
     return out
 
 
@@ -142,7 +159,11 @@ def group_attrs(params: EnergyParams, n_rows: int) -> dict[str, dict[str, Any]]:
         "/": {**root_attrs(params), "n_trajectories": int(n_rows)},
         "dimensions": {"spatial_dims": list(SPATIAL_DIMS)},
         "scalars": {
-            "field_names": [*params.simulation_parameters(), *TRAJECTORY_SCALARS],
+            "field_names": [
+                *params.simulation_parameters(),
+                *TRAJECTORY_SCALARS,
+                *pattern_scalars(params),
+            ],
         },
         "t0_fields": {"field_names": ["energy"]},
         "t1_fields": {"field_names": []},
@@ -310,6 +331,6 @@ def _check_group(
                 continue
             expected += [sizes[s] for s, v in zip(spatial, varying) if v]
             expected += [len(spatial)] * order
-        if tuple(expected) != d.shape and not (not expected and d.shape in ((), (1,))):
+        if tuple(expected) != d.shape:  # constants 0-d, as The Well's own files store them
             problems.append(f"{w}: shape {d.shape}, expected {tuple(expected)} from its flags")
     return problems
