@@ -185,6 +185,7 @@ def test_export_of_an_old_file_makes_its_constant_scalars_0d(exported, tmp_path)
         assert f["scalars/blur_sigma"].shape == ()
 
 
+@pytest.mark.slow
 def test_export_of_a_virtual_merged_file_copies_plain_data(exported, tmp_path):
     _, out = exported
     spec = write_spec(tmp_path)
@@ -239,6 +240,7 @@ def test_bad_splits_are_user_errors():
     assert parse_fractions("0.7,0.2,0.1") == (0.7, 0.2, 0.1)
 
 
+@pytest.mark.slow
 def test_export_refusals_are_one_line_exit_2(exported, tmp_path):
     src, out = exported
     res = export(src, out)  # exists
