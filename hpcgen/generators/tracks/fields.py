@@ -21,11 +21,15 @@ LEFT_VOLUME = 1  # a field lookup fell outside the map's grid (B = 0 there)
 MASKED_CELL = 2  # a field lookup fell in a cell with an artefact corner (policy "mask")
 STEP_LIMIT = 4  # the adaptive integrator hit max_steps before z_end (Y is NaN)
 SLOPE = 8  # |tx| or |ty| exceeded max_slope: a curling track (Y is NaN)
+#: the state at z_end is outside the acceptance box (params.acceptance); set by the generator
+#: after propagation, never by a kernel (Y is a valid state)
+OUT_OF_ACCEPTANCE = 16
 STATUS_NAMES = {
     LEFT_VOLUME: "left field volume",
     MASKED_CELL: "masked cell",
     STEP_LIMIT: "step limit",
     SLOPE: "slope limit",
+    OUT_OF_ACCEPTANCE: "out of acceptance",
 }
 #: flags after which the propagation stops and Y is not a state at z_end
 ABORTED = STEP_LIMIT | SLOPE

@@ -20,11 +20,11 @@ from hpcgen.generators.base import (
     Generator,
     Verifier,
 )
-from hpcgen.generators.tracks.checks import TracksVerifier
-from hpcgen.generators.tracks.fields import STATUS_NAMES, Field, UniformField
+from hpcgen.generators.tracks.checks import TracksVerifier, outside_acceptance
+from hpcgen.generators.tracks.fields import OUT_OF_ACCEPTANCE, STATUS_NAMES, Field, UniformField
 from hpcgen.generators.tracks.params import TracksParams
 from hpcgen.generators.tracks.propagate import Propagator, make_field, settings_of
-from hpcgen.generators.tracks.sampling import sample_tracks
+from hpcgen.generators.tracks.sampling import check_z_sampling, draws_z_start, sample_tracks
 
 
 class TracksGenerator(Generator):
@@ -82,8 +82,17 @@ class TracksGenerator(Generator):
             ),
         ]
 
+    def check_n_samples(self, n_samples: int) -> None:
+        """Up front, before any output: per-track z_start must fit the field's z extent (loads
+        the map when z is drawn per track)."""
+        if draws_z_start(self.params):
+            check_z_sampling(self.params, self.field.z_extent())
+
     def sample(self, chunk: Chunk) -> dict[str, np.ndarray]:
-        raw = sample_tracks(self.params, chunk.rng("inputs"), chunk.count)
+        p = self.params
+        # the field's z extent bounds the ends only where z_start is drawn and z_range is empty
+        extent = self.field.z_extent() if draws_z_start(p) and not p.z_range else None
+        raw = sample_tracks(p, chunk.rng("inputs"), chunk.count, extent)
         # Round inputs to the stored dtype first, so Y is the propagation of the stored X.
         return {k: v.astype(self.float_dtype) for k, v in raw.items()}
 
@@ -94,7 +103,12 @@ class TracksGenerator(Generator):
         Z = np.asarray(inputs["Z"], dtype=np.float64)
         kernel = "cuda" if device.kind == "gpu" and self.params.kernel == "auto" else None
         Y, status, nsteps = self.propagator(kernel)(X[:, :5], Z[:, 0], Z[:, 1])
-        return {"Y": Y.astype(self.float_dtype), "status": status, "n_steps": nsteps}
+        Y = Y.astype(self.float_dtype)
+        if self.params.acceptance:  # on the stored values, so that verify sees the same cut
+            status = status | np.where(
+                outside_acceptance(Y, self.params.acceptance), OUT_OF_ACCEPTANCE, 0
+            ).astype(np.uint8)
+        return {"Y": Y, "status": status, "n_steps": nsteps}
 
     def propagator(self, kernel: str | None = None) -> Propagator:
         """The file's field and settings on ``kernel`` (default: the CPU kernel of the params)."""
@@ -107,6 +121,8 @@ class TracksGenerator(Generator):
         p = self.params
         cpu = self.propagator().kernel
         dz = tuple(d for d in p.dz_range if d != 0) or (p.z_end - p.z_start,)
+        if p.both_directions:
+            dz += tuple(-d for d in dz)
 
         def uniform(f: UniformField) -> Propagator:
             return Propagator(f, self.settings, cpu)
@@ -119,6 +135,7 @@ class TracksGenerator(Generator):
             field_accuracy_mm=field_accuracy(p),
             dz_values=dz,
             float_dtype=str(self.float_dtype),
+            acceptance=p.acceptance,
         )
 
     def root_attrs(self) -> dict[str, str]:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from hpcgen.generators.base import require
+from hpcgen.generators.tracks.sampling import check_z_sampling
 
 #: LHCb dipole, Gaussian fit to the real map's on-axis By(z) (seed document): B0 in T, z in mm
 GAUSS_B0 = -1.0182
@@ -13,6 +14,10 @@ GAUSS_ZC = 5007.0
 GAUSS_W = 1744.0
 #: where the demo and the tests keep the synthetic map (``hpcgen fieldmap synth``)
 DEFAULT_MAP = "fieldmaps/synth.txt"
+#: LHCb's tracking stations (SciFi, z ~ 7.7-9.4 m) cover about 6 m x 5 m: |x| < 3000 mm,
+#: |y| < 2500 mm (the seed's input ranges too); slopes |tx|, |ty| < 1, the seed's own bound on
+#: tx_f (ty gets the same). ``acceptance`` for ML exports: [x, y, tx, ty]
+LHCB_T_ACCEPTANCE = (3000.0, 2500.0, 1.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -66,10 +71,24 @@ class TracksParams:
     p_max: float = 100.0  # GeV
     #: charges drawn with equal probability
     charges: tuple[int, ...] = (-1, 1)
-    z_start: float = 3000.0  # mm
+    #: mm: every track's z_start, unless z_range or z_planes draws it per track
+    z_start: float = 3000.0
     z_end: float = 9000.0  # mm, used when dz_range is empty; z_end < z_start propagates backward
     #: if given, dz = z_end - z_start is drawn uniformly in this range (mm, may be negative)
     dz_range: tuple[float, ...] = ()
+    #: negate each track's dz (fixed or drawn) with probability 1/2: forward and backward
+    #: propagations alike; dz_range then holds magnitudes (0 < low <= high)
+    both_directions: bool = False
+    #: [low, high] mm: draw z_start per track, uniformly over the positions that keep both ends
+    #: (z_start and z_end = z_start + dz) inside [low, high]; must lie in the field's z extent
+    z_range: tuple[float, ...] = ()
+    #: z planes (mm): draw z_start per track from these, with equal probability among the planes
+    #: that keep z_end inside z_range (or inside the field's z extent when z_range is empty)
+    z_planes: tuple[float, ...] = ()
+    #: [x, y, tx, ty]: the acceptance box at z_end, |x_f| < x mm, |y_f| < y mm, |tx_f| < tx,
+    #: |ty_f| < ty; tracks outside it keep their Y and get the OUT_OF_ACCEPTANCE status bit (16).
+    #: Empty: no cut. LHCB_T_ACCEPTANCE is the documented choice for ML exports
+    acceptance: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("x_range", "y_range", "tx_range", "ty_range"):
@@ -104,8 +123,23 @@ class TracksParams:
             require(len(self.dz_range) == 2, "params.dz_range must be [low, high] (mm) or empty")
             lo, hi = self.dz_range
             require(lo <= hi, f"params.dz_range: low {lo} > high {hi}")
+            require(
+                lo > 0 or not self.both_directions,
+                f"params.dz_range: with both_directions it holds magnitudes, low must be > 0 mm, "
+                f"got {lo}",
+            )
         else:
             require(self.z_end != self.z_start, "params.z_end must differ from z_start")
+        if self.z_range:
+            require(len(self.z_range) == 2, "params.z_range must be [low, high] (mm) or empty")
+            lo, hi = self.z_range
+            require(lo < hi, f"params.z_range: low {lo} must be < high {hi}")
+        if self.acceptance:
+            require(
+                len(self.acceptance) == 4 and all(a > 0 for a in self.acceptance),
+                "params.acceptance must be [x, y, tx, ty] with every bound > 0 (mm, mm, 1, 1), "
+                f"or empty; got {list(self.acceptance)}",
+            )
         require(
             max(
                 abs(self.tx_range[0]),
@@ -116,3 +150,6 @@ class TracksParams:
             < self.max_slope,
             f"params.tx_range/ty_range: |slope| must stay below max_slope ({self.max_slope})",
         )
+        # the planes and the window need no field to check; against the field's extent:
+        # TracksGenerator.check_n_samples
+        check_z_sampling(self, None)
