@@ -8,9 +8,9 @@ zc +- 8 w; a uniform field has none). The track's dz is drawn first, exactly as 
 ``both_directions``); z_start is then drawn over the positions that keep z_end = z_start + dz in
 the window: uniformly in that interval (``z_range``), or with equal probability among the planes in
 it (``z_planes``). Nothing is rejected or redrawn, so the stream use per track is fixed and dz
-keeps its distribution; z_start is uniform only where every dz fits (near the window's ends its
-density falls off linearly, the price of never clipping a track). A window that cannot hold some
-dz of the range is refused before the run (``check_z_sampling``).
+keeps its distribution; z_start is uniform only where every dz fits (towards the window's far end
+its density falls to zero, the price of never moving an end). A window that cannot hold some dz
+of the range is refused before the run (``check_z_sampling``).
 """
 
 from __future__ import annotations
