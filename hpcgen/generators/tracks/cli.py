@@ -27,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.set_defaults(func=cmd_info)
 
     synth = sub.add_parser(
-        "synth", help="write the synthetic stand-in for the LHCb map (the real one is private)"
+        "synth",
+        help="write the synthetic stand-in for the LHCb map (the real one is private), in the "
+        "real twodip.rtf row order: y fastest, then x, then z",
     )
     synth.add_argument("--out", "-o", required=True, help="text map to write")
     synth.add_argument(
