@@ -23,7 +23,7 @@ from helpers import assert_same_data, run_hpcgen
 
 from hpcgen.errors import UserError
 from hpcgen.generators.base import Chunk, Device
-from hpcgen.generators.energy import patterns, well
+from hpcgen.generators.energy import patterns, well, well_export
 from hpcgen.generators.energy.checks import EnergyVerifier
 from hpcgen.generators.energy.generator import EnergyGenerator
 from hpcgen.generators.energy.params import EnergyParams
@@ -149,6 +149,33 @@ def test_stats_yaml_is_the_train_split_recomputed_with_numpy(exported):
         assert list(stats[key]) == ["energy"], key
         assert isinstance(stats[key]["energy"], float), key
         assert stats[key]["energy"] == pytest.approx(value, rel=1e-9, abs=1e-15), key
+
+
+def test_export_streams_one_trajectory_at_a_time_with_the_same_result(
+    exported, tmp_path, monkeypatch
+):
+    src, out = exported
+    with h5py.File(src, "r") as f:
+        row_bytes = sum(
+            f[n].dtype.itemsize * math.prod(f[n].shape[1:])
+            for n in ("t0_fields/energy", "trajectory_seed")
+        )
+    monkeypatch.setattr(well_export, "BLOCK_BYTES", row_bytes)  # less than one row with scalars
+    blocks = []
+    add = well_export.FieldStats.add
+    monkeypatch.setattr(
+        well_export.FieldStats, "add", lambda self, b: (blocks.append(len(b)), add(self, b))
+    )
+    totals = well_export.export_well([src], tmp_path / "small")
+    assert totals == {"train": 8, "valid": 1, "test": 1}
+    assert blocks == [1] * 8  # statistics merged over eight one-trajectory blocks
+    small = yaml.safe_load((tmp_path / "small/stats.yaml").read_text())
+    whole = yaml.safe_load((out / "stats.yaml").read_text())
+    for key in STAT_KEYS:
+        assert small[key]["energy"] == pytest.approx(whole[key]["energy"], rel=1e-12), key
+    for split in ("train", "valid", "test"):
+        name = f"data/{split}/energy_fluid_dynamics.hdf5"
+        assert_same_data(tmp_path / "small" / name, out / name)
 
 
 def test_raw_file_constant_scalars_are_0d_and_the_checker_refuses_shape_1(exported, tmp_path):
