@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import h5py
 import numpy as np
@@ -500,3 +501,24 @@ def test_to_xarray_reads_the_export_and_the_raw_file(exported, tmp_path):
         assert xr["blur_sigma"].dims == ("sample",)  # 0-d per file, stacked over files
         assert xr["entropy"].dims == ("sample", "time")
         assert xr["vortex_width"].shape == (n,)
+
+
+def test_export_joins_several_files_into_one_tree_with_the_split_option(exported, tmp_path):
+    src, _ = exported
+    second = tmp_path / "energy_fluid_dynamics_b.h5"
+    shutil.copy(src, second)
+    out = tmp_path / "joined"
+    res = run_hpcgen(
+        "export", src, second, "--format", "well", "--out", out, "--split", "0.6,0.2,0.2"
+    )
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in (out / "data" / "train").iterdir()) == [
+        "energy_fluid_dynamics.hdf5",
+        "energy_fluid_dynamics_b.hdf5",
+    ]
+    for name in ("energy_fluid_dynamics.hdf5", "energy_fluid_dynamics_b.hdf5"):
+        counts = {}
+        for split in ("train", "valid", "test"):
+            with h5py.File(out / "data" / split / name, "r") as f:
+                counts[split] = int(f.attrs["n_trajectories"])
+        assert counts == {"train": 6, "valid": 2, "test": 2}

@@ -320,3 +320,7 @@ def export_well_format(r: Reader | Sequence[Reader], out: Path, options: Mapping
     )
     counts = ", ".join(f"{k} {v}" for k, v in totals.items())
     print(f"{out}: The Well tree, trajectories {counts}; {STATS} from train")
+
+
+#: ``hpcgen export A.h5 B.h5 ... --format well`` joins several files into one tree
+export_well_format.many_files = True  # type: ignore[attr-defined]
