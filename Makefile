@@ -16,7 +16,7 @@ demo: setup
 	$(BIN)/hpcgen plan jobs/tracks_demo.toml --ranks $(NP)
 	mpiexec.mpich -n $(NP) $(BIN)/hpcgen run jobs/tracks_demo.toml --out tracks_demo.h5 --overwrite --yes
 	$(BIN)/hpcgen verify tracks_demo.h5
-	$(BIN)/hpcgen export tracks_demo.h5 --format npz --out tracks_demo.npz --overwrite
+	$(BIN)/hpcgen export tracks_demo.h5 --format npz --only-ok --out tracks_demo.npz --overwrite
 
 ## make test: set up, lint, the serial suite, then the MPI suite under 2 and 3 ranks
 test: setup lint test-serial test-mpi
