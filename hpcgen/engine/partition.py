@@ -36,10 +36,6 @@ class Plan:
         return [r[rank] for r in self.rounds if r[rank] is not None]
 
 
-def n_chunks(n_samples: int, chunk_size: int) -> int:
-    return -(-n_samples // chunk_size)
-
-
 def round_robin(pending: list[int], n_ranks: int) -> list[list[int | None]]:
     """Deal pending chunks out in rounds of ``n_ranks``; the last round is padded with None."""
     rounds: list[list[int | None]] = []
