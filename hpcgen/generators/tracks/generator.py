@@ -160,6 +160,12 @@ class TracksGenerator(Generator):
     def exporters(self) -> dict[str, Exporter]:
         return {"npz": export_npz_tracks}
 
+    def plot(self, reader: Any, out: Path, options: Mapping[str, Any]) -> None:
+        """Trajectories, By(z), bending against 1/p, status counts, input distributions."""
+        from hpcgen.generators.tracks.plot import plot_file
+
+        plot_file(reader, Path(out), options)
+
     def supports_device(self, kind: str) -> bool:
         return kind == "cpu" or (kind == "gpu" and self.params.kernel == "auto")
 
