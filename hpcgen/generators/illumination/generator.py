@@ -227,6 +227,6 @@ class IlluminationGenerator(Generator):
         return {"csv": export_csv}
 
     def plot(self, reader: Any, out: Path, options: Mapping[str, Any]) -> None:
-        from hpcgen.generators.illumination.export import plot_sky
+        from hpcgen.generators.illumination.plot import plot_sky
 
         plot_sky(reader, Path(out), options)
