@@ -67,7 +67,8 @@ class HpcgenDataset(IterableDataset):
       ``fields`` with the same per-sample shape and dtype in every file; else UserError.
     - ``fields``: the fields to read (None: every field of the first file).
     - ``shuffle``: permute block order per epoch and pass rows through the shuffle buffer;
-      False gives the files' rows in order (sharded between consumers as described above).
+      False gives the files' rows in order (still sharded between
+      consumers, see the module docstring).
     - ``buffer_size``: rows in the shuffle buffer (>= 0; 0: only the block order is shuffled).
     - ``seed``, ``set_epoch(e)``: the order is deterministic in (seed, epoch).
     - ``transform``: called on each sample dict; what it returns is yielded.
@@ -96,8 +97,7 @@ class HpcgenDataset(IterableDataset):
         block_size: int | None = None,
     ) -> None:
         super().__init__()
-        if isinstance(paths, (str, Path)):
-            paths = [paths]
+        paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
         if not paths:
             raise UserError("HpcgenDataset: no files given")
         if isinstance(fields, str):
