@@ -31,7 +31,7 @@ import numpy as np
 
 from hpcgen.errors import SpecError, UserError
 from hpcgen.generators import get_generator_class
-from hpcgen.generators.base import Chunk, Device, Generator
+from hpcgen.generators.base import Device, Generator
 from hpcgen.spec import RunSpec
 
 #: generate's / iter_chunks's own keyword arguments (every other keyword is a generator param)
@@ -103,15 +103,13 @@ def _chunks(spec: RunSpec, gen: Generator) -> Iterator[tuple[int, dict[str, np.n
 def _loop(
     spec: RunSpec, gen: Generator, device: Device
 ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    from hpcgen.engine.partition import Plan
+
     fields = gen.fields()
+    plan = Plan(spec.n_samples, spec.chunk_size, spec.seed, n_ranks=1, rounds=[])
     for k in range(spec.n_chunks):
-        start = k * spec.chunk_size
-        chunk = Chunk(
-            index=k,
-            start=start,
-            count=min(spec.chunk_size, spec.n_samples - start),
-            seed=spec.seed,
-        )
+        chunk = plan.chunk(k)  # the engine's chunk k: rows, seed and index
+        start = chunk.start
         inputs = gen.sample(chunk)
         outputs = gen.compute(inputs, chunk, device)
         data = {**inputs, **outputs}
