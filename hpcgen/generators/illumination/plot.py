@@ -17,18 +17,32 @@ import numpy as np
 from hpcgen.errors import UserError
 from hpcgen.generators.illumination.export import _require_complete, face_names
 
-#: sky-map bins: azimuth x sin(elevation), so every bin covers the same solid angle
+#: sky-map bins at most: azimuth x sin(elevation), so every bin covers the same solid angle
 SKY_BINS = (72, 36)
+#: fewer bins for small files: about this many samples per bin on average
+SAMPLES_PER_BIN = 5
 
 
-def sky_map(reader: Any, face: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sky_bins(n_samples: int) -> tuple[int, int]:
+    """(azimuth, elevation) bins for a file of ``n_samples`` sun directions: 2:1, at most
+    SKY_BINS, at least 12 x 6, about SAMPLES_PER_BIN samples per bin (else the map is mostly
+    empty bins)."""
+    n_el = int(np.sqrt(max(n_samples, 1) / (2 * SAMPLES_PER_BIN)))
+    n_el = min(SKY_BINS[1], max(6, n_el))
+    return 2 * n_el, n_el
+
+
+def sky_map(
+    reader: Any, face: str, bins: tuple[int, int] = SKY_BINS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean lit fraction of ``face`` per sky bin: (mean (n_el, n_az), azimuth edges in rad
-    [-pi, pi], sin(elevation) edges [-1, 1]); NaN in bins without a sample."""
+    [-pi, pi], sin(elevation) edges [-1, 1]); NaN in bins without a sample. ``bins``: (n_az,
+    n_el)."""
     names = face_names(reader)
     if face not in names:
         raise UserError(f"no face {face!r} in {reader.path} (faces: {', '.join(names)})")
     j = names.index(face)
-    n_az, n_el = SKY_BINS
+    n_az, n_el = bins
     total = np.zeros((n_el, n_az))
     count = np.zeros((n_el, n_az))
     rng = [[-1.0, 1.0], [-np.pi, np.pi]]
@@ -75,7 +89,7 @@ def figure(
     import matplotlib.pyplot as plt
     from matplotlib import patheffects
 
-    fig = plt.figure(figsize=(10, 6.2), layout="constrained")
+    fig = plt.figure(figsize=(10, 6.6), layout="constrained")
     ax = fig.add_subplot(projection="mollweide")
     mesh = ax.pcolormesh(
         az_edges,
@@ -86,6 +100,15 @@ def figure(
         cmap="inferno",
         shading="flat",
     )
+    empty = np.isnan(mean)
+    if empty.any():  # bins without a sample in grey, unlike any lit fraction
+        ax.pcolormesh(
+            az_edges,
+            np.arcsin(sin_edges),
+            np.ma.masked_where(~empty, np.ones_like(mean)),
+            cmap=matplotlib.colors.ListedColormap(["0.7"]),
+            shading="flat",
+        )
     ax.grid(True, alpha=0.35, color="0.6")
     outline = [patheffects.withStroke(linewidth=3, foreground="white")]
     for t in ax.get_xticklabels():
@@ -102,7 +125,7 @@ def figure(
             ls="none",
             label="face normal (sun overhead)",
         )
-        ax.legend(loc="lower left", bbox_to_anchor=(0.0, -0.02), fontsize=9)
+        ax.legend(loc="lower right", bbox_to_anchor=(1.02, -0.04), fontsize=9)
     ax.set_xlabel("sun azimuth atan2(y, x) in the body frame [deg]")
     ax.set_ylabel("sun elevation asin(z) [deg]")
     fig.colorbar(
@@ -113,7 +136,7 @@ def figure(
         shrink=0.6,
         label="mean lit fraction per bin (lit area / face area)",
     )
-    ax.set_title(title, pad=22)
+    fig.suptitle(title)  # constrained layout makes room for it (an axes title meets 75°)
     return fig
 
 
@@ -123,12 +146,12 @@ def plot_sky(reader: Any, out: Path, options: Mapping[str, Any]) -> None:
     if not face:
         raise UserError(f"plot needs --face NAME (faces: {', '.join(face_names(reader))})")
     _require_complete(reader)
-    mean, az_edges, sin_edges = sky_map(reader, face)
+    n_az, n_el = sky_bins(reader.n_rows)
+    mean, az_edges, sin_edges = sky_map(reader, face, (n_az, n_el))
     model = str(reader.h5.attrs.get("illumination_model", "model"))
-    n_az, n_el = SKY_BINS
     title = (
         f"{model}, face {face}: lit fraction over sun directions\n"
-        f"{reader.n_rows:,} samples in {n_az} x {n_el} equal-area bins; white: no sample"
+        f"{reader.n_rows:,} samples in {n_az} x {n_el} equal-area bins; grey: no sample"
     )
     fig = figure(mean, az_edges, sin_edges, title, face_normal(reader, face))
     import matplotlib.pyplot as plt
