@@ -117,9 +117,10 @@ def default_object(m: int = 512) -> np.ndarray:
 def load_base_npz(path: str | Path, n: int, need_coords: bool = False) -> BaseData:
     """Read objectGuess/probeGuess (and xcoords/ycoords if present) from a fly64-style NPZ.
 
-    Raises UserError with a one-line message for a missing file, missing keys, wrong ranks,
-    non-square arrays, a probe that is not n x n, an object smaller than the probe, non-finite
-    values, or coordinates of unequal length.
+    Raises UserError with a one-line message for a missing or unreadable file, missing keys,
+    arrays that are not numbers (objectGuess/probeGuess real or complex, coordinates real), wrong
+    ranks, non-square arrays, a probe that is not n x n, an object smaller than the probe,
+    non-finite values or values beyond complex64, or coordinates of unequal length.
     """
     p = Path(path)
     if not p.is_file():
@@ -132,20 +133,22 @@ def load_base_npz(path: str | Path, n: int, need_coords: bool = False) -> BaseDa
                 raise UserError(
                     f"{p}: missing key(s) {', '.join(missing)} (has: {', '.join(sorted(keys))})"
                 )
-            obj = np.asarray(z["objectGuess"])
-            probe = np.asarray(z["probeGuess"])
             has_x, has_y = "xcoords" in keys, "ycoords" in keys
             if has_x != has_y:
                 raise UserError(f"{p}: has {'xcoords' if has_x else 'ycoords'} but not the other")
-            xc = np.asarray(z["xcoords"], dtype=np.float64) if has_x else None
-            yc = np.asarray(z["ycoords"], dtype=np.float64) if has_y else None
+            arrays = {k: np.asarray(z[k]) for k in ("objectGuess", "probeGuess") if k in keys}
+            coords = {k: np.asarray(z[k]) for k in ("xcoords", "ycoords") if k in keys}
     except (OSError, ValueError, zipfile.BadZipFile) as e:
+        # ValueError: a pickled (object) array, refused with allow_pickle=False
         raise UserError(f"{p}: not a readable NPZ file ({e})") from None
-    for name, a in (("objectGuess", obj), ("probeGuess", probe)):
-        if a.ndim != 2 or a.shape[0] != a.shape[1]:
-            raise UserError(f"{p}: {name} must be a square 2-D array, got shape {a.shape}")
-        if not np.all(np.isfinite(a)):
-            raise UserError(f"{p}: {name} has non-finite values")
+    for name, a in arrays.items():
+        _require_numbers(p, name, a, kinds="iufc", what="real or complex numbers")
+    for name, a in coords.items():
+        _require_numbers(p, name, a, kinds="iuf", what="real numbers")
+    obj = _complex64(p, "objectGuess", arrays["objectGuess"])
+    probe = _complex64(p, "probeGuess", arrays["probeGuess"])
+    xc = coords["xcoords"].astype(np.float64) if coords else None
+    yc = coords["ycoords"].astype(np.float64) if coords else None
     if probe.shape != (n, n):
         raise UserError(f"{p}: probeGuess is {probe.shape}, params.N asks for ({n}, {n})")
     if obj.shape[0] < n + 2:
@@ -163,10 +166,25 @@ def load_base_npz(path: str | Path, n: int, need_coords: bool = False) -> BaseDa
             raise UserError(f"{p}: xcoords/ycoords are empty")
     elif need_coords:
         raise UserError(f'{p}: params.scan = "file" needs xcoords and ycoords in the NPZ')
-    return BaseData(
-        object=obj.astype(np.complex64),
-        probe=probe.astype(np.complex64),
-        xcoords=xc,
-        ycoords=yc,
-        source=str(p),
-    )
+    return BaseData(object=obj, probe=probe, xcoords=xc, ycoords=yc, source=str(p))
+
+
+def _require_numbers(p: Path, name: str, a: np.ndarray, kinds: str, what: str) -> None:
+    """UserError unless ``a`` holds numbers of the given numpy kinds (i int, u unsigned, f float,
+    c complex): strings, booleans, bytes and structured records are refused."""
+    if a.dtype.kind not in kinds:
+        raise UserError(f"{p}: {name} must hold {what}, got dtype {a.dtype}")
+
+
+def _complex64(p: Path, name: str, a: np.ndarray) -> np.ndarray:
+    """A square 2-D numeric array as complex64, refusing non-finite values and values that
+    overflow complex64 (|v| > 3.4e38 would become inf)."""
+    if a.ndim != 2 or a.shape[0] != a.shape[1]:
+        raise UserError(f"{p}: {name} must be a square 2-D array, got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise UserError(f"{p}: {name} has non-finite values")
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported just below
+        c = a.astype(np.complex64)
+    if not np.all(np.isfinite(c)):
+        raise UserError(f"{p}: {name} has values beyond the complex64 range (|v| > 3.4e38)")
+    return c

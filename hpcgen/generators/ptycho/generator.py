@@ -19,6 +19,7 @@ import numpy as np
 
 from hpcgen.errors import SpecError, UserError
 from hpcgen.generators.base import (
+    CheckResult,
     Chunk,
     Device,
     Exporter,
@@ -102,7 +103,10 @@ class PtychoGenerator(Generator):
         return math.sqrt(self.photon_scale2(dose))
 
     def check_n_samples(self, n_samples: int) -> None:
-        """A raster or file scan has a fixed number of positions: SpecError beyond it."""
+        """A user's base NPZ is read and validated (UserError), and a raster or file scan has a
+        fixed number of positions (SpecError beyond it), before any output exists."""
+        if self.params.base_npz is not None:
+            self.base  # noqa: B018 - loading validates the NPZ (missing file, dtypes, shapes)
         if self.scan_list is None or n_samples <= len(self.scan_list[0]):
             return
         p, k = self.params, len(self.scan_list[0])
@@ -275,6 +279,13 @@ class PtychoGenerator(Generator):
         from hpcgen.generators.ptycho.checks import PtychoVerifier
 
         return PtychoVerifier(self)
+
+    def file_checks(self, reader: Any) -> list[CheckResult]:
+        """The stored objectGuess/probeGuess against the run's base, the dose calibration and a
+        random sample of rows recomputed from the stored data (file_checks.py)."""
+        from hpcgen.generators.ptycho.file_checks import file_checks
+
+        return file_checks(self, reader)
 
     def exporters(self) -> dict[str, Exporter]:
         from hpcgen.generators.ptycho.export import export_data001
