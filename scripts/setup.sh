@@ -65,16 +65,17 @@ if ! "$VPY" -c 'import h5py, sys; sys.exit(0 if h5py.get_config().mpi else 1)' 2
         "$VPY" -m pip install -q --disable-pip-version-check --no-binary=h5py --no-build-isolation h5py
 fi
 
-# --- 4. torch for the `well` extra -------------------------------------------------------------
-# the-well needs torch, and a plain `pip install torch` on Linux fetches a CUDA build of several GB.
-# HPCGEN_TORCH (default 2.13.0) is installed first where torch is missing; pip finds a local CPU
-# build where one is provided (PIP_FIND_LINKS). If that fails the extra is left out, said loudly,
-# and the tests that read with The Well skip.
-if [[ ",$EXTRAS," == *",well,"* ]] && ! "$VPY" -c 'import torch' 2>/dev/null; then
-    log "installing torch ${HPCGEN_TORCH:-2.13.0} for the 'well' extra"
+# --- 4. torch for the `torch` and `well` extras ----------------------------------------------
+# the-well and hpcgen.torch_data need torch, and a plain `pip install torch` on Linux fetches a
+# CUDA build of several GB. HPCGEN_TORCH (default 2.13.0) is installed first where torch is
+# missing; pip finds a local CPU build where one is provided (PIP_FIND_LINKS). If that fails the
+# extras are left out, said loudly, and the tests that need torch skip.
+if [[ ",$EXTRAS," == *",well,"* || ",$EXTRAS," == *",torch,"* ]] \
+    && ! "$VPY" -c 'import torch' 2>/dev/null; then
+    log "installing torch ${HPCGEN_TORCH:-2.13.0} for the torch/well extras"
     if ! pipq "torch==${HPCGEN_TORCH:-2.13.0}"; then
-        log "WARNING: torch could not be installed; leaving out the 'well' extra"
-        EXTRAS="$(echo ",$EXTRAS," | sed 's/,well,/,/; s/^,//; s/,$//')"
+        log "WARNING: torch could not be installed; leaving out the torch and well extras"
+        EXTRAS="$(echo ",$EXTRAS," | sed 's/,well,/,/; s/,torch,/,/; s/^,//; s/,$//')"
     fi
 fi
 
