@@ -1,15 +1,30 @@
-"""``hpcgen verify`` checks for illumination files: geometry and statistics, streamed.
+"""``hpcgen verify`` checks for illumination files.
+
+verify judges with its own code (:mod:`.recast`), never with the generator's ray casting
+(:mod:`.raycast`, :mod:`.lit`) or its geometry helpers: normals, tracking turns, the faces
+nothing can shadow and the shadows themselves are recomputed there. What it shares with the
+generator is the model as parsed from its file (:mod:`.model`), the input both judge.
+
+Streamed over every row:
 
 - lit fractions are finite and in [0, 1];
 - a face turned away from the sun (every triangle n . s < 0) has lit fraction 0;
-- a face that nothing can shadow (found geometrically, :func:`.model.unshadowable_faces`) has lit
-  fraction exactly 1 whenever it faces the sun;
+- a face that nothing can shadow (:func:`.recast.open_faces`) has lit fraction exactly 1
+  whenever it faces the sun;
 - sun vectors have unit length; generated ones are uniform on the sphere: the mean vector is 0
   within 5 standard errors (each component has variance 1/3) and z is uniform on [-1, 1] by a
   Kolmogorov-Smirnov test (on a 4096-bin histogram, so memory stays bounded).
 
 Samples with |n . s| < 1e-9 for a face (grazing sun) are left out of the two face checks: there the
 sign of n . s depends on the last bit of the arithmetic.
+
+On the file as a whole (:func:`file_checks`):
+
+- the model geometry stored in the file (``model_triangles``) is the model file's;
+- a re-cast of ``RECAST_ROWS`` random rows from the whole file (deterministic: seeded by the
+  run seed) by shadow projection (:class:`.recast.Recaster`): every stored value must lie in the
+  interval the recast allows (its width: the points within the generator's float32 precision of
+  a shadow edge; almost always a single value), within the storage dtype's rounding.
 """
 
 from __future__ import annotations
@@ -20,20 +35,33 @@ from typing import Any
 import numpy as np
 
 from hpcgen.generators.base import CheckResult, Verifier
-from hpcgen.generators.illumination.model import (
-    Model,
-    tracking_rotations,
-    triangle_normals,
-    unshadowable_faces,
+from hpcgen.generators.illumination.model import Model
+from hpcgen.generators.illumination.recast import (
+    GRAZING,
+    Recaster,
+    body_triangles,
+    open_faces,
+    trackers_of,
+    turned_normals,
+    unit_normals,
 )
 
-#: |n . s| below this is "grazing": no face check there
-GRAZING = 1e-9
 #: KS p-value below this fails (a correct generator fails 1 run in 10^4)
 KS_P_MIN = 1e-4
 #: the mean sun vector may be this many standard errors from 0
 MEAN_SIGMAS = 5.0
 Z_BINS = 4096
+#: rows re-cast by verify (all rows of a smaller file): with 1 % of the rows wrong, 400 random
+#: rows miss all of them with probability 0.99^400 = 1.8 %; ~1-3 s at level 3 on one core
+RECAST_ROWS = 400
+#: the recast sample's seed is (RECAST_SALT, run seed): fixed per file, unrelated to the streams
+#: the generator draws from
+RECAST_SALT = 0x1C457
+#: stored values may differ from the recast interval by this much (float32: 2^-24 rounding of
+#: values in [0, 1]; float64: the generator's sums of area weights)
+VALUE_TOL = {np.dtype(np.float32): 1e-6, np.dtype(np.float64): 1e-9}
+#: disagreeing rows named in the report
+SHOW_ROWS = 10
 
 
 class IlluminationVerifier(Verifier):
@@ -42,22 +70,11 @@ class IlluminationVerifier(Verifier):
         self.params = params
         self.generated = not params.sun_file
         self.unit_tol = 1e-12 if np.dtype(float_dtype) == np.float64 else 2e-6
-        self.tracking = [
-            k for k, c in enumerate(model.components) if params.sun_tracking and c.can_track
-        ]
-        self.free = unshadowable_faces(model, params.sun_tracking)
-        tris, comp = [], []
-        for f in model.faces:
-            tris.append(f.triangles)
-            comp += [f.component] * len(f.triangles)
-        self.tri_comp = np.array(comp)
-        self.tri_face = np.concatenate(
-            [np.full(len(f.triangles), i) for i, f in enumerate(model.faces)]
-        )
+        rest, self.tri_face, tri_comp = body_triangles(model)
+        self.trackers = trackers_of(model, tri_comp, params.sun_tracking)
+        self.free = open_faces(rest, self.tri_face, len(model.faces), self.trackers)
         self.face_start = np.flatnonzero(np.diff(self.tri_face, prepend=-1))
-        self.normal_local = triangle_normals(np.concatenate(tris))
-        rot = np.stack([c.rotation for c in model.components])[self.tri_comp]
-        self.normal_body = np.einsum("tij,tj->ti", rot, self.normal_local)
+        self.normal_rest = unit_normals(rest)
         self.n = 0
         self.out_of_range = 0
         self.away_checked = self.away_bad = 0
@@ -68,13 +85,11 @@ class IlluminationVerifier(Verifier):
         self.z_hist = np.zeros(Z_BINS, dtype=np.int64)
 
     def _dots(self, sun: np.ndarray) -> np.ndarray:
-        """n . s for every model triangle (n, T), tracking components turned as in the run."""
-        dots = sun @ self.normal_body.T
-        for k in self.tracking:
-            sel = self.tri_comp == k
-            m = tracking_rotations(self.model.components[k], sun)
-            dots[:, sel] = np.einsum("bij,tj,bi->bt", m, self.normal_local[sel], sun)
-        return dots
+        """n . s for every model triangle (n, T), tracking parts turned as in the run."""
+        if not self.trackers:
+            return sun @ self.normal_rest.T
+        normals = turned_normals(self.normal_rest, self.trackers, sun)
+        return np.einsum("nti,ni->nt", normals, sun)
 
     def update(self, data: Mapping[str, np.ndarray], start: int) -> None:
         sun = np.asarray(data["sun_vectors"], dtype=np.float64)
@@ -174,3 +189,113 @@ class IlluminationVerifier(Verifier):
             )
         )
         return out
+
+
+# --- on the file as a whole -----------------------------------------------------------------------
+
+
+#: the recast check's name (tests and users grep for it)
+RECAST_CHECK = "lit fractions re-cast independently"
+
+
+def file_checks(
+    reader: Any, model: Model, params: Any, rows: int | None = None
+) -> list[CheckResult]:
+    """The stored geometry against the model file, then the re-cast of ``rows`` random rows
+    (default :data:`RECAST_ROWS`)."""
+    rows = RECAST_ROWS if rows is None else rows
+    stored = np.asarray(reader.h5["model_triangles"][...], dtype=np.float64)
+    stored_face = np.asarray(reader.h5["model_triangle_face"][...], dtype=np.int64)
+    rest, tri_face, tri_comp = body_triangles(model)
+    size = float(np.linalg.norm(np.ptp(rest.reshape(-1, 3), axis=0))) or 1.0
+    same = stored.shape == rest.shape and np.array_equal(stored_face, tri_face)
+    err = float(np.abs(stored - rest).max()) if same else np.inf
+    geometry = CheckResult(
+        "stored model geometry is the model file's",
+        bool(err <= 1e-9 * size),
+        f"{len(stored)} triangles stored, {len(rest)} in {model.source.name}"
+        + (f", max |difference| {err:.3g} m" if same else ""),
+        "" if same else "the model file changed since the run: the checks use the stored copy",
+    )
+    return [geometry, recast_check(reader, model, params, stored, stored_face, tri_comp, rows)]
+
+
+def sample_rows(reader: Any, rows: int) -> np.ndarray:
+    """Sorted local indices of ``rows`` random rows of the file's written chunks (all of them
+    when fewer), from a stream seeded by the run seed."""
+    done = reader.done
+    chunk = reader.spec.chunk_size
+    # local rows of the file's chunk i: [i * chunk, (i + 1) * chunk), clipped to the file
+    starts = np.arange(len(done)) * chunk
+    stops = np.minimum(starts + chunk, reader.n_rows)
+    written = np.concatenate(
+        [np.arange(a, b) for a, b, d in zip(starts, stops, done) if d] or [np.zeros(0, np.int64)]
+    )
+    if len(written) <= rows:
+        return written
+    rng = np.random.default_rng([RECAST_SALT, int(reader.spec.seed)])
+    return np.sort(rng.choice(written, size=rows, replace=False))
+
+
+def recast_check(
+    reader: Any,
+    model: Model,
+    params: Any,
+    stored: np.ndarray,
+    stored_face: np.ndarray,
+    tri_comp: np.ndarray,
+    rows: int,
+) -> CheckResult:
+    """Re-cast random rows with :class:`.recast.Recaster`, on the stored geometry and the
+    definition the file states (``lit_fractions`` attributes ``convention``, ``level``,
+    ``sun_tracking``; root attribute ``illumination_ray_offset_m``)."""
+    lit_ds = reader.h5["lit_fractions"]
+    convention = str(lit_ds.attrs.get("convention", params.convention))
+    level = int(lit_ds.attrs.get("level", params.level))
+    offset = float(reader.h5.attrs["illumination_ray_offset_m"])
+    tracking = bool(lit_ds.attrs.get("sun_tracking", params.sun_tracking))
+    if len(stored_face) != len(tri_comp):
+        tri_comp = np.zeros(len(stored_face), np.int64)  # geometry check failed; no tracking
+        tracking = False
+    recaster = Recaster(
+        stored,
+        stored_face,
+        lit_ds.shape[1],
+        trackers_of(model, tri_comp, tracking),
+        convention,
+        level,
+        offset,
+    )
+    pick = sample_rows(reader, rows)
+    if len(pick) == 0:
+        return CheckResult(RECAST_CHECK, True, "skipped (no written rows)")
+    sun = np.asarray(reader.h5["sun_vectors"][pick], dtype=np.float64)
+    lit = np.asarray(lit_ds[pick], dtype=np.float64)
+    tol = VALUE_TOL.get(np.dtype(lit_ds.dtype), 1e-6)
+    names = [str(n) for n in lit_ds.attrs["face_names"]]
+    bad_values, bad_rows, shown, open_values = 0, 0, [], 0
+    for row, s, v in zip(pick, sun, lit):
+        lo, hi = recaster.bounds(s)
+        open_values += int((hi > lo).sum())
+        bad = ~((v >= lo - tol) & (v <= hi + tol))  # NaN is bad
+        if bad.any():
+            bad_values += int(bad.sum())
+            bad_rows += 1
+            if len(shown) < SHOW_ROWS:
+                f = int(np.flatnonzero(bad)[0])
+                expect = f"{lo[f]:.6g}" if hi[f] == lo[f] else f"[{lo[f]:.6g}, {hi[f]:.6g}]"
+                shown.append(
+                    f"row {reader.row_range[0] + int(row)} {names[f]}: {v[f]:.6g}, recast "
+                    f"{expect}" + (f" (+{int(bad.sum()) - 1} faces)" if bad.sum() > 1 else "")
+                )
+    n = len(pick)
+    how = (
+        f"shadow projection at the {convention} definition's points (level {level}); "
+        f"{open_values} of {n * len(names)} values had an undecided interval; tolerance {tol:g}"
+    )
+    return CheckResult(
+        RECAST_CHECK,
+        bad_rows == 0,
+        f"{bad_rows} of {n} random rows disagree ({bad_values} values)",
+        "; ".join(shown) if shown else how,
+    )

@@ -17,6 +17,7 @@ import numpy as np
 
 from hpcgen.generators.base import (
     FLOAT,
+    CheckResult,
     Chunk,
     Device,
     Exporter,
@@ -220,6 +221,13 @@ class IlluminationGenerator(Generator):
         from hpcgen.generators.illumination.checks import IlluminationVerifier
 
         return IlluminationVerifier(self.model, self.params, self.float_dtype)
+
+    def file_checks(self, reader: Any) -> list[CheckResult]:
+        """The stored geometry against the model file, and an independent re-cast of random
+        rows (see :mod:`.checks`)."""
+        from hpcgen.generators.illumination.checks import file_checks
+
+        return file_checks(reader, self.model, self.params)
 
     def exporters(self) -> dict[str, Exporter]:
         from hpcgen.generators.illumination.export import export_csv
