@@ -142,8 +142,12 @@ class _Fit:
         z_tot = (self.counts - self.lam) / math.sqrt(max(self.lam, 1e-300))
         z_chi = (self.chi2 - self.k) / math.sqrt(self.var) if self.k else 0.0
         ok = abs(z_tot) < Z_LIMIT and abs(z_chi) < Z_LIMIT
-        ratio = self.chi2 / self.k if self.k else math.nan
-        value = f"chi2/k {ratio:.4f} (z {z_chi:+.2f}, k {self.k}), totals z {z_tot:+.2f}"
+        fit = (
+            f"chi2/k {self.chi2 / self.k:.4f} (z {z_chi:+.2f}, k {self.k})"
+            if self.k
+            else "no pixel with lambda >= 1"
+        )
+        value = f"{fit}, totals z {z_tot:+.2f}"
         return CheckResult(name, ok, value, detail)
 
 
