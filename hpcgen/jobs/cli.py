@@ -1,15 +1,22 @@
 """``hpcgen jobs slurm|condor SPEC --jobs N --out DIR``: render a ready batch directory.
 
-hpcgen jobs slurm  jobs/tracks_10M.toml --jobs 1000 --out runs/t10M
+hpcgen jobs slurm  jobs/tracks_10M.toml --jobs 1000 --out runs/t10M --account phys
 sbatch runs/t10M/submit.sbatch               # array(s) + merge job (afterok)
-hpcgen jobs condor jobs/tracks_10M.toml --jobs 1000 --out runs/t10M_c
+hpcgen jobs condor jobs/tracks_10M.toml --jobs 1000 --out runs/t10M_c [--no-shared-fs]
 condor_submit_dag runs/t10M_c/run.dag        # N generation nodes -> merge node
+
+``--n N`` sets the run's size like ``hpcgen run --n`` and names the output after it
+(tracks_10M.h5 -> tracks_2M.h5 for --n 2000000; see render.sized_output).
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
+import tomllib
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from hpcgen.jobs.plan import (
@@ -19,6 +26,7 @@ from hpcgen.jobs.plan import (
     default_memory_mb,
     parse_memory_mb,
 )
+from hpcgen.jobs.site import CondorSite, SlurmSite
 
 
 def register(subparsers: Any) -> None:
@@ -43,6 +51,15 @@ def register(subparsers: Any) -> None:
             help="number of generation jobs (each runs a block of whole chunks)",
         )
         s.add_argument("--out", "-o", required=True, metavar="DIR", help="directory to render into")
+        s.add_argument(
+            "--n",
+            "--n-samples",
+            dest="n_samples",
+            type=int,
+            help="number of samples (as hpcgen run --n); the output is named after it: "
+            "tracks_10M.h5 -> tracks_2M.h5 for --n 2000000, tracks_demo.h5 -> "
+            "tracks_demo_2M.h5",
+        )
         s.add_argument(
             "--set",
             action="append",
@@ -98,7 +115,56 @@ def register(subparsers: Any) -> None:
                 help="the cluster's MaxArraySize (default 1001, see `scontrol show "
                 "config`): more jobs are split into several arrays",
             )
+            site = s.add_argument_group("site options (#SBATCH lines of every rendered script)")
+            site.add_argument("--account", help="SLURM account to charge (#SBATCH --account)")
+            site.add_argument("--qos", help="quality of service (#SBATCH --qos)")
+            site.add_argument(
+                "--constraint", help="node features, e.g. 'cpu&ib' (#SBATCH --constraint)"
+            )
+            site.add_argument("--reservation", help="reservation name (#SBATCH --reservation)")
+            site.add_argument(
+                "--sbatch-extra",
+                action="append",
+                default=[],
+                metavar="OPTION",
+                help="an extra #SBATCH line, e.g. --sbatch-extra=--mail-type=END (repeatable)",
+            )
+        else:
+            s.add_argument(
+                "--no-shared-fs",
+                "--transfer",
+                dest="transfer",
+                action="store_true",
+                help="a pool without a shared file system: HTCondor transfers the spec and its "
+                "input files to each job and the shards back to DIR/shards (should_transfer_files "
+                "= YES); the merge node runs on the access point (universe = local)",
+            )
+            site = s.add_argument_group("site options (submit commands of the jobs)")
+            site.add_argument(
+                "--accounting-group",
+                metavar="GROUP",
+                help="accounting_group, e.g. group_physics.alice",
+            )
+            site.add_argument(
+                "--requirements",
+                metavar="EXPR",
+                help="requirements (a ClassAd expression), e.g. 'OpSysMajorVer == 9'",
+            )
+            site.add_argument(
+                "--condor-extra",
+                action="append",
+                default=[],
+                metavar="LINE",
+                help="an extra submit command, e.g. '+ProjectName = \"physics\"' (repeatable)",
+            )
         s.set_defaults(func=cmd_jobs)
+
+
+def _spec_file_n(path: str) -> int | None:
+    """n_samples as the spec file itself says it (before --n and --set), or None."""
+    with open(path, "rb") as f:
+        n = tomllib.load(f).get("n_samples")
+    return n if isinstance(n, int) and not isinstance(n, bool) else None
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
@@ -107,19 +173,38 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     from hpcgen.jobs.plan import job_ranges
     from hpcgen.spec import RunSpec, parse_set
 
-    spec = RunSpec.load(args.spec, parse_set(args.set))
+    overrides = parse_set(args.set)
+    if args.n_samples is not None:
+        overrides["n_samples"] = args.n_samples
+    spec = RunSpec.load(args.spec, overrides)
+    renamed = ""
+    if "output" not in overrides:  # an output set explicitly keeps its name
+        named = render.sized_output(spec.output, _spec_file_n(args.spec), spec.n_samples)
+        if named != spec.output:
+            renamed = f"{Path(spec.output).name} -> {Path(named).name}"
+            spec = replace(spec, output=named)
     ranges = job_ranges(spec.n_chunks, args.jobs)  # validates --jobs before anything is written
     per_sample = sample_bytes(spec, spec.make_generator())
     chunk_bytes = per_sample * spec.chunk_size
     max_chunks = max(b - a for a, b in ranges)
     mem_mb = parse_memory_mb(args.mem) if args.mem else default_memory_mb(chunk_bytes)
     slurm = args.system == "slurm"
+    transfer = not slurm and args.transfer
+    # without a shared file system the job's scratch directory holds the inputs too
+    input_bytes = (
+        sum(Path(f).stat().st_size for f in render.transfer_inputs(spec)) if transfer else 0
+    )
+    site: SlurmSite | CondorSite = (
+        SlurmSite(args.account, args.qos, args.constraint, args.reservation, args.sbatch_extra)
+        if slurm
+        else CondorSite(args.accounting_group, args.requirements, args.condor_extra)
+    )
     res = Resources(
         cpus=args.cpus,
         gpus=args.gpus if args.gpus is not None else int(spec.device == "gpu"),
         mem_mb=mem_mb,
         retries=args.retries,
-        disk_kb=default_disk_kb(max_chunks * chunk_bytes),
+        disk_kb=default_disk_kb(max_chunks * chunk_bytes + input_bytes),
         **(
             {
                 "time": args.time,
@@ -131,7 +216,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             else {}
         ),
     )
-    hpcgen = render.hpcgen_command(args.hpcgen)
+    hpcgen = render.hpcgen_command(args.hpcgen, local=not transfer)
     if slurm:
         r = render.render_slurm(
             spec,
@@ -142,6 +227,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             virtual=args.virtual,
             overwrite=args.overwrite,
             hpcgen=hpcgen,
+            site=site,
         )
     else:
         r = render.render_condor(
@@ -152,6 +238,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             virtual=args.virtual,
             overwrite=args.overwrite,
             hpcgen=hpcgen,
+            site=site,
+            transfer=transfer,
         )
     d = r.directory
     lo, hi = min(b - a for a, b in ranges), max(b - a for a, b in ranges)
@@ -162,6 +250,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         f"{res.cpus} CPU(s) per job",
         file=sys.stderr,
     )
+    if renamed:
+        print(f"  output:    named after --n: {renamed}", file=sys.stderr)
     if slurm:
         arrays = ", ".join(f"--array=0-{c - 1} (jobs {o}-{o + c - 1})" for o, c in r.arrays)
         print(
@@ -176,5 +266,14 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             f"  or plain:  condor_submit {d}/generate.sub, then {d}/merge.sh",
             file=sys.stderr,
         )
+        if transfer:
+            inputs = ", ".join(["spec.toml", *(r.transfer_inputs or [])])
+            print(
+                f"  files:     no shared file system: each job gets {inputs}; shards come back "
+                f"to {d}/shards\n"
+                f"  hpcgen:    the jobs run {shlex.join(hpcgen)} on the execute machines: it "
+                "must exist there (--hpcgen)",
+                file=sys.stderr,
+            )
     print(f"  result:    {r.spec.output} (shards in {d}/shards, logs in {d}/logs)", file=sys.stderr)
     return 0

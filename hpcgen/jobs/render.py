@@ -13,7 +13,16 @@ absolute would change the spec's data identity). Layout (docs/batch.md)::
         generate.sub   node.sub  wrapper.sh  merge.sub  run.dag         (hpcgen jobs condor)
 
 Templates use ``{{NAME}}`` placeholders (bash's ``${...}`` never clashes with them); a template
-with a placeholder that has no value is an internal error, never a silently broken script.
+with a placeholder that has no value is an internal error, never a silently broken script. They
+ship inside the package (``hpcgen/_templates/{slurm,condor,merge}`` are symlinks to the folders at
+the project root, and a wheel carries their files), so an installed hpcgen renders jobs without a
+checkout.
+
+HTCondor pools without a shared file system (``transfer=True``): HTCondor copies the frozen spec
+and the generator's input files into each job's scratch directory, keeping their relative paths,
+so the spec's own (relative) paths resolve there; the job writes its shard in the scratch
+directory, and HTCondor copies it back into DIR/shards/ when the job exits 0. The merge node then
+runs on the access point (``universe = local``), where the shards landed.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import hpcgen
 from hpcgen import __version__
 from hpcgen.errors import UserError
 from hpcgen.jobs.plan import (
@@ -36,15 +46,23 @@ from hpcgen.jobs.plan import (
     job_ranges,
     split_arrays,
 )
+from hpcgen.jobs.site import CondorSite, SlurmSite, block
 from hpcgen.spec import RunSpec
 
-#: where the slurm/, condor/ and merge/ template folders live (default: the project checkout)
+#: a folder holding slurm/, condor/ and merge/ to use instead of the package's own templates
 TEMPLATES_ENV = "HPCGEN_TEMPLATES"
+#: the templates shipped in the package (symlinks to the project root's folders in a checkout)
+PACKAGE_TEMPLATES = Path(__file__).resolve().parents[1] / "_templates"
 
 _PLACEHOLDER = re.compile(r"\{\{([A-Z][A-Z0-9_]*)\}\}")
 # Paths go unquoted into #SBATCH lines and submit descriptions: no spaces, no '%' (a SLURM
 # filename pattern), no '$' (a condor macro), no shell metacharacters.
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9_./+,=@-]*$")
+# transfer_input_files is a comma-separated list: its entries must not hold ',' either
+_SAFE_TRANSFER = re.compile(r"^[A-Za-z0-9_./+=@-]+$")
+# sizes in output names: 2000000 -> 2M (the largest unit dividing n exactly), 1500 -> 1500
+_SIZE_UNITS = (("G", 10**9), ("M", 10**6), ("k", 10**3))
+_SIZE_TOKEN = re.compile(r"^(\d+)([kKmMgG]?)$")
 #: DAG PARENT lines list this many nodes each (one long line works too; these stay readable)
 PARENTS_PER_LINE = 100
 
@@ -58,17 +76,20 @@ class Rendered:
     ranges: list[tuple[int, int]]  # job i runs chunks ranges[i]
     files: list[Path] = field(default_factory=list)
     arrays: list[tuple[int, int]] = field(default_factory=list)  # SLURM: (offset, count)
+    transfer_inputs: list[str] | None = None  # HTCondor without a shared file system
 
 
 def template_root() -> Path:
-    """The folder holding slurm/, condor/ and merge/ ($HPCGEN_TEMPLATES, else the checkout)."""
+    """The folder holding slurm/, condor/ and merge/: $HPCGEN_TEMPLATES, else the package's."""
     env = os.environ.get(TEMPLATES_ENV)
-    root = Path(env) if env else Path(__file__).resolve().parents[2]
+    root = Path(env) if env else PACKAGE_TEMPLATES
     if not (root / "slurm" / "array.sbatch").is_file():
-        raise UserError(
-            f"batch templates not found in {root} (slurm/, condor/, merge/): set "
-            f"{TEMPLATES_ENV} to the hpcgen project checkout"
+        fix = (
+            f"point {TEMPLATES_ENV} at a folder holding them"
+            if env
+            else f"reinstall hpcgen, or set {TEMPLATES_ENV} to a folder holding them"
         )
+        raise UserError(f"batch templates not found in {root} (slurm/, condor/, merge/): {fix}")
     return root
 
 
@@ -80,14 +101,16 @@ def render(text: str, values: Mapping[str, Any], name: str = "template") -> str:
     return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), text)
 
 
-def hpcgen_command(explicit: str | None = None) -> list[str]:
+def hpcgen_command(explicit: str | None = None, local: bool = True) -> list[str]:
     """The absolute command the jobs run hpcgen with: ``explicit`` (e.g. a venv on the cluster's
-    shared file system), else this interpreter's ``hpcgen`` script, else ``python -m hpcgen``."""
+    shared file system), else this interpreter's ``hpcgen`` script, else ``python -m hpcgen``.
+    ``local=False``: the command is on the execute machines only (a pool without a shared file
+    system), so it is not looked for here."""
     if explicit:
         words = shlex.split(explicit)
         if not words or not os.path.isabs(words[0]):
             raise UserError(f"--hpcgen must start with an absolute path, got {explicit!r}")
-        if not os.access(words[0], os.X_OK):
+        if local and not os.access(words[0], os.X_OK):
             raise UserError(f"--hpcgen: {words[0]} is not an executable file")
         return words
     exe = Path(os.path.abspath(sys.executable))  # not resolved: keep the venv's python
@@ -100,6 +123,46 @@ def hpcgen_command(explicit: str | None = None) -> list[str]:
 def job_name(spec: RunSpec) -> str:
     stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(spec.output).stem) or spec.generator
     return f"hpcgen-{stem}"
+
+
+def size_label(n: int) -> str:
+    """A sample count as it reads in a file name: 2000000 -> "2M", 250000 -> "250k", 1500 ->
+    "1500" (the largest of k, M, G that divides n exactly, so the label is the exact count)."""
+    for suffix, unit in _SIZE_UNITS:
+        if n % unit == 0:
+            return f"{n // unit}{suffix}"
+    return str(n)
+
+
+def _token_count(token: str) -> int | None:
+    m = _SIZE_TOKEN.match(token)
+    if not m:
+        return None
+    scale = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}[m.group(2).lower()]
+    return int(m.group(1)) * scale
+
+
+def sized_output(output: str, spec_n: int | None, n: int) -> str:
+    """The output named after the run's size when ``--n`` changes it: the name's token that spells
+    the spec file's own count (``10M`` of tracks_10M.h5, whose spec has n_samples = 10_000_000)
+    becomes the new count's label (tracks_2M.h5 for --n 2000000); a name without such a token gets
+    ``_<label>`` appended (tracks_demo.h5 -> tracks_demo_2M.h5), as does every name when the spec
+    file gives no count (``spec_n`` None). Same size: unchanged."""
+    if n == spec_n:
+        return output
+    path = Path(output)
+    parts = re.split(r"([_.-])", path.stem)  # keeps the separators
+    hits = [
+        i
+        for i, t in enumerate(parts)
+        if i % 2 == 0 and spec_n is not None and _token_count(t) == spec_n
+    ]
+    if hits:
+        parts[hits[-1]] = size_label(n)
+        stem = "".join(parts)
+    else:
+        stem = f"{path.stem}_{size_label(n)}"
+    return str(path.with_name(stem + path.suffix))
 
 
 def ranges_text(ranges: list[tuple[int, int]]) -> str:
@@ -190,6 +253,72 @@ def prepare(
     return directory, frozen, ranges
 
 
+def transfer_inputs(spec: RunSpec) -> list[str]:
+    """The generator's input files (``input_files()`` of the generator the spec builds) as entries
+    of ``transfer_input_files``: paths relative to the current directory (the jobs'
+    ``initialdir``), which ``preserve_relative_paths`` keeps in the job's scratch directory, so
+    that the spec's own paths resolve there unchanged (rewriting them would change the spec's
+    data identity). Files inside the hpcgen package (the bundled default model) are skipped: the
+    execute machines' hpcgen has its own copy. Refused, one line each: an absolute path or one
+    leaving the current directory (the scratch directory has no such place), or a name the
+    comma-separated list cannot hold."""
+    package = Path(hpcgen.__file__).resolve().parent
+    out: list[str] = []
+    for path in spec.make_generator().input_files():
+        if path.resolve().is_relative_to(package):
+            continue
+        what = f"--no-shared-fs: input file {path}"
+        if path.is_absolute() or ".." in path.parts:
+            raise UserError(
+                f"{what} must be named relative to the directory you run `hpcgen jobs` in "
+                f"({os.getcwd()}), below it: HTCondor puts it at that relative path in the job's "
+                "scratch directory (or render for a shared file system, without --no-shared-fs)"
+            )
+        if not _SAFE_TRANSFER.match(str(path)):
+            raise UserError(
+                f"{what}: transfer_input_files needs a path of letters, digits and "
+                "_ . / + = @ - only (no spaces, ',', '%' or '$')"
+            )
+        if not path.is_file():
+            raise UserError(f"{what} not found in {os.getcwd()}")
+        if str(path) not in out:
+            out.append(str(path))
+    return out
+
+
+def _condor_files(directory: Path, inputs: list[str] | None) -> str:
+    """The file-transfer lines of a generation job: none with a shared file system; else the
+    spec and the inputs in, the shard and its metadata out (to DIR/shards/, only on exit 0)."""
+    if inputs is None:
+        return (
+            "# Shards are written in place on the shared file system (atomically: .partial, then\n"
+            "# rename); HTCondor matches the jobs to machines of the submit machine's "
+            "FileSystemDomain.\n"
+            "should_transfer_files   = NO"
+        )
+    shards = directory / "shards"
+    files = ("$(shard).h5", "$(shard).metadata.json")
+    return "\n".join(
+        [
+            "# No shared file system (hpcgen jobs condor --no-shared-fs): HTCondor copies the",
+            "# frozen spec and the spec's input files into the job's scratch directory, relative",
+            "# paths kept (so the spec's paths resolve there), and copies the shard and its",
+            f"# metadata back into {shards}/ when the job exits 0. A failed job returns",
+            "# nothing (ON_SUCCESS: under ON_EXIT its missing shard would put it on hold instead",
+            "# of a retry).",
+            "shard                   = chunks-$INT(chunk_a,%09d)-$INT(chunk_b,%09d)",
+            "should_transfer_files   = YES",
+            "when_to_transfer_output = ON_SUCCESS",
+            "success_exit_code       = 0",
+            "preserve_relative_paths = true",
+            f"transfer_input_files    = {', '.join([str(directory / 'spec.toml'), *inputs])}",
+            f"transfer_output_files   = {', '.join(files)}",
+            "transfer_output_remaps  = "
+            f'"{"; ".join(f"{name} = {shards}/{name}" for name in files)}"',
+        ]
+    )
+
+
 def _common_values(
     directory: Path,
     spec: RunSpec,
@@ -197,6 +326,7 @@ def _common_values(
     res: Resources,
     hpcgen: list[str],
     virtual: bool,
+    site: SlurmSite | CondorSite,
 ) -> dict[str, Any]:
     return {
         "DIR": str(directory),
@@ -227,7 +357,11 @@ def _common_values(
             f"#SBATCH --gpus-per-task={res.gpus}" if res.gpus else "# (no GPUs: --gpus 0)"
         ),
         "CONDOR_GPU_LINE": (
-            f"request_gpus          = {res.gpus}" if res.gpus else "# (no request_gpus: --gpus 0)"
+            f"request_gpus            = {res.gpus}" if res.gpus else "# (no request_gpus: --gpus 0)"
+        ),
+        "SLURM_SITE_LINES": block(
+            site.lines() if isinstance(site, SlurmSite) else [],
+            "no --account, --qos, --constraint, --reservation or --sbatch-extra",
         ),
         "MERGE_FLAGS": " --virtual" if virtual else "",
         "MERGE_NOTE": (
@@ -254,7 +388,13 @@ def _write(
 
 
 def _write_summary(
-    r: Rendered, system: str, res: Resources, hpcgen: list[str], virtual: bool
+    r: Rendered,
+    system: str,
+    res: Resources,
+    hpcgen: list[str],
+    virtual: bool,
+    site: SlurmSite | CondorSite,
+    extra: Mapping[str, Any] | None = None,
 ) -> Path:
     info = {
         "system": system,
@@ -272,6 +412,8 @@ def _write_summary(
         "slurm_arrays": [{"offset": o, "count": c} for o, c in r.arrays],
         "merge": "virtual" if virtual else "copy",
         "resources": res.__dict__,
+        "site": site.as_dict(),
+        **(extra or {}),
         "files": sorted(p.name for p in r.files),
     }
     path = r.directory / f"jobs-{system}.json"
@@ -288,14 +430,17 @@ def render_slurm(
     virtual: bool = False,
     overwrite: bool = False,
     hpcgen: list[str] | None = None,
+    site: SlurmSite | None = None,
 ) -> Rendered:
     """DIR/submit.sbatch (driver: arrays, then the merge job afterok), array.sbatch, merge.sbatch,
-    mpi.sbatch (the single-allocation alternative) and merge.sh."""
+    mpi.sbatch (the single-allocation alternative) and merge.sh. ``site``: #SBATCH lines (account,
+    QOS, ...) in all four scripts."""
+    site = site or SlurmSite()
     arrays = split_arrays(n_jobs, max_array_size)
     root = template_root()  # before prepare(): no half-rendered DIR without templates
     directory, frozen, ranges = prepare(spec, out, n_jobs, overwrite)
     cmd = hpcgen or hpcgen_command()
-    values = _common_values(directory, frozen, ranges, res, cmd, virtual)
+    values = _common_values(directory, frozen, ranges, res, cmd, virtual, site)
     submits = []
     for offset, count in arrays:
         submits.append(f"id=$(submit --array=0-{count - 1} {directory}/array.sbatch {offset})")
@@ -310,7 +455,7 @@ def render_slurm(
         ("merge/merge_verify.sh", "merge.sh"),
     ):
         r.files.append(_write(root, directory, tpl, name, values, executable=True))
-    r.files.append(_write_summary(r, "slurm", res, cmd, virtual))
+    r.files.append(_write_summary(r, "slurm", res, cmd, virtual, site))
     return r
 
 
@@ -326,13 +471,58 @@ def render_condor(
     virtual: bool = False,
     overwrite: bool = False,
     hpcgen: list[str] | None = None,
+    site: CondorSite | None = None,
+    transfer: bool = False,
 ) -> Rendered:
     """DIR/generate.sub (``queue N``, $(Process) -> chunk range), node.sub + run.dag (one node per
-    job, the merge node the child of all), merge.sub, wrapper.sh and merge.sh."""
+    job, the merge node the child of all), merge.sub, wrapper.sh and merge.sh. ``site``: submit
+    commands (accounting group, requirements, extra lines). ``transfer``: a pool without a shared
+    file system (see the module docstring)."""
+    site = site or CondorSite()
     root = template_root()  # before prepare(): no half-rendered DIR without templates
+    inputs = None
+    if transfer:  # before prepare(): refused inputs leave nothing behind
+        _check_path(Path(os.getcwd()), "the current directory (the jobs' initialdir)")
+        inputs = transfer_inputs(spec)
     directory, frozen, ranges = prepare(spec, out, n_jobs, overwrite)
     cmd = hpcgen or hpcgen_command()
-    values = _common_values(directory, frozen, ranges, res, cmd, virtual)
+    values = _common_values(directory, frozen, ranges, res, cmd, virtual, site)
+    values["CONDOR_FILES"] = _condor_files(directory, inputs)
+    values["CONDOR_SITE_LINES"] = block(
+        site.lines(), "no --accounting-group, --requirements or --condor-extra"
+    )
+    values["CONDOR_MERGE_SITE_LINES"] = block(
+        site.lines(requirements=not transfer),
+        "no --accounting-group or --condor-extra"
+        + (", and no requirements: it runs on the access point" if transfer else ""),
+    )
+    if transfer:
+        values["INITIALDIR"] = os.getcwd()  # relative input paths are relative to it
+        values["MERGE_WHERE"] = (
+            "# No shared file system: the shards come back to the access point, so the merge runs\n"
+            "# there (the machine you submit from, which holds DIR and hpcgen).\n"
+            "universe                = local"
+        )
+        values["WRAPPER_WHERE"] = (
+            "# No shared file system: HTCondor started this job in its scratch directory, which\n"
+            "# holds spec.toml and the spec's input files at their relative paths.\n"
+            'cd "${_CONDOR_SCRATCH_DIR:-.}"'
+        )
+        values["JOB_SPEC"] = "spec.toml"
+        values["SHARD_DIR"] = ""
+        values["SHARD_NOTE"] = (
+            f"in the scratch directory; HTCondor copies it to {directory}/shards/"
+        )
+    else:
+        values["INITIALDIR"] = str(directory)
+        values["MERGE_WHERE"] = "universe                = vanilla\nshould_transfer_files   = NO"
+        values["WRAPPER_WHERE"] = (
+            "# Relative paths in the spec (input files) mean what they meant where `hpcgen jobs` "
+            f"ran.\ncd {values['WORKDIR']}"
+        )
+        values["JOB_SPEC"] = f"{directory}/spec.toml"
+        values["SHARD_DIR"] = f"{directory}/shards/"
+        values["SHARD_NOTE"] = f"in {directory}/shards/"
     nodes, names = [], []
     for i, (a, b) in enumerate(ranges):
         name = dag_node_name(i, len(ranges))
@@ -346,7 +536,7 @@ def render_condor(
         f"PARENT {' '.join(names[i : i + PARENTS_PER_LINE])} CHILD merge"
         for i in range(0, len(names), PARENTS_PER_LINE)
     )
-    r = Rendered(directory, frozen, ranges)
+    r = Rendered(directory, frozen, ranges, transfer_inputs=inputs)
     r.files.append(_write(root, directory, "condor/generate.sub", "generate.sub", values, False))
     r.files.append(_write(root, directory, "condor/node.sub", "node.sub", values, False))
     merge_values = {**values, "DISK_KB": res.merge_disk_kb}
@@ -354,5 +544,6 @@ def render_condor(
     r.files.append(_write(root, directory, "condor/run.dag", "run.dag", values, False))
     r.files.append(_write(root, directory, "condor/wrapper.sh", "wrapper.sh", values, True))
     r.files.append(_write(root, directory, "merge/merge_verify.sh", "merge.sh", values, True))
-    r.files.append(_write_summary(r, "condor", res, cmd, virtual))
+    transfer_info = {"shared_file_system": not transfer, "transfer_input_files": inputs}
+    r.files.append(_write_summary(r, "condor", res, cmd, virtual, site, transfer_info))
     return r
