@@ -1,10 +1,14 @@
 """``hpcgen jobs``: the job split, SLURM array splitting, the rendered scripts, the HTCondor submit
 descriptions and DAG (parsed with the HTCondor bindings), and the scripts run for real without a
-batch system: every DAG node by hand, array tasks with a killed first attempt.
-(tests/test_jobs_slurm.py runs the SLURM route through a real slurmctld/slurmd.)"""
+batch system: every DAG node by hand, array tasks with a killed first attempt; ``--n`` and the
+output's name; site options (#SBATCH lines, submit commands; sbatch --test-only on a real
+slurmctld, marker ``slurm``). (tests/test_jobs_slurm.py runs the SLURM route through a real
+slurmctld/slurmd; tests/test_jobs_condor_transfer.py the HTCondor route without a shared file
+system; tests/test_jobs_packaging.py the templates in a wheel.)"""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import resource
@@ -18,12 +22,14 @@ import pytest
 from helpers import assert_same_data, data_fields
 from jobs_common import (
     N_CHUNKS,
+    SMALL_SPEC,
     jobs,
     leftovers,
     shard_is_complete,
     single_run,
     write_spec,
 )
+from slurm_cluster import SlurmCluster, slurm_fixture  # noqa: F401 (the fixture `slurm`)
 
 from hpcgen.engine import partition
 from hpcgen.errors import UserError
@@ -559,3 +565,209 @@ def test_merge_step_raises_the_open_file_limit_for_virtual_datasets(tmp_path: Pa
         f"merge soft={want}",
         f"verify soft={want}",
     ]
+
+
+# --- --n and the output's name --------------------------------------------------------------------
+
+
+def test_size_labels_and_sized_names() -> None:
+    assert [render.size_label(n) for n in (2_000_000, 10_000_000, 250_000, 1500, 3 * 10**9)] == [
+        "2M",
+        "10M",
+        "250k",
+        "1500",
+        "3G",
+    ]
+    # the token that spells the spec's own count becomes the new count's label
+    assert render.sized_output("tracks_10M.h5", 10_000_000, 2_000_000) == "tracks_2M.h5"
+    assert render.sized_output("tracks_10M_map.h5", 10_000_000, 2_500) == "tracks_2500_map.h5"
+    assert render.sized_output("runs/atoms-100k.h5", 100_000, 10**6) == "runs/atoms-1M.h5"
+    # no such token (or the spec gives no count): the label is appended
+    assert render.sized_output("tracks_demo.h5", 100_000, 2_000_000) == "tracks_demo_2M.h5"
+    assert render.sized_output("tracks_1M.h5", 10_000_000, 2_000_000) == "tracks_1M_2M.h5"
+    assert render.sized_output("x.h5", None, 40) == "x_40.h5"
+    assert render.sized_output("tracks_10M.h5", 10_000_000, 10_000_000) == "tracks_10M.h5"
+
+
+def test_n_sets_the_size_and_names_the_output_after_it(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, "t3k.toml", SMALL_SPEC.replace('"small.h5"', '"tracks_3k.h5"'))
+    out = tmp_path / "t"
+    proc = jobs("slurm", spec, "--jobs", 2, "--out", out, "--n", 2000)
+    assert proc.returncode == 0, proc.stderr
+    assert "named after --n: tracks_3k.h5 -> tracks_2k.h5" in proc.stderr
+    frozen = RunSpec.load(out / "spec.toml")
+    assert frozen.n_samples == 2000 and frozen.output == str(out / "tracks_2k.h5")
+    assert frozen.data_hash() == RunSpec.load(spec, {"n_samples": 2000}).data_hash()
+    assert render.read_ranges(out / "ranges.txt") == job_ranges(5, 2)  # 2000 / 400
+    assert f"merge {out}/shards --out {out}/tracks_2k.h5" in (out / "merge.sh").read_text()
+    assert "#SBATCH --job-name=hpcgen-tracks_2k-gen" in (out / "array.sbatch").read_text()
+    # --n-samples is the same option; an output set explicitly keeps its name
+    named = tmp_path / "named"
+    proc = jobs(
+        "condor", spec, "--jobs", 2, "--out", named, "--n-samples", 2000, "--set", 'output="a.h5"'
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert RunSpec.load(named / "spec.toml").output == str(named / "a.h5")
+    assert "named after" not in proc.stderr
+
+
+# --- site options ---------------------------------------------------------------------------------
+
+
+def sbatch_header(path: Path) -> list[str]:
+    """The #SBATCH options as sbatch reads them: up to the first line that is not a comment."""
+    options = []
+    for line in path.read_text().splitlines()[1:]:
+        if line.strip() and not line.startswith("#"):
+            break
+        if line.startswith("#SBATCH "):
+            options.append(line.removeprefix("#SBATCH ").strip())
+    return options
+
+
+SLURM_SCRIPTS = ("submit.sbatch", "array.sbatch", "merge.sbatch", "mpi.sbatch")
+
+
+def test_slurm_site_options_reach_every_script(tmp_path: Path) -> None:
+    out = tmp_path / "t"
+    proc = jobs(
+        "slurm",
+        write_spec(tmp_path),
+        "--jobs",
+        2,
+        "--out",
+        out,
+        "--account",
+        "phys-123",
+        "--qos",
+        "long",
+        "--constraint",
+        "cpu&[ib1|ib2]",
+        "--reservation",
+        "maint",
+        "--sbatch-extra=--mail-type=END",
+        "--sbatch-extra",
+        "#SBATCH --comment=hpcgen",
+    )
+    assert proc.returncode == 0, proc.stderr
+    site = [
+        "--account=phys-123",
+        "--qos=long",
+        "--constraint=cpu&[ib1|ib2]",
+        "--reservation=maint",
+        "--mail-type=END",
+        "--comment=hpcgen",
+    ]
+    for name in SLURM_SCRIPTS:
+        header = sbatch_header(out / name)
+        assert header[-len(site) :] == site, (name, header)
+        assert subprocess.run(["bash", "-n", str(out / name)]).returncode == 0, name
+    info = json.loads((out / "jobs-slurm.json").read_text())
+    assert info["site"] == {
+        "account": "phys-123",
+        "qos": "long",
+        "constraint": "cpu&[ib1|ib2]",
+        "reservation": "maint",
+        "sbatch_extra": ["#SBATCH --mail-type=END", "#SBATCH --comment=hpcgen"],
+    }
+    # without site options no such line is rendered
+    plain = tmp_path / "plain"
+    assert jobs("slurm", write_spec(tmp_path), "--jobs", 2, "--out", plain).returncode == 0
+    for name in SLURM_SCRIPTS:
+        assert not any(
+            x.startswith(("--account", "--qos", "--constraint", "--reservation", "--mail"))
+            for x in sbatch_header(plain / name)
+        )
+
+
+def test_condor_site_options_reach_every_submit_description(tmp_path: Path) -> None:
+    out = tmp_path / "c"
+    proc = jobs(
+        "condor",
+        write_spec(tmp_path),
+        "--jobs",
+        2,
+        "--out",
+        out,
+        "--accounting-group",
+        "group_physics.alice",
+        "--requirements",
+        '(OpSysMajorVer == 9) && (Arch == "X86_64")',
+        "--condor-extra",
+        '+ProjectName = "hpcgen"',
+        "--condor-extra",
+        "rank=Mips",
+    )
+    assert proc.returncode == 0, proc.stderr
+    for name in ("generate.sub", "node.sub", "merge.sub"):
+        sub = submit_description(out / name)
+        assert sub["accounting_group"] == "group_physics.alice", name
+        assert sub["requirements"] == '(OpSysMajorVer == 9) && (Arch == "X86_64")', name
+        assert sub["MY.ProjectName"] == '"hpcgen"' and sub["rank"] == "Mips", name
+        assert sub["should_transfer_files"] == "NO", name
+    info = json.loads((out / "jobs-condor.json").read_text())
+    assert info["site"]["accounting_group"] == "group_physics.alice"
+    assert info["shared_file_system"] is True and info["transfer_input_files"] is None
+
+
+@pytest.mark.parametrize(
+    ("system", "args", "message"),
+    [
+        ("slurm", ("--sbatch-extra=--time=5",), "use its option --time"),
+        ("slurm", ("--sbatch-extra=-A other",), "use its option --account"),
+        ("slurm", ("--sbatch-extra=--array=0-3",), "the jobs rely on it"),
+        ("slurm", ("--sbatch-extra", "mail-type=END"), "expected an sbatch option"),
+        ("slurm", ("--sbatch-extra=--comment=a\n#SBATCH --array=1",), "one non-empty line"),
+        ("slurm", ("--account", "a b"), "not a SLURM account"),
+        ("slurm", ("--constraint", "x;rm"), "not a SLURM constraint"),
+        ("condor", ("--condor-extra", "executable = /bin/true"), "the jobs rely on it"),
+        ("condor", ("--condor-extra", "Request_Memory = 9"), "use its option --mem"),
+        ("condor", ("--condor-extra", "no equals sign"), "expected a submit command"),
+        ("condor", ("--accounting-group", "a b"), "not an accounting group"),
+        ("condor", ("--requirements", "a\nqueue 9"), "one non-empty line"),
+    ],
+)
+def test_bad_site_options_are_one_line_user_errors(
+    tmp_path: Path, system: str, args: tuple, message: str
+) -> None:
+    proc = jobs(system, write_spec(tmp_path), "--jobs", 2, "--out", tmp_path / "t", *args)
+    assert proc.returncode == 2
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "t").exists()
+
+
+@pytest.mark.slurm
+def test_sbatch_reads_the_site_lines_of_every_script(slurm: SlurmCluster, tmp_path: Path) -> None:
+    """A real slurmctld: ``sbatch --test-only`` accepts all four scripts with site options; an
+    unknown reservation or feature in the rendered lines makes sbatch refuse each script (so the
+    lines are read, not ignored); a held submission carries the account and the extra line."""
+    spec = write_spec(tmp_path)
+
+    def test_only(out: Path) -> list[subprocess.CompletedProcess]:
+        return [
+            slurm.run("sbatch", "--test-only", *args, check=False)
+            for args in (
+                [str(out / "submit.sbatch")],
+                ["--array=0-1", str(out / "array.sbatch"), "0"],
+                [str(out / "merge.sbatch")],
+                [str(out / "mpi.sbatch")],
+            )
+        ]
+
+    good = tmp_path / "good"
+    site = ("--account", "phys", "--qos", "normal", "--sbatch-extra=--comment=hpcgen-site")
+    assert jobs("slurm", spec, "--jobs", 2, "--out", good, "--mem", "256M", *site).returncode == 0
+    for proc in test_only(good):
+        assert proc.returncode == 0 and "to start at" in proc.stderr, proc.stderr
+    for args, refusal in (
+        (("--reservation", "nosuch"), "reservation is invalid"),
+        (("--constraint", "nosuchfeature"), "Invalid feature"),
+    ):
+        out = tmp_path / args[1]
+        assert jobs("slurm", spec, "--jobs", 2, "--out", out, *args).returncode == 0
+        for proc in test_only(out):
+            assert proc.returncode != 0 and refusal in proc.stderr, proc.stderr
+    job = slurm.sbatch("--hold", str(good / "merge.sbatch"))
+    shown = slurm.run("scontrol", "show", "job", "-o", job).stdout
+    slurm.run("scancel", job, check=False)
+    assert "Account=phys" in shown and "Comment=hpcgen-site" in shown, shown
