@@ -1,4 +1,11 @@
-"""Image strips of energy sequences: one row per domain, one column per frame."""
+"""Image strips of energy sequences: one row per domain, one column per frame.
+
+Each row is titled with its domain's parameters (pattern, rotation, noise, blur, translation,
+scaling), read from the file's root attributes: two domains with the same base pattern look alike
+in a picture, and the row says how their presets differ. Energy is dimensionless (frame 0 has mean
+1 per pixel); each row has one colour scale, 0 to the 99.5th percentile of its frames, with its
+colour bar. Frames are drawn with x (field axis 2) across and y (axis 3) up, in pixels.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +23,35 @@ from hpcgen.generators.energy import well
 
 @dataclass
 class Strip:
-    """One row of the figure: a trajectory's frames (T, H, W) and per-frame entropy (T,)."""
+    """One row of the figure: a trajectory's frames (T, H, W), per-frame entropy (T,) in nats,
+    and the row's title (domain, trajectory, parameters)."""
 
     label: str
     frames: np.ndarray
     entropy: np.ndarray
+    params: str = ""
+
+
+def params_line(attrs: Mapping[str, Any]) -> str:
+    """The domain's parameters as one line, from an energy file's root attributes."""
+
+    def num(key: str) -> str:
+        v = attrs.get(key)
+        return "?" if v is None else f"{float(v):g}"
+
+    def bound(key: str, text: str) -> str:  # "+-v unit", or "off" where the preset has 0
+        v = num(key)
+        return f"{text} off" if v == "0" else f"{text} ±{v}"
+
+    parts = [
+        f"pattern {attrs.get('pattern', '?')}",
+        bound("rotation_max_deg", "rotation") + ("°" if num("rotation_max_deg") != "0" else ""),
+        f"noise σ {num('noise_sigma')} × mean",
+        f"blur σ {num('blur_sigma')} px",
+        bound("translation_max_px", "shift") + (" px" if num("translation_max_px") != "0" else ""),
+        bound("scaling_max", "scaling"),
+    ]
+    return ", ".join(parts)
 
 
 def read_strip(h5: h5py.File, trajectory: int = 0) -> Strip:
@@ -37,12 +68,15 @@ def read_strip(h5: h5py.File, trajectory: int = 0) -> Strip:
         else np.full(len(frames), np.nan)
     )
     domain = str(h5.attrs.get("domain", h5.attrs.get("dataset_name", "?")))
-    return Strip(f"{domain}\ntrajectory {trajectory}", frames, ent)
+    t, hgt, wid = frames.shape
+    label = f"{domain}, trajectory {trajectory} of {n} ({t} frames of {wid} x {hgt} px)"
+    return Strip(label, frames, ent, params_line(h5.attrs))
 
 
-def plot_strips(strips: Sequence[Strip], out: Path, max_frames: int = 10) -> None:
-    """Write a PNG: each strip a row of at most ``max_frames`` frames (evenly spaced), each frame
-    titled with its index and entropy; one colour scale per row (0 .. 99.5th percentile)."""
+def figure(strips: Sequence[Strip], max_frames: int = 10) -> Any:
+    """The figure (matplotlib Figure, Agg): each strip a row of at most ``max_frames`` frames
+    (evenly spaced), titled with its domain and parameters, each frame with its index and
+    entropy S (nats); one colour scale and colour bar per row."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -51,25 +85,40 @@ def plot_strips(strips: Sequence[Strip], out: Path, max_frames: int = 10) -> Non
     if not strips:
         raise UserError("nothing to plot")
     n_cols = min(max_frames, max(len(s.frames) for s in strips))
-    fig, axes = plt.subplots(
-        len(strips), n_cols, figsize=(1.9 * n_cols, 2.1 * len(strips)), squeeze=False
-    )
-    for row, strip in zip(axes, strips):
+    fig = plt.figure(figsize=(1.6 * n_cols + 1.4, 3.0 * len(strips)), layout="constrained")
+    rows = np.atleast_1d(fig.subfigures(len(strips), 1))
+    for sub, strip in zip(rows, strips):
+        sub.suptitle(f"{strip.label}\n{strip.params}", fontsize=10)
+        axes = np.atleast_1d(sub.subplots(1, n_cols, sharex=True, sharey=True))
         idx = np.unique(np.linspace(0, len(strip.frames) - 1, n_cols).round().astype(int))
         vmax = float(np.percentile(strip.frames[idx], 99.5)) or 1.0
-        for col, ax in enumerate(row):
-            ax.set_xticks([])
-            ax.set_yticks([])
+        im = None
+        for col, ax in enumerate(axes):
             if col >= len(idx):
                 ax.axis("off")
                 continue
             t = idx[col]
-            ax.imshow(strip.frames[t], cmap="inferno", vmin=0.0, vmax=vmax)
-            ax.set_title(f"t={t}  S={strip.entropy[t]:.3f}", fontsize=8)
-        row[0].set_ylabel(strip.label, fontsize=8)
-    fig.tight_layout()
+            # stored [x, y]: transpose so x runs across and y up
+            im = ax.imshow(strip.frames[t].T, cmap="inferno", vmin=0.0, vmax=vmax, origin="lower")
+            ax.set_title(f"t = {t}\nS = {strip.entropy[t]:.3f} nats", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.set_xlabel("x [pixel]", fontsize=8)
+            if col == 0:
+                ax.set_ylabel("y [pixel]", fontsize=8)
+        # beside the last frame, as tall as it (a colour bar of the whole row floats apart from
+        # the square frames)
+        cax = axes[len(idx) - 1].inset_axes((1.08, 0.0, 0.08, 1.0))
+        sub.colorbar(im, cax=cax, extend="max", label="energy per pixel\n(1; frame-0 mean = 1)")
+    return fig
+
+
+def plot_strips(strips: Sequence[Strip], out: Path, max_frames: int = 10) -> None:
+    """Write the PNG of ``figure(strips, max_frames)``."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(strips, max_frames)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=80)
+    fig.savefig(out, dpi=80, bbox_inches="tight", pad_inches=0.1)  # the colour bars are insets
     plt.close(fig)
 
 
