@@ -13,4 +13,4 @@ shard={{SHARD_DIR}}$(printf 'chunks-%09d-%09d.h5' "$first" "$stop")
 hpcgen=({{HPCGEN}})
 export HDF5_USE_FILE_LOCKING=${HDF5_USE_FILE_LOCKING:-FALSE}
 echo "hpcgen condor job on $(hostname): chunks [$first, $stop) -> $shard"
-exec "${hpcgen[@]}" run {{JOB_SPEC}} --chunks "$first:$stop" --atomic --quiet --yes --out "$shard"
+exec "${hpcgen[@]}" run {{JOB_SPEC}} --chunks "$first:$stop" --atomic --yes --out "$shard"

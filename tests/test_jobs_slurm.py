@@ -64,6 +64,8 @@ def test_sbatch_submit_runs_arrays_then_merge_afterok(
     merge_log = next((out / "logs").glob(f"merge-{merge_id}.out")).read_text()
     assert "RESULT: PASS" in merge_log, merge_log
     assert_same_data(out / "small.h5", ref)
+    for gen_log in (out / "logs").glob("gen-*.out"):  # array tasks log their progress
+        assert re.search(r"\[hpcgen\] (\d+)/\1 samples \(100\.0%\)", gen_log.read_text()), gen_log
     assert not leftovers(out)
 
 
