@@ -88,8 +88,9 @@ def field_specs(params: EnergyParams) -> list[FieldSpec]:
             (t, params.height, params.width),
             "float32",
             "1",
-            "energy per pixel; frame 0 has mean 1 (total H*W), conserved within the drift "
-            "tolerance; axes (trajectory, time, x, y)",
+            "energy per pixel; frame 0 has mean 1 (total H*W); each frame holds H*W times the "
+            "scale_factor values since the last rescale, to float32 rounding; axes (trajectory, "
+            "time, x, y)",
             attrs={"dim_varying": np.array([True, True]), **_flags(True, True)},
         )
     ]
