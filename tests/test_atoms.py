@@ -455,16 +455,18 @@ def test_verifier_detects_overlapping_rows(data: dict) -> None:
     assert not results["no index in two splits"].passed
 
 
-def test_duplicate_rate_counts_images_shared_across_splits(data: dict) -> None:
+def test_leakage_counts_images_shared_across_splits_and_fails(data: dict) -> None:
     d = {k: v[:1000].copy() for k, v in data.items()}
     val = np.flatnonzero(d["split"] == 1)
     train = np.flatnonzero(d["split"] == 0)
+    assert verify(d)["train/val/test leakage"].passed
     d["images"][val[:50]] = d["images"][train[:50]]
     seen = {d["images"][i].tobytes() for i in train}
     expected = np.mean([d["images"][i].tobytes() in seen for i in val])
     assert expected >= 50 / len(val)
-    value = verify(d)["identical images across splits"].value
-    assert value.startswith(f"val in train {expected:.4%},")
+    result = verify(d)["train/val/test leakage"]
+    assert not result.passed
+    assert result.value.startswith(f"val in train {expected:.2%} (chance ")
 
 
 def test_image_hashes_equal_iff_images_equal(data: dict) -> None:

@@ -231,7 +231,7 @@ def test_the_file_is_the_same_on_1_2_and_3_ranks_and_verifies(runs: dict[int, Pa
     assert passed, [c for c in report["checks"] if not c["passed"]]
     names = [c["name"] for c in report["checks"]]
     assert any(n.startswith("split sizes") for n in names)
-    assert "identical images across splits (info)" in names
+    assert "train/val/test leakage (identical images across splits)" in names
 
 
 def test_export_writes_the_dataset_of_the_dataset_command(

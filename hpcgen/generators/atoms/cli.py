@@ -59,6 +59,12 @@ def register(subparsers: Any) -> None:
         metavar="KEY=VALUE",
         help="generator parameter (repeatable), e.g. --set separation=1",
     )
+    a.add_argument(
+        "--dedup",
+        action="store_true",
+        help="drop val images that also occur in train, and test images that occur in train or "
+        "val (counts in metadata.json 'dedup')",
+    )
     a.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     a.set_defaults(func=run_dataset)
 
@@ -122,6 +128,8 @@ def run_dataset(args: argparse.Namespace) -> int:
         f"  All keys uncompressed: {store['readable']} ({store['bytes_per_sample']} bytes per "
         "sample: images, labels, masks, kinds, index); the npz files are smaller"
     )
+    if args.dedup:
+        print("  Dedup: val/test images also found in train (test: or val) will be dropped")
     print(f"  Output: {out}")
     sys.stdout.flush()
     if not args.yes and not _confirm():
@@ -129,14 +137,20 @@ def run_dataset(args: argparse.Namespace) -> int:
         return 1
 
     create_output_dir(out)
-    write(out, params, n, seed, chunk_size)
+    meta = write(out, params, n, seed, chunk_size, dedup=args.dedup)
+    if args.dedup:
+        dropped = meta["dedup"]["dropped"]
+        print(f"Dedup dropped {dropped['val']} val and {dropped['test']} test images")
     print(f"Wrote {out}: train.npz, val.npz, test.npz, metadata.json, validation_report.png")
     return 0
 
 
-def write(out: Path, params: AtomsParams, n: int, seed: int, chunk_size: int) -> dict[str, Any]:
+def write(
+    out: Path, params: AtomsParams, n: int, seed: int, chunk_size: int, dedup: bool = False
+) -> dict[str, Any]:
     """Generate n images chunk by chunk (as ``hpcgen run`` would) into the dataset directory
-    ``out`` (existing and empty). Returns the metadata."""
+    ``out`` (existing and empty); ``dedup``: see ``DatasetWriter.finish``. Returns the
+    metadata."""
     import numpy as np
     from tqdm import tqdm
 
@@ -158,7 +172,8 @@ def write(out: Path, params: AtomsParams, n: int, seed: int, chunk_size: int) ->
                 block |= gen.compute(block, chunk, cpu)
                 writer.add(block, start)
                 bar.update(chunk.count)
-        return writer.finish(base_metadata(params, n, seed, chunk_size, out.name), seed)
+        meta = base_metadata(params, n, seed, chunk_size, out.name)
+        return writer.finish(meta, seed, dedup=dedup)
     except BaseException:
         writer.abort()
         raise
