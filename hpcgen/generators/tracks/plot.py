@@ -299,8 +299,10 @@ def figure(pic: TracksPicture) -> Any:
             "spread in p",
             fontsize=11,
         )
-    # one legend for both views (the same tracks and colours): the y-z view has room for none
-    ax_xz.legend(fontsize=9, loc="best", framealpha=0.9)
+    # one legend for both views (the same tracks and colours), under them: inside a view it
+    # hides tracks
+    handles, labels = ax_xz.get_legend_handles_labels()
+    top.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=10)
 
     # --- field ----------------------------------------------------------------------------------
     ax_b, ax_k, ax_s = mid.subplots(1, 3, width_ratios=[2.0, 1.1, 1.2])
