@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hpcgen import __version__
+from hpcgen.engine.space import human_bytes
 from hpcgen.errors import UserError
 
 #: ``hpcgen run`` asks on a terminal before writing more than this (bytes); HPCGEN_CONFIRM_BYTES
@@ -26,21 +27,19 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message}")
 
 
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if abs(n) < 1024 or unit == "PiB":
-            return f"{n:,.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return str(n)
-
-
 # --- spec loading shared by run / plan / jobs -----------------------------------------------------
 
 
 def add_spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="run spec (TOML)")
     p.add_argument("--out", "-o", help="output file (overrides the spec's 'output')")
-    p.add_argument("--n", "--n-samples", dest="n_samples", type=int, help="number of samples")
+    p.add_argument(
+        "--n",
+        "--n-samples",
+        dest="n_samples",
+        type=parse_count,
+        help="number of samples (1000000, 1_000_000 or 1e6)",
+    )
     p.add_argument("--seed", type=int)
     p.add_argument("--chunk-size", type=int)
     p.add_argument("--dtype", choices=("float64", "float32"))
@@ -53,6 +52,21 @@ def add_spec_args(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a spec key or generator parameter (VALUE as TOML), repeatable",
     )
+
+
+def parse_count(text: str) -> int:
+    """``--n``: a whole number, also written as 1e6 or 1_000_000 (refused: 1.5, 1e-3, abc)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(f"--n expects a whole number of samples, got {text!r}") from None
+    if not value.is_integer():
+        raise UserError(f"--n expects a whole number of samples, got {text!r}")
+    return int(value)
 
 
 def load_spec(args: argparse.Namespace):
@@ -334,7 +348,13 @@ def main(argv: list[str] | None = None) -> int:
         if rank == 0:
             print("hpcgen: interrupted", file=sys.stderr)
         return 130
-    except Exception:
+    except Exception as e:
+        if type(e).__name__ == "RunInterrupted":  # the engine's; not imported for other commands
+            # SIGTERM, on every rank: the done chunks are flushed. 143 = 128 + 15, the status of
+            # a process ended by SIGTERM, which batch systems read as "killed at the time limit"
+            if rank == 0:
+                print(f"hpcgen: {e}", file=sys.stderr)
+            return 143
         traceback.print_exc()
         if size > 1:  # the other ranks may be waiting in a collective: end the job
             from mpi4py import MPI

@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ TOP_LEVEL = ("generator", "n_samples", "seed", "chunk_size", "output", "dtype", 
 DTYPES = ("float64", "float32")
 DEVICES = ("auto", "cpu", "gpu")
 IO_ROUTES = ("auto", "mpio", "shards")
+#: the largest sample count: row indices and HDF5 shapes are signed 64-bit
+MAX_SAMPLES = 2**62
 #: keys that define the data (everything else only says where/how it is produced)
 DATA_KEYS = ("generator", "params", "n_samples", "seed", "chunk_size", "dtype")
 
@@ -68,6 +71,10 @@ class RunSpec:
         if not isinstance(params, dict):
             raise SpecError(f"{where}: [params] must be a table")
         kw = {k: d[k] for k in TOP_LEVEL if k in d}
+        # 0 is the dataclass's "not given"; a chunk_size the user wrote must be a real size
+        given = kw.get("chunk_size")
+        if isinstance(given, int) and not isinstance(given, bool) and given <= 0:
+            raise SpecError(f"chunk_size must be > 0, got {given}")
         return cls(params=dict(params), **kw).validated()
 
     @classmethod
@@ -92,6 +99,10 @@ class RunSpec:
                 raise SpecError(f"{key} must be an integer, got {v!r}")
         if self.n_samples <= 0:
             raise SpecError(f"n_samples must be > 0, got {self.n_samples}")
+        if self.n_samples > MAX_SAMPLES:
+            raise SpecError(
+                f"n_samples must be at most 2**62 (rows are int64), got {self.n_samples}"
+            )
         if self.seed < 0:
             raise SpecError(f"seed must be >= 0, got {self.seed}")
         if self.chunk_size < 0:
@@ -147,9 +158,20 @@ class RunSpec:
         d = self.to_dict()
         return {k: d[k] for k in DATA_KEYS}
 
-    def data_hash(self) -> str:
-        """SHA-256 of the data identity: equal hashes mean equal data."""
-        blob = json.dumps(self.data_identity(), sort_keys=True).encode()
+    def data_hash(self, input_sha256: Mapping[str, str] | None = None) -> str:
+        """SHA-256 of the data identity: equal hashes mean equal data.
+
+        ``input_sha256`` ({path: SHA-256 of its contents}, from the generator's ``input_files()``)
+        puts the contents of the input files into the identity: a field map edited in place
+        changes the hash although the spec does not. Without input files the hash is the spec's
+        alone (as in files written before input contents were hashed)."""
+        identity = self.data_identity()
+        if input_sha256:
+            # file names, not paths: the params already hold the path as the user wrote it
+            identity["input_sha256"] = sorted(
+                [Path(p).name, digest] for p, digest in input_sha256.items()
+            )
+        blob = json.dumps(identity, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
 
     def to_toml(self) -> str:

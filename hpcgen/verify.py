@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from hpcgen.generators.base import CheckResult
-from hpcgen.io import layout
+from hpcgen.io import checksums, layout
 from hpcgen.io.reader import Reader
 from hpcgen.io.writer import check_vds_sources
 
@@ -46,6 +46,20 @@ def integrity_checks(r: Reader) -> list[CheckResult]:
     return out
 
 
+def checksum_result(sums: checksums.Checker) -> CheckResult:
+    """ "checksums match": every chunk marked done, every field, against /_hpcgen/checksums."""
+    if not sums.present:
+        return CheckResult(
+            "checksums match", True, "none stored", "file written before hpcgen stored checksums"
+        )
+    return CheckResult(
+        "checksums match",
+        not sums.mismatches,
+        f"{len(sums.mismatches)} mismatch(es) in {sums.checked} chunks",
+        sums.describe() if sums.mismatches else "",
+    )
+
+
 def verify_file(path: str | Path) -> tuple[bool, dict[str, Any]]:
     """Integrity, then the generator's checks on the rows of every chunk marked done (rows of
     unfinished chunks hold no data yet; the done-bitmap check reports them)."""
@@ -53,11 +67,14 @@ def verify_file(path: str | Path) -> tuple[bool, dict[str, Any]]:
         checks = integrity_checks(r)
         if not missing_sources(checks):
             v = r.generator.verifier()
+            sums = checksums.Checker(r.h5, r.chunk_range)
             done = r.done
             # blocks of one chunk each: block i is chunk a + i of the file's range
             for i, (start, data) in enumerate(r.iter_rows(block=r.spec.chunk_size)):
                 if done[i]:
                     v.update(data, start + r.row_range[0])
+                    sums.update(i, data)
+            checks.append(checksum_result(sums))
             checks += v.results()
             checks += r.generator.file_checks(r)
         report = {

@@ -117,3 +117,91 @@ def test_bad_input_under_mpi_exits_2_on_every_rank(tmp_path: Path):
     proc = run_hpcgen("run", spec, "--out", tmp_path / "x.h5", ranks=2)
     assert proc.returncode == 2
     assert proc.stderr.count("n_samples must be > 0") == 1  # printed once, by rank 0
+
+
+# --- engine-side inputs that used to give a traceback (exit 1) or pass as nonsense --------------
+
+
+def one_line_exit_2(proc) -> str:
+    """The error line of a refused run: exit 2, one line on stderr, no traceback."""
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("hpcgen: error: "), lines[0]
+    return lines[0]
+
+
+def test_resume_onto_a_text_file(tmp_path: Path, tiny_spec: Path):
+    out = tmp_path / "notes.h5"
+    out.write_text("not hdf5\n")
+    line = one_line_exit_2(run_hpcgen("run", tiny_spec, "--out", out, "--resume", "--quiet"))
+    assert f"cannot resume {out}" in line and "not an HDF5 file" in line
+    assert out.read_text() == "not hdf5\n"
+
+
+def test_resume_onto_a_truncated_hpcgen_file(tmp_path: Path, tiny_spec: Path):
+    out = tmp_path / "t.h5"
+    run_hpcgen("run", tiny_spec, "--out", out, "--quiet", check=True)
+    blob = out.read_bytes()
+    out.write_bytes(blob[: len(blob) // 2])
+    line = one_line_exit_2(run_hpcgen("run", tiny_spec, "--out", out, "--resume", "--quiet"))
+    assert f"cannot resume {out}" in line and "truncated" in line and "--overwrite" in line
+    assert out.stat().st_size == len(blob) // 2
+
+
+def test_resume_onto_an_hdf5_file_that_is_not_hpcgen(tmp_path: Path, tiny_spec: Path):
+    import h5py
+
+    out = tmp_path / "other.h5"
+    with h5py.File(out, "w") as f:
+        f["x"] = [1, 2, 3]
+    line = one_line_exit_2(run_hpcgen("run", tiny_spec, "--out", out, "--resume", "--quiet"))
+    assert "not an hpcgen file" in line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--n", "1e15"),
+        ("--n", "1000000000000000", "--chunk-size", "1000"),
+        ("--n", "100000000000", "--chunk-size", "1"),
+    ],
+)
+def test_absurd_sample_counts_are_refused_before_allocating(tmp_path, tiny_spec, args):
+    out = tmp_path / "huge.h5"
+    line = one_line_exit_2(run_hpcgen("run", tiny_spec, "--out", out, "--yes", *args, timeout=60))
+    assert "chunks" in line and "memory" in line and "chunk_size" in line
+    assert not out.exists()
+
+
+def test_n_in_scientific_notation_is_a_count(tmp_path: Path, tiny_spec: Path):
+    out = tmp_path / "sci.h5"
+    run_hpcgen("run", tiny_spec, "--out", out, "--n", "1.2e3", "--quiet", check=True)
+    import h5py
+
+    with h5py.File(out) as f:
+        assert f["X"].shape[0] == 1200
+    line = one_line_exit_2(run_hpcgen("run", tiny_spec, "--out", out, "--n", "1.5"))
+    assert "--n" in line and "whole number" in line
+
+
+def test_overwrite_refuses_a_directory(tmp_path: Path, tiny_spec: Path):
+    out = tmp_path / "adir"
+    out.mkdir()
+    (out / "keep.txt").write_text("keep")
+    for extra in ((), ("--overwrite",), ("--resume",)):
+        line = one_line_exit_2(run_hpcgen("run", tiny_spec, "--out", out, "--quiet", *extra))
+        assert f"{out} is a directory" in line
+    assert (out / "keep.txt").read_text() == "keep"
+
+
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_non_positive_chunk_size_is_refused(tmp_path: Path, tiny_spec: Path, value: str):
+    out = tmp_path / "c.h5"
+    line = one_line_exit_2(run_hpcgen("run", tiny_spec, "--out", out, "--chunk-size", value))
+    assert f"chunk_size must be > 0, got {value}" in line
+    assert not out.exists()
+    spec = tmp_path / "c.toml"
+    spec.write_text(f'generator = "tracks"\nn_samples = 10\nchunk_size = {value}\n')
+    line = one_line_exit_2(run_hpcgen("run", spec, "--out", out))
+    assert f"chunk_size must be > 0, got {value}" in line

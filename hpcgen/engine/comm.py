@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from hpcgen.errors import UserError
+
 
 class SerialComm:
     """A one-rank communicator with the mpi4py method names the engine uses."""
@@ -52,6 +54,15 @@ def max_op() -> Any:
     return MPI.MAX
 
 
+def bor_op() -> Any:
+    """MPI.BOR (bitwise or) for allreduce of flag bits (None with the serial stand-in)."""
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        return None
+    return MPI.BOR
+
+
 def mpi_library_version() -> str:
     try:
         from mpi4py import MPI
@@ -65,8 +76,6 @@ def bcast_result(comm: Any, fn: Any, *args: Any) -> Any:
 
     Every rank then raises the same error: no rank is left waiting in a collective.
     """
-    from hpcgen.errors import UserError
-
     result: tuple[str, Any] = ("ok", None)
     if comm.rank == 0:
         try:
@@ -77,3 +86,30 @@ def bcast_result(comm: Any, fn: Any, *args: Any) -> Any:
     if result[0] == "error":
         raise result[1]
     return result[1]
+
+
+def agree(comm: Any, fn: Any, *args: Any) -> Any:
+    """Run ``fn(*args)`` on every rank; if it raises a UserError on any rank, every rank raises
+    it (the first rank's message), as a ``CollectiveError``.
+
+    This is the step before every collective call that may fail on some ranks only (opening a
+    file, a checkpoint): the ranks learn of the error together and stop together, instead of
+    some of them waiting for ever in the next collective call. Other exceptions (bugs) are not
+    caught: the CLI aborts the MPI job on them.
+    """
+    err: str | None = None
+    out = None
+    try:
+        out = fn(*args)
+    except UserError as e:
+        err = str(e) or type(e).__name__
+    errs = comm.allgather(err)
+    first = next((e for e in errs if e is not None), None)
+    if first is not None:
+        raise CollectiveError(first)
+    return out
+
+
+class CollectiveError(UserError):
+    """A UserError raised on every rank at once (``agree``, the engine's error flags): every rank
+    may still take part in collective clean-up, such as closing a shared file."""

@@ -29,6 +29,20 @@ def sha256_file(path: str | Path, bufsize: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def hash_inputs(input_files: list[Path]) -> dict[str, str]:
+    """{path: SHA-256 of its contents} of a generator's input files. A file that cannot be read
+    is a UserError (checked before the output is touched)."""
+    from hpcgen.errors import UserError
+
+    out: dict[str, str] = {}
+    for p in input_files:
+        try:
+            out[str(p)] = sha256_file(p)
+        except OSError as e:
+            raise UserError(f"input file {p}: {e.strerror or e}") from None
+    return out
+
+
 def git_commit() -> str | None:
     """The hpcgen source tree's commit (with "-dirty" if modified), when it is a git checkout."""
     src = Path(hpcgen.__file__).resolve().parent.parent
@@ -66,8 +80,15 @@ def versions() -> dict[str, str]:
 
 
 def base_record(
-    spec_dict: dict[str, Any], input_files: list[Path], n_ranks: int, device: str, io_route: str
+    spec_dict: dict[str, Any],
+    input_files: list[Path],
+    n_ranks: int,
+    device: str,
+    io_route: str,
+    input_sha256: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """The provenance of a run. ``input_sha256`` ({path: SHA-256}) where the caller has hashed
+    ``input_files`` already."""
     return {
         "spec": spec_dict,
         "seed": spec_dict["seed"],
@@ -79,5 +100,9 @@ def base_record(
         "command": sys.argv,
         "device": device,
         "io": io_route,
-        "input_files": {str(p): sha256_file(p) for p in input_files},
+        "input_files": (
+            dict(input_sha256)
+            if input_sha256 is not None
+            else {str(p): sha256_file(p) for p in input_files}
+        ),
     }

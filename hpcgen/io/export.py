@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from hpcgen.errors import OutputExistsError, UserError
+from hpcgen.io import checksums
 from hpcgen.io.reader import Reader
 from hpcgen.io.writer import check_vds_sources
 
@@ -77,7 +78,8 @@ def export_npz(
 
 def check_exportable(r: Reader) -> None:
     """Refuse a file whose rows are not all real data: a virtual file with a missing source
-    (HDF5 reads it as fill values, without an error) or a file with chunks not written."""
+    (HDF5 reads it as fill values, without an error), a file with chunks not written, or rows
+    that do not match their stored checksums (this reads the whole file once)."""
     missing = check_vds_sources(r.path)
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
@@ -91,6 +93,12 @@ def check_exportable(r: Reader) -> None:
         raise UserError(
             f"{r.path}: chunks {ranges} are not written ({int((~done).sum())} of {done.size}); "
             "finish it with --resume (or merge the missing shards) before exporting"
+        )
+    sums = checksums.check_file(r.h5, r.chunk_range, r.spec.chunk_size, r.n_rows, done)
+    if sums.mismatches:
+        raise UserError(
+            f"{r.path}: checksum mismatch in {sums.describe()}: the file is corrupt; "
+            "regenerate those chunks (or the file) before exporting"
         )
 
 

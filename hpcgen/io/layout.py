@@ -6,8 +6,11 @@ Every hpcgen file -- a full run, a per-job shard or a merged file -- has the sam
   ``units``, ``description`` and ``sample_axis = 0``;
 - the generator's static datasets (no sample axis) and root attributes;
 - ``/_hpcgen/done`` uint8 (n_chunks_in_file,): 1 once the chunk's rows are on disk (flushed);
+- ``/_hpcgen/checksums`` uint32 (n_chunks_in_file, n_fields): CRC-32 of each chunk's rows of each
+  field (hpcgen/io/checksums.py), valid where the done flag is 1;
 - root attributes ``hpcgen_spec`` (JSON run spec), ``hpcgen_data_hash`` (SHA-256 of the data
-  identity), ``hpcgen_chunk_range`` [a, b): the global chunks this file holds (rows
+  identity and of the input files' contents), ``hpcgen_input_sha256`` (JSON {input file: SHA-256}),
+  ``hpcgen_chunk_range`` [a, b): the global chunks this file holds (rows
   [a*chunk_size, min(b*chunk_size, n_samples))), ``hpcgen_version``, ``hpcgen_provenance`` (JSON).
 """
 
@@ -19,8 +22,10 @@ ATTR_CHUNK_RANGE = "hpcgen_chunk_range"
 ATTR_VERSION = "hpcgen_version"
 ATTR_PROVENANCE = "hpcgen_provenance"
 ATTR_MISSING = "hpcgen_missing_chunk_ranges"
+ATTR_INPUTS = "hpcgen_input_sha256"
 GROUP = "_hpcgen"
 DONE = "_hpcgen/done"
+CHECKSUMS = "_hpcgen/checksums"
 
 
 def rows_of(chunk_range: tuple[int, int], chunk_size: int, n_samples: int) -> tuple[int, int]:

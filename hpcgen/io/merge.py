@@ -1,7 +1,9 @@
 """``hpcgen merge SHARD_DIR --out FILE``: join per-job shard files into one file (or a VDS).
 
 Every shard is checked before anything is written: readable, same data identity (spec hash),
-complete done bitmap, dataset lengths matching its chunk range; then the shards' chunk ranges must
+complete done bitmap, dataset lengths matching its chunk range, every chunk's rows matching their
+stored checksums (a corrupt shard is refused, naming chunk and field, even with
+``--allow-partial``); then the shards' chunk ranges must
 tile [0, n_chunks) exactly: gaps, overlaps and duplicates are refused with a report naming the
 ranges. ``--allow-partial`` writes what exists and records the missing chunk ranges in the file
 (attribute ``hpcgen_missing_chunk_ranges``; their done flags stay 0, so verify reports them).
@@ -12,7 +14,7 @@ The merged file's data equals, byte for byte, a single run of the same spec.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ import numpy as np
 
 from hpcgen.engine.provenance import base_record, now_iso
 from hpcgen.errors import OutputExistsError, UserError
-from hpcgen.io import layout
+from hpcgen.io import checksums, layout
 from hpcgen.io.writer import build_vds, check_vds_sources, create_layout
 from hpcgen.spec import RunSpec
 
@@ -31,6 +33,7 @@ class Shard:
     path: Path
     spec: RunSpec | None = None
     data_hash: str = ""
+    inputs: dict[str, str] = field(default_factory=dict)  # {input file: SHA-256}
     chunk_range: tuple[int, int] = (0, 0)
     problem: str = ""  # why this shard cannot be used ("" = fine)
 
@@ -46,6 +49,7 @@ def inspect_shard(path: Path) -> Shard:
             s.spec = RunSpec.from_dict(json.loads(f.attrs[layout.ATTR_SPEC]))
             s.data_hash = str(f.attrs[layout.ATTR_DATA_HASH])
             s.chunk_range = tuple(int(x) for x in f.attrs[layout.ATTR_CHUNK_RANGE])
+            s.inputs = json.loads(f.attrs.get(layout.ATTR_INPUTS, "{}"))
             done = f[layout.DONE][...]
             if not done.all():
                 bad = np.flatnonzero(done == 0) + s.chunk_range[0]
@@ -57,6 +61,9 @@ def inspect_shard(path: Path) -> Shard:
                     s.problem = f"truncated: {name} has {f[name].shape[0]} rows, expected {r1 - r0}"
                     return s
                 f[name][r1 - r0 - 1]  # the last row must be readable
+            sums = checksums.check_file(f, s.chunk_range, s.spec.chunk_size, r1 - r0, done)
+            if sums.mismatches:
+                s.problem = f"corrupt: checksum mismatch in {sums.describe()}"
     except (OSError, KeyError, ValueError) as e:
         s.problem = f"unreadable or not an hpcgen shard ({type(e).__name__}: {e})"
     return s
@@ -133,7 +140,8 @@ def plan_merge(
         report.append(f"{s.path.name}: {s.problem}")
     report += problems
     report += [f"gap: chunks [{a},{b}) missing" for a, b in gaps]
-    refuse = problems or any("another spec" in s.problem for s in bad)
+    # a corrupt or foreign shard is refused even with --allow-partial: it is not "missing"
+    refuse = problems or any(s.problem.startswith(("another spec", "corrupt")) for s in bad)
     if not allow_partial:
         refuse = refuse or bad or gaps
     if refuse:
@@ -156,6 +164,7 @@ def merge(
         raise UserError(f"output directory does not exist: {out.parent}")
     spec, shards, gaps = plan_merge(shard_dir, allow_partial)
     gen = spec.make_generator()
+    identity = {"data_hash": shards[0].data_hash, "inputs": shards[0].inputs}
     prov = base_record(spec.to_dict(), [], 1, "none", "merge-virtual" if virtual else "merge")
     prov["start_time"] = now_iso()
     prov["merged_from"] = [
@@ -169,7 +178,7 @@ def merge(
         if missing:
             raise UserError(f"{out}: virtual sources missing after merge: {', '.join(missing)}")
     else:
-        _merge_copy(out, spec, gen, shards, gaps, prov)
+        _merge_copy(out, spec, gen, shards, gaps, prov, identity)
     return {"output": str(out), "shards": len(shards), "missing": gaps}
 
 
@@ -180,19 +189,25 @@ def _merge_copy(
     shards: list[Shard],
     gaps: list[tuple[int, int]],
     prov: dict[str, Any],
+    identity: dict[str, Any],
 ) -> None:
+    """Copy chunk by chunk; the checksums are those of the rows copied (each shard's were
+    checked against its rows before anything was written)."""
     tmp = out.with_name(out.name + ".partial")
     names = [f.name for f in gen.fields()]
     with h5py.File(tmp, "w") as f:
-        create_layout(f, spec, gen, (0, spec.n_chunks), prov)
+        create_layout(f, spec, gen, (0, spec.n_chunks), prov, **identity)
         done = np.zeros(spec.n_chunks, dtype="u1")
         for s in shards:
             r0, r1 = layout.rows_of(s.chunk_range, spec.chunk_size, spec.n_samples)
+            sums = f[layout.CHECKSUMS]
             with h5py.File(s.path, "r") as src:
-                for name in names:
+                for j, name in enumerate(names):
                     for a in range(0, r1 - r0, spec.chunk_size):
                         b = min(a + spec.chunk_size, r1 - r0)
-                        f[name][r0 + a : r0 + b] = src[name][a:b]
+                        rows = src[name][a:b]
+                        f[name][r0 + a : r0 + b] = rows
+                        sums[s.chunk_range[0] + a // spec.chunk_size, j] = checksums.digest(rows)
             done[s.chunk_range[0] : s.chunk_range[1]] = 1
         f[layout.DONE][...] = done
         if gaps:

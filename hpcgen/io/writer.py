@@ -1,18 +1,27 @@
 """Write chunks into hpcgen files: one shared file through MPI-IO, or per-rank shards + a VDS.
 
-Both writers hold chunks [a, b) of a run (a whole run: [0, n_chunks)) and expose the same calls:
+A file goes through three steps, and HDF5 metadata is only ever written by one process:
 
+    create_file(path, ...)           # one process, no MPI: every dataset, attribute, allocation
+    reserve_file(path)               # one process: every block of the file allocated on disk
+    w = FileWriter(path, ...)        # every rank opens it (MPI-IO when several ranks share it)
     w.pending()                      # chunks of [a, b) whose done flag is not set
-    w.write(k, data)                 # k: chunk index or None (nothing this round); collective
+    w.write(k, data)                 # collective: rows + checksums; k None: nothing this round
     w.checkpoint()                   # flush, then set the done flags of what was flushed
-    w.finish(provenance)             # checkpoint, provenance attributes, close; collective
+    w.close()                        # collective; writes no metadata
+    finalize_file(path, provenance)  # one process: room reserved, then the final provenance
 
-Crash safety: a chunk's done flag is written only after a flush that put its rows on disk (and is
-itself flushed at the next checkpoint), so after a crash every chunk marked done holds its final
-bytes; ``--resume`` redoes the rest. A flush is an fsync on most MPI-IO layers, so the engine
-checkpoints every few seconds rather than after every chunk: a crash costs at most that much
-work. Data datasets are contiguous and allocated up front, so writing rows never touches HDF5
-metadata: a file killed mid-run keeps a consistent structure and can be reopened.
+Why: parallel HDF5 writes metadata collectively, and a write error there (a full disk) strands
+the ranks in different collective calls, for ever. Created and finalized by one process, a full
+disk is a plain Python error on that process, which the engine hands to every rank; in between,
+rows go into blocks reserved before the first write, so they cannot meet a full disk.
+
+Crash safety: a chunk's done flag is written only after a flush that put its rows and checksums
+on disk (and is itself flushed at the next checkpoint), so after a crash every chunk marked done
+holds its final bytes; ``--resume`` redoes the rest. A flush is an fsync on most MPI-IO layers,
+so the engine checkpoints every few seconds rather than after every chunk: a crash costs at most
+that much work. Data datasets are contiguous and allocated up front, so writing rows never
+touches HDF5 metadata: a file killed mid-run keeps a consistent structure and can be reopened.
 """
 
 from __future__ import annotations
@@ -26,10 +35,11 @@ from typing import Any
 import h5py
 import numpy as np
 
+from hpcgen.engine import space
 from hpcgen.engine.comm import max_op
 from hpcgen.errors import UserError
 from hpcgen.generators.base import FieldSpec, Generator
-from hpcgen.io import layout
+from hpcgen.io import checksums, layout
 from hpcgen.spec import RunSpec
 
 
@@ -40,23 +50,38 @@ def mpio_available() -> bool:
 # --- layout ---------------------------------------------------------------------------------------
 
 
+def _early_dcpl() -> h5py.h5p.PropDCID:
+    """Allocate a dataset's space when it is created (parallel HDF5 does so anyway; serial
+    HDF5 would allocate at the first write), so that ``reserve_file`` covers the rows."""
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    return dcpl
+
+
 def create_layout(
     f: h5py.File,
     spec: RunSpec,
     gen: Generator,
     chunk_range: tuple[int, int],
     provenance: dict[str, Any],
+    *,
+    data_hash: str,
+    inputs: Mapping[str, str],
 ) -> None:
-    """Create every dataset and attribute of an hpcgen file (collective under MPI-IO: every rank
-    calls this with the same arguments)."""
+    """Create every dataset and attribute of an hpcgen file. ``data_hash``: the spec's hash with
+    the input files' contents (``spec.data_hash(inputs)``); ``inputs``: {path: SHA-256}."""
     r0, r1 = layout.rows_of(chunk_range, spec.chunk_size, spec.n_samples)
     rows = r1 - r0
     for fs in gen.fields():
         dt = fs.resolved_dtype(spec.dtype)
-        d = f.create_dataset(fs.name, shape=(rows, *fs.shape), dtype=dt, fill_time="never")
+        d = f.create_dataset(
+            fs.name, shape=(rows, *fs.shape), dtype=dt, fill_time="never", dcpl=_early_dcpl()
+        )
         _field_attrs(d, fs, r0)
-    f.create_dataset(layout.DONE, shape=(chunk_range[1] - chunk_range[0],), dtype="u1", fillvalue=0)
-    _common(f, spec, gen, chunk_range, provenance)
+    n = chunk_range[1] - chunk_range[0]
+    f.create_dataset(layout.DONE, shape=(n,), dtype="u1", fillvalue=0, dcpl=_early_dcpl())
+    checksums.create(f, [fs.name for fs in gen.fields()], n)
+    _common(f, spec, gen, chunk_range, provenance, data_hash=data_hash, inputs=inputs)
 
 
 def _common(
@@ -65,6 +90,9 @@ def _common(
     gen: Generator,
     chunk_range: tuple[int, int],
     provenance: dict[str, Any],
+    *,
+    data_hash: str,
+    inputs: Mapping[str, str],
 ) -> None:
     """What every hpcgen file has besides its data: static datasets, generator and hpcgen root
     attributes, the bookkeeping group."""
@@ -82,7 +110,8 @@ def _common(
     grp = f.require_group(layout.GROUP)
     grp.attrs["description"] = "hpcgen bookkeeping: done[i] = 1 once chunk a+i is on disk"
     f.attrs[layout.ATTR_SPEC] = spec.to_json()
-    f.attrs[layout.ATTR_DATA_HASH] = spec.data_hash()
+    f.attrs[layout.ATTR_DATA_HASH] = data_hash
+    f.attrs[layout.ATTR_INPUTS] = json.dumps(dict(inputs), sort_keys=True)
     f.attrs[layout.ATTR_CHUNK_RANGE] = np.array(chunk_range, dtype=np.int64)
     f.attrs[layout.ATTR_VERSION] = provenance["versions"]["hpcgen"]
     f.attrs[layout.ATTR_PROVENANCE] = json.dumps(provenance, sort_keys=True)
@@ -97,16 +126,117 @@ def _field_attrs(d: h5py.Dataset, fs: FieldSpec, first_row: int) -> None:
         d.attrs[k] = v
 
 
-def check_existing(f: h5py.File, spec: RunSpec, chunk_range: tuple[int, int], path: Path) -> None:
-    """A file we resume must be of the same data identity and chunk range."""
-    if f.attrs.get(layout.ATTR_DATA_HASH) != spec.data_hash():
+def check_layout(gen: Generator, spec: RunSpec, chunk_range: tuple[int, int]) -> None:
+    """Build, and throw away, everything ``create_layout`` takes from the generator (static
+    datasets, attributes): a late input error (a malformed model, a bad base file) surfaces here,
+    before any output is created, replaced or locked."""
+    r0, r1 = layout.rows_of(chunk_range, spec.chunk_size, spec.n_samples)
+    gen.static_datasets()
+    gen.root_attrs()
+    gen.group_attrs(r1 - r0)
+
+
+# --- one process: create, check, reserve, finalize ----------------------------------------------
+
+
+def create_file(
+    path: Path,
+    spec: RunSpec,
+    gen: Generator,
+    chunk_range: tuple[int, int],
+    provenance: dict[str, Any],
+    *,
+    data_hash: str,
+    inputs: Mapping[str, str],
+) -> None:
+    """Create the file with its whole layout, without MPI, then allocate its blocks. Any error
+    (a full disk included) removes what was created: no stub is left to block a rerun."""
+    try:
+        with h5py.File(path, "x") as f:  # "x": the lock holder checked it is absent
+            create_layout(f, spec, gen, chunk_range, provenance, data_hash=data_hash, inputs=inputs)
+        reserve_file(path)
+    except BaseException as e:
+        path.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise _as_user_error(e, path, "cannot create") from None
+        raise
+
+
+def reserve_file(path: Path, extra: int = 0) -> None:
+    """Allocate every block of the file, plus ``extra`` bytes past its end (one process).
+    A full disk is a UserError naming the file system and the bytes still needed."""
+    size = path.stat().st_size + extra
+    try:
+        space.reserve(path, size)
+    except OSError as e:
+        if space.is_enospc(e):
+            need = max(size - space.allocated_bytes(path), 0)
+            raise UserError(space.no_space_message(path, need)) from None
+        raise UserError(f"cannot reserve disk space for {path}: {e.strerror or e}") from None
+
+
+def finalize_file(path: Path, provenance: dict[str, Any]) -> None:
+    """Write the final provenance (one process, after every rank closed the file). The room it
+    needs is reserved first, so a full disk stops here, cleanly, with the rows and done flags
+    already on disk: ``--resume`` then only writes this."""
+    blob = json.dumps(provenance, sort_keys=True)
+    reserve_file(path, extra=space.FINISH_ALLOWANCE + 2 * len(blob))
+    try:
+        with h5py.File(path, "r+") as f:
+            f.attrs[layout.ATTR_PROVENANCE] = blob
+    except OSError as e:
+        raise _as_user_error(e, path, "cannot finish") from None
+
+
+def _as_user_error(e: OSError, path: Path, what: str) -> UserError:
+    if space.is_enospc(e):
+        return UserError(space.no_space_message(path, space.METADATA_ALLOWANCE))
+    return UserError(f"{what} {path}: {str(e).splitlines()[0]}")
+
+
+def check_resumable(
+    path: Path,
+    spec: RunSpec,
+    chunk_range: tuple[int, int],
+    *,
+    data_hash: str,
+    inputs: Mapping[str, str],
+) -> None:
+    """A file we resume must be an hpcgen file of the same data identity (spec and input-file
+    contents) and chunk range. One process, read-only, before any rank opens it for writing."""
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        text = str(e)
+        if "truncated file" in text:
+            raise UserError(
+                f"cannot resume {path}: the file is truncated ({path.stat().st_size:,} bytes "
+                "left); it cannot be finished: use --overwrite to start again"
+            ) from None
         raise UserError(
-            f"cannot resume {path}: it was written from a different spec "
-            "(generator, params, n_samples, seed, chunk_size or dtype differ)"
-        )
-    have = tuple(int(x) for x in f.attrs[layout.ATTR_CHUNK_RANGE])
-    if have != tuple(chunk_range):
-        raise UserError(f"cannot resume {path}: it holds chunks {have}, this run {chunk_range}")
+            f"cannot resume {path}: not an HDF5 file, or damaged ({text.splitlines()[0]})"
+        ) from None
+    with f:
+        if layout.ATTR_SPEC not in f.attrs or layout.DONE not in f:
+            raise UserError(f"cannot resume {path}: not an hpcgen file (no {layout.ATTR_SPEC})")
+        have_hash = f.attrs.get(layout.ATTR_DATA_HASH)
+        if have_hash != data_hash:
+            old = json.loads(f.attrs.get(layout.ATTR_INPUTS, "{}"))
+            changed = sorted(p for p in inputs if p in old and old[p] != inputs[p])
+            if changed and spec.data_hash(old) == have_hash:
+                p = changed[0]
+                raise UserError(
+                    f"cannot resume {path}: input file {p} changed since the run started "
+                    f"(sha256 {old[p][:12]}..., now {inputs[p][:12]}...): restore it, or use "
+                    "--overwrite to start again"
+                )
+            raise UserError(
+                f"cannot resume {path}: it was written from a different spec "
+                "(generator, params, input files, n_samples, seed, chunk_size or dtype differ)"
+            )
+        have = tuple(int(x) for x in f.attrs[layout.ATTR_CHUNK_RANGE])
+        if have != tuple(chunk_range):
+            raise UserError(f"cannot resume {path}: it holds chunks {have}, this run {chunk_range}")
 
 
 # --- collective row writes ------------------------------------------------------------------------
@@ -145,7 +275,8 @@ def write_rows(
 
 
 class FileWriter:
-    """Chunks [a, b) into one file. ``comm`` with size > 1 means MPI-IO collective writes."""
+    """Chunks [a, b) into one existing file (``create_file``). ``comm`` with size > 1 means
+    MPI-IO collective writes."""
 
     def __init__(
         self,
@@ -154,22 +285,39 @@ class FileWriter:
         gen: Generator,
         chunk_range: tuple[int, int],
         comm: Any,
-        mode: str,
-        provenance: dict[str, Any],
+        mode: str = "open",
+        provenance: dict[str, Any] | None = None,
     ) -> None:
+        """``mode`` "create" (for scripts and benchmarks; the engine creates files itself):
+        rank 0 creates and reserves the file first, with the spec's identity and ``provenance``."""
         self.path, self.spec, self.chunk_range, self.comm = path, spec, chunk_range, comm
         self.collective = mpio_available() and comm.size > 1
-        kw: dict[str, Any] = {"driver": "mpio", "comm": comm} if self.collective else {}
         if mode == "create":
-            self.f = h5py.File(path, "w", **kw)
-            create_layout(self.f, spec, gen, chunk_range, provenance)
-            self.f.flush()
-        else:
+            from hpcgen.engine.comm import bcast_result
+            from hpcgen.engine.provenance import hash_inputs
+
+            def make() -> None:
+                inputs = hash_inputs(gen.input_files())
+                create_file(
+                    path,
+                    spec,
+                    gen,
+                    chunk_range,
+                    provenance or {},
+                    data_hash=spec.data_hash(inputs),
+                    inputs=inputs,
+                )
+
+            bcast_result(comm, make)
+        kw: dict[str, Any] = {"driver": "mpio", "comm": comm} if self.collective else {}
+        try:
             self.f = h5py.File(path, "r+", **kw)
-            check_existing(self.f, spec, chunk_range, path)
+        except OSError as e:
+            raise UserError(f"cannot open {path}: {str(e).splitlines()[0]}") from None
         self.names = [fs.name for fs in gen.fields()]
+        self.dsets = [self.f[name] for name in self.names]
+        self.sums = self.f[layout.CHECKSUMS] if layout.CHECKSUMS in self.f else None
         self.row0 = chunk_range[0] * spec.chunk_size
-        self.unflagged: list[int] = []  # chunks written since the last checkpoint (this rank)
         self.unflagged: list[int] = []  # chunks written since the last checkpoint (this rank)
 
     def pending(self) -> list[int]:
@@ -178,9 +326,20 @@ class FileWriter:
         return [a + i for i in np.flatnonzero(done == 0).tolist()]
 
     def write(self, k: int | None, data: Mapping[str, np.ndarray] | None) -> None:
+        """Collective. The rows of chunk k, then their checksums (computed from the arrays in
+        memory, in the dtype on disk), in the same round: the next checkpoint's flush puts both
+        on disk before the done flag."""
         start = None if k is None else k * self.spec.chunk_size - self.row0
-        for name in self.names:
-            write_rows(self.f[name], start, None if data is None else data[name], self.collective)
+        row = np.zeros((1, len(self.names)), dtype=checksums.DTYPE)
+        for j, dset in enumerate(self.dsets):
+            buf = None
+            if data is not None:
+                buf = np.ascontiguousarray(data[self.names[j]], dtype=dset.dtype)
+                row[0, j] = checksums.digest(buf)
+            write_rows(dset, start, buf, self.collective)
+        if self.sums is not None:
+            local = None if k is None else k - self.chunk_range[0]
+            write_rows(self.sums, local, None if k is None else row, self.collective)
         if k is not None:
             self.unflagged.append(k)
 
@@ -197,9 +356,18 @@ class FileWriter:
         self.unflagged = []
 
     def finish(self, provenance: dict[str, Any]) -> None:
+        """Collective: checkpoint, close, then rank 0 writes the final provenance."""
+        from hpcgen.engine.comm import bcast_result
+
         self.checkpoint()
-        self.f.attrs[layout.ATTR_PROVENANCE] = json.dumps(provenance, sort_keys=True)
-        self.f.close()
+        self.close()
+        bcast_result(self.comm, finalize_file, self.path, provenance)
+
+    def close(self) -> None:
+        """Collective. Nothing of HDF5's metadata changed since the file was created, so closing
+        writes none (``finalize_file`` writes the final provenance afterwards)."""
+        if self.f.id.valid:
+            self.f.close()
 
 
 # --- shards + virtual dataset ---------------------------------------------------------------------
@@ -222,9 +390,44 @@ def build_vds(
     missing: list[tuple[int, int]] | None = None,
 ) -> None:
     """Write ``out``: virtual datasets over shard files (paths stored relative to out's folder),
-    real copies of static data and a done bitmap gathered from the shards."""
-    n_chunks = spec.n_chunks
+    real copies of static data, and the done bitmap and checksums gathered from the shards. The
+    data identity (hash, input files) is the shards'. Written to ``out.partial``, renamed when
+    complete; an error (a full disk) leaves neither."""
     tmp = out.with_name(out.name + ".partial")
+    try:
+        _write_vds(tmp, out, spec, gen, shards, provenance, missing)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise _as_user_error(e, out, "cannot write") from None
+        raise
+    os.replace(tmp, out)
+
+
+def _write_vds(
+    tmp: Path,
+    out: Path,
+    spec: RunSpec,
+    gen: Generator,
+    shards: list[tuple[Path, tuple[int, int]]],
+    provenance: dict[str, Any],
+    missing: list[tuple[int, int]] | None,
+) -> None:
+    n_chunks = spec.n_chunks
+    names = [fs.name for fs in gen.fields()]
+    done = np.zeros(n_chunks, dtype="u1")
+    sums: np.ndarray | None = np.zeros((n_chunks, len(names)), dtype=checksums.DTYPE)
+    data_hash, inputs = "", "{}"
+    for path, cr in shards:
+        with h5py.File(path, "r") as s:
+            done[cr[0] : cr[1]] = s[layout.DONE][...]
+            data_hash = str(s.attrs[layout.ATTR_DATA_HASH])
+            inputs = s.attrs.get(layout.ATTR_INPUTS, "{}")
+            got = checksums.stored(s)
+            if got is None or got[0] != names:
+                sums = None  # a shard written without checksums: the file has none
+            elif sums is not None:
+                sums[cr[0] : cr[1]] = got[1]
     with h5py.File(tmp, "w") as f:
         for fs in gen.fields():
             dt = fs.resolved_dtype(spec.dtype)
@@ -235,18 +438,23 @@ def build_vds(
                 vl[r0:r1] = h5py.VirtualSource(rel, fs.name, shape=(r1 - r0, *fs.shape))
             d = f.create_virtual_dataset(fs.name, vl, fillvalue=None)
             _field_attrs(d, fs, 0)
-        done = np.zeros(n_chunks, dtype="u1")
-        for path, cr in shards:
-            with h5py.File(path, "r") as s:
-                done[cr[0] : cr[1]] = s[layout.DONE][...]
         f.create_dataset(layout.DONE, data=done)
-        _common(f, spec, gen, (0, n_chunks), provenance)
+        if sums is not None:
+            checksums.create(f, names, n_chunks)[...] = sums
+        _common(
+            f,
+            spec,
+            gen,
+            (0, n_chunks),
+            provenance,
+            data_hash=data_hash,
+            inputs=json.loads(inputs),
+        )
         f[layout.GROUP].attrs["virtual_sources"] = json.dumps(
             [[os.path.relpath(p, out.parent), list(cr)] for p, cr in shards]
         )
         if missing:
             f.attrs[layout.ATTR_MISSING] = np.array(missing, dtype=np.int64)
-    os.replace(tmp, out)
 
 
 def ensure_open_files(n_sources: int, path: Path) -> None:
