@@ -222,19 +222,21 @@ def file_checks(
 
 def sample_rows(reader: Any, rows: int) -> np.ndarray:
     """Sorted local indices of ``rows`` random rows of the file's written chunks (all of them
-    when fewer), from a stream seeded by the run seed."""
+    when fewer), from a stream seeded by the run seed. Memory: O(chunks + rows)."""
     done = reader.done
     chunk = reader.spec.chunk_size
     # local rows of the file's chunk i: [i * chunk, (i + 1) * chunk), clipped to the file
-    starts = np.arange(len(done)) * chunk
-    stops = np.minimum(starts + chunk, reader.n_rows)
-    written = np.concatenate(
-        [np.arange(a, b) for a, b, d in zip(starts, stops, done) if d] or [np.zeros(0, np.int64)]
-    )
-    if len(written) <= rows:
-        return written
+    starts = np.arange(len(done), dtype=np.int64)[done] * chunk
+    lengths = np.minimum(starts + chunk, reader.n_rows) - starts
+    total = int(lengths.sum())
+    if total <= rows:
+        parts = [np.arange(a, a + n) for a, n in zip(starts, lengths)]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
     rng = np.random.default_rng([RECAST_SALT, int(reader.spec.seed)])
-    return np.sort(rng.choice(written, size=rows, replace=False))
+    rank = np.sort(rng.choice(total, size=rows, replace=False))  # among the written rows
+    before = np.cumsum(lengths) - lengths  # written rows ahead of each written chunk
+    k = np.searchsorted(before, rank, side="right") - 1
+    return starts[k] + rank - before[k]
 
 
 def recast_check(

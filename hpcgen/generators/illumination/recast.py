@@ -205,34 +205,33 @@ def _clip_and_project(
     e2: np.ndarray,
     s: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Shadow polygons of triangles ``occ`` (O, 3, 3) on R planes, each through ``origin`` (R, 3)
-    with unit normal ``n`` (R, 3) and 2-D frame ``e1``, ``e2`` (R, 3), for the sun ``s`` (3,)
-    (n . s > 0).
+    """Shadow polygons of triangles ``occ`` (M, 3, 3), each on its own plane through ``origin``
+    (M, 3) with unit normal ``n`` (M, 3) and 2-D frame ``e1``, ``e2`` (M, 3), for the sun ``s``
+    (3,) (n . s > 0).
 
     Each triangle is clipped to the open half-space n . (x - origin) > 0 (Sutherland-Hodgman,
     one plane: at most 4 vertices) and projected along s onto the plane. Returns vertices
-    (R, O, 6, 2) and a validity mask (R, O, 6): for edge i -> i+1, slot 2i holds vertex i if it
-    is in front and slot 2i+1 the crossing point if the edge crosses the plane, so the valid
-    slots, in order, go round the polygon.
+    (M, 6, 2) and a validity mask (M, 6): for edge i -> i+1, slot 2i holds vertex i if it is in
+    front and slot 2i+1 the crossing point if the edge crosses the plane, so the valid slots, in
+    order, go round the polygon.
     """
-    h = np.einsum("rovk,rk->rov", occ[None] - origin[:, None, None], n)  # (R, O, 3) heights
+    h = np.einsum("mvk,mk->mv", occ - origin[:, None], n)  # (M, 3) heights over the plane
     front = h > 0
-    shape = (*h.shape[:2], 6)
-    pts = np.zeros((*shape, 3))
-    valid = np.zeros(shape, bool)
+    pts = np.zeros((len(occ), 6, 3))
+    valid = np.zeros((len(occ), 6), bool)
     for i in range(3):
         j = (i + 1) % 3
-        pts[:, :, 2 * i] = occ[None, :, i]
-        valid[:, :, 2 * i] = front[..., i]
-        cross = front[..., i] != front[..., j]
-        t = h[..., i] / np.where(cross, h[..., i] - h[..., j], 1.0)
-        pts[:, :, 2 * i + 1] = occ[None, :, i] + t[..., None] * (occ[None, :, j] - occ[None, :, i])
-        valid[:, :, 2 * i + 1] = cross
-    rel = pts - origin[:, None, None]
-    height = np.einsum("rosk,rk->ros", rel, n)
-    rel = rel - (height / (n @ s)[:, None, None])[..., None] * s  # along s onto the plane
+        pts[:, 2 * i] = occ[:, i]
+        valid[:, 2 * i] = front[:, i]
+        cross = front[:, i] != front[:, j]
+        t = h[:, i] / np.where(cross, h[:, i] - h[:, j], 1.0)
+        pts[:, 2 * i + 1] = occ[:, i] + t[:, None] * (occ[:, j] - occ[:, i])
+        valid[:, 2 * i + 1] = cross
+    rel = pts - origin[:, None]
+    height = np.einsum("msk,mk->ms", rel, n)
+    rel = rel - (height / (n @ s)[:, None])[..., None] * s  # along s onto the plane
     return np.stack(
-        [np.einsum("rosk,rk->ros", rel, e1), np.einsum("rosk,rk->ros", rel, e2)], axis=-1
+        [np.einsum("msk,mk->ms", rel, e1), np.einsum("msk,mk->ms", rel, e2)], axis=-1
     ), valid
 
 
@@ -344,25 +343,46 @@ class Recaster:
         # ``offset`` off the surface along n, which the 2-D frame does not see
         rel = np.einsum("kc,rci->rki", self.bary, tri) - v0[:, None]
         points = np.stack([np.einsum("rki,ri->rk", rel, e) for e in (e1, e2)], axis=-1)
-        poly, valid = _clip_and_project(tris, v0 + self.offset * n, n, e1, e2, s)
-        band = EDGE_TOLERANCE * self.size / dots  # (R,)
-        # only polygons reaching a receiver's bounding box (grown by the band) can matter
-        lo = points.min(axis=1) - band[:, None]
-        hi = points.max(axis=1) + band[:, None]
-        top = np.where(valid[..., None], poly, -np.inf).max(axis=2)  # (R, O, 2)
-        bottom = np.where(valid[..., None], poly, np.inf).min(axis=2)
-        keep = (valid.sum(axis=2) >= 3) & ((top >= lo[:, None]) & (bottom <= hi[:, None])).all(
-            axis=2
+        band = EDGE_TOLERANCE * self.size / dots  # (R,) in the receiving plane
+        pr, po = self._candidates(tris, r, s, band)
+        poly, valid = _clip_and_project(
+            tris[po], v0[pr] + self.offset * n[pr], n[pr], e1[pr], e2[pr], s
         )
+        # only polygons reaching their receiver's points (grown by the band) can matter
+        lo = points.min(axis=1)[pr] - band[pr, None]
+        hi = points.max(axis=1)[pr] + band[pr, None]
+        top = np.where(valid[..., None], poly, -np.inf).max(axis=1)  # (M, 2)
+        bottom = np.where(valid[..., None], poly, np.inf).min(axis=1)
+        keep = (valid.sum(axis=1) >= 3) & ((top >= lo) & (bottom <= hi)).all(axis=1)
+        pr, poly, valid = pr[keep], poly[keep], valid[keep]
         K = points.shape[1]
         dist = np.full((len(r), K), np.inf)
-        pr, po = np.nonzero(keep)
         min_area2 = 1e-12 * self.size * self.size
         step = max(1, PAIR_POINTS // (6 * K))  # (receiver, polygon) pairs per step
         for a in range(0, len(pr), step):
-            i, j = pr[a : a + step], po[a : a + step]
-            d = _signed_distances(points[i], poly[i, j], valid[i, j], min_area2)
+            i = pr[a : a + step]
+            d = _signed_distances(points[i], poly[a : a + step], valid[a : a + step], min_area2)
             np.minimum.at(dist, i, d)
         lit = (dist > band[:, None]).sum(axis=1)
         undecided = (np.abs(dist) <= band[:, None]).sum(axis=1)
         return lit, undecided
+
+    def _candidates(
+        self, tris: np.ndarray, r: np.ndarray, s: np.ndarray, band: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(receiver position, triangle) pairs that can shadow: seen from the sun, the two
+        bounding boxes overlap (the receiver's grown by its band: the view from the sun does
+        not stretch distances in the receiving plane), and part of the triangle is sunward of
+        part of the receiver. A point x shadows a point p only if x - p is along s, so the pairs
+        left out cast nothing on the receiver's points or their bands."""
+        u = np.cross(s, [1.0, 0.0, 0.0] if abs(s[0]) < 0.9 else [0.0, 1.0, 0.0])
+        u /= np.linalg.norm(u)
+        view = tris @ np.stack([u, np.cross(s, u)], axis=1)  # (T, 3, 2) across the sun
+        vmin, vmax = view.min(axis=1), view.max(axis=1)
+        depth = tris @ s  # towards the sun
+        rmin, rmax = vmin[r] - band[:, None], vmax[r] + band[:, None]
+        overlap = ((vmax[None] >= rmin[:, None]) & (vmin[None] <= rmax[:, None])).all(axis=2)
+        sunward = depth.max(axis=1)[None] > depth[r].min(axis=1)[:, None]
+        cand = overlap & sunward
+        cand[np.arange(len(r)), r] = False  # a triangle lies in its own plane
+        return np.nonzero(cand)
