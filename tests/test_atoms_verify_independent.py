@@ -216,7 +216,11 @@ def test_export_dedup_drops_val_test_images_found_in_train(tmp_path):
     counts = {f"{s}_count": len(b[s]["index"]) for s in SPLITS}
     assert meta["dataset_info"] == counts | {"total_count": sum(counts.values())}
     assert meta["generation_params"]["num_images"] == 3000
-    assert meta["memory_info"]["total_bytes"] == 256 * sum(counts.values())
+    # the spec's memory_info is estimate_memory(num_images); our storage_info is what is kept
+    assert meta["memory_info"]["total_bytes"] == 256 * 3000
+    per = meta["storage_info"]["bytes_per_sample"]
+    assert per == 2 * 256 + 1 + 1 + 8  # images, masks, labels, kinds (1 slot), index
+    assert meta["storage_info"]["total_bytes"] == per * sum(counts.values())
     hist = meta["label_histogram"]["val"]
     assert hist == {str(i): int((b["val"]["labels"] == i).sum()) for i in range(2)}
 

@@ -245,8 +245,9 @@ class DatasetWriter:
             "total_count": int(self.counts.sum()),
         }
         kept = int(self.counts.sum())
-        if kept != int(before.sum()):  # the sizes describe what the files hold
-            metadata["memory_info"] = memory_info(self.params, kept)
+        if kept != int(before.sum()):
+            # our storage_info describes what the files hold; the spec's memory_info stays its
+            # estimate_memory(num_images) of the images generated
             metadata["storage_info"] = storage_info(self.params, kept)
         metadata["dedup"] = {"enabled": bool(dedup)}
         if dedup:
