@@ -15,11 +15,11 @@ cells, grown anew each attempt). A placed object paints its colour into ``images
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from hpcgen.generators.atoms.params import EMPTY_KIND, N_COLOURS, AtomsParams
 from hpcgen.generators.atoms.shapes import build_catalogue
+from hpcgen.kernel_cache import njit
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -28,7 +28,7 @@ _S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(
 _TWO_M53 = 1.0 / 9007199254740992.0
 
 
-@numba.njit(cache=True, inline="always")
+@njit(cache=True, inline="always")
 def _next_u64(state: np.ndarray) -> np.uint64:
     s = state[0] + _GOLDEN
     state[0] = s
@@ -37,19 +37,19 @@ def _next_u64(state: np.ndarray) -> np.uint64:
     return z ^ (z >> _S31)
 
 
-@numba.njit(cache=True, inline="always")
+@njit(cache=True, inline="always")
 def _uniform(state: np.ndarray) -> float:
     return float(_next_u64(state) >> _S11) * _TWO_M53
 
 
-@numba.njit(cache=True, inline="always")
+@njit(cache=True, inline="always")
 def _randint(state: np.ndarray, n: int) -> int:
     """Uniform integer in [0, n), n >= 1."""
     k = int(_uniform(state) * n)
     return k if k < n else n - 1
 
 
-@numba.njit(cache=True)
+@njit(cache=True)
 def _grow_blob(state, size, g, blocked, inblob, seen, stamp, oy, ox, fy, fx, fw, weight) -> bool:
     """Grow a 4-connected blob of ``size`` cells from a random seed cell into free cells.
 
@@ -109,7 +109,7 @@ def _grow_blob(state, size, g, blocked, inblob, seen, stamp, oy, ox, fy, fx, fw,
     return True
 
 
-@numba.njit(cache=True)
+@njit(cache=True)
 def render(
     seeds,
     g,

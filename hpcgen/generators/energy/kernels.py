@@ -28,6 +28,8 @@ import numpy as np
 import scipy.fft as sfft
 import scipy.ndimage as ndi
 
+from hpcgen.kernel_cache import njit
+
 #: pole of the cubic B-spline prefilter (Unser 1993) and its gain per axis
 _Z = math.sqrt(3.0) - 2.0
 _GAIN = -6.0 * _Z
@@ -138,7 +140,7 @@ def gaussian_taps(sigma: float, truncate: float = 4.0) -> np.ndarray:
     return (k / k.sum()).astype(np.float32)
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def blur_direct(
     e: np.ndarray, ky: np.ndarray, kx: np.ndarray, tmp: np.ndarray, out: np.ndarray
 ) -> None:
@@ -173,7 +175,7 @@ def blur_direct(
                 out[i, j] += c * row[j + k]
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _prefilter_axis0(x: np.ndarray, out: np.ndarray, work: np.ndarray) -> None:
     """Periodic cubic B-spline prefilter along axis 0 of ``x`` (n, m) into ``out`` (gain not
     applied): causal then anti-causal recursion with pole z, each started from the exact periodic
@@ -204,7 +206,7 @@ def _prefilter_axis0(x: np.ndarray, out: np.ndarray, work: np.ndarray) -> None:
             out[i, j] = work[i, j] + z * out[i + 1, j]
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _transpose(src: np.ndarray, dst: np.ndarray) -> None:
     """dst = src.T, in 32 x 32 tiles (both arrays stay in cache)."""
     n, m = src.shape
@@ -215,7 +217,7 @@ def _transpose(src: np.ndarray, dst: np.ndarray) -> None:
                     dst[j, i] = src[i, j]
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _spline_coefficients(
     e: np.ndarray,
     coef: np.ndarray,
@@ -315,7 +317,7 @@ def rotate_coefficients(
     _rotate_rows(coef, cos_a, sin_a, out, *scratch)
 
 
-@nb.njit(cache=True, nogil=True, fastmath=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def _rotate_rows(
     coef: np.ndarray,
     cos_a: float,
@@ -373,7 +375,7 @@ def _rotate_rows(
             out[i, j] = acc if acc > zero else zero
 
 
-@nb.njit(cache=True, nogil=True, fastmath=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def clipped_total(e: np.ndarray) -> float:
     """Sum of max(E, 0) in float64. fastmath lets the sum vectorise (reassociated float64
     partial sums: differences ~1e-16 relative)."""
@@ -418,7 +420,7 @@ def _shifted_run(
     return total
 
 
-@nb.njit(cache=True, nogil=True, fastmath=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def translate_noise(
     e: np.ndarray,
     alpha: float,
@@ -487,7 +489,7 @@ def _ln_bits(bits: np.int32) -> np.float32:
     return (x + y) + np.float32(0.693359375) * fk
 
 
-@nb.njit(cache=True, nogil=True, fastmath=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def _total_and_elne(e: np.ndarray, bits: np.ndarray) -> tuple[float, float]:
     """(sum E, sum E ln E) over a float32 map (E <= 0 contributes 0 to the second); ``bits`` is
     ``e`` viewed as int32. Each row is summed in float32 (8 SIMD lanes of 32 terms: ~1e-7

@@ -23,6 +23,8 @@ import sys
 import numba as nb
 import numpy as np
 
+from hpcgen.kernel_cache import njit
+
 #: right edge of the ziggurat's base layer (numpy's constant)
 R = 3.6541528853610087963519472518
 #: area of each layer: the base rectangle R f(R) plus the tail integral of f beyond R
@@ -68,7 +70,7 @@ def _unit(w: np.int32) -> np.float32:
     return np.float32((w >> np.int32(8)) & np.int32(0xFFFFFF)) * np.float32(1.0 / 16777216.0)
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _ziggurat_fill(
     words: np.ndarray, out: np.ndarray, ki: np.ndarray, wi: np.ndarray, fi: np.ndarray
 ) -> tuple[int, int]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-import numba
 import numpy as np
 
 from hpcgen.generators.illumination.model import (
@@ -31,6 +30,7 @@ from hpcgen.generators.illumination.model import (
     triangle_normals,
 )
 from hpcgen.generators.illumination.raycast import RAY_OFFSET, make_caster
+from hpcgen.kernel_cache import njit
 
 #: rays per caster call (bounds memory: ~30 bytes per ray, whatever the chunk size)
 RAYS_PER_BATCH = 1 << 20
@@ -53,7 +53,7 @@ def subdivision_uv(level: int) -> np.ndarray:
     return np.concatenate([uv_up, uv_down])
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _fill_rays(origin_tri, sun, cs, ts, origins, dirs):  # numba kernel: types at call time
     """Rays of (sample, triangle) pairs: the K origins of triangle ts[p], direction sun[cs[p]]."""
     K = origin_tri.shape[1]

@@ -22,9 +22,10 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import numba
 import numpy as np
 import scipy.fft
+
+from hpcgen.kernel_cache import njit
 
 #: threads the FFT may use per process (the data do not depend on it). One by default: under MPI
 #: every rank already owns a core.
@@ -186,7 +187,7 @@ class Forward:
 # --- CPU kernels ----------------------------------------------------------------------------------
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _patches_cpu(ore, oim, pad, xs, ys, pre, pim, patches, exitw, energy):  # pragma: no cover
     # patches/exitw: float32 (B, n, 2n) views of complex64; split planes let LLVM vectorise j
     n = pre.shape[0]
@@ -229,7 +230,7 @@ def _patches_cpu(ore, oim, pad, xs, ys, pre, pim, patches, exitw, energy):  # pr
         energy[b] = e
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _abs2(f, scale, out):  # pragma: no cover - numba
     # out = scale * |f|^2 (f complex64, out float32, both (B, n, n))
     for b in range(out.shape[0]):

@@ -31,8 +31,9 @@ from __future__ import annotations
 import functools
 import math
 
-import numba
 import numpy as np
+
+from hpcgen.kernel_cache import njit
 
 #: lambda (photons) at or above which ``auto`` draws a pixel by table inversion: the pixel is
 #: Poisson(m) + Poisson(lambda - m), m = floor(lambda), the first by inversion of a precomputed
@@ -88,7 +89,7 @@ def inversion_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 # --- PTRS (lambda >= TABLE_MAX) -------------------------------------------------------------------
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _ptrs_shape(lam):  # pragma: no cover - numba
     # (a, b, vr) of Hörmann's PTRS for mean lam
     b = 0.931 + 2.53 * math.sqrt(lam)
@@ -97,7 +98,7 @@ def _ptrs_shape(lam):  # pragma: no cover - numba
     return a, b, vr
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _ptrs_exact_accept(lam, a, b, u, v, k):  # pragma: no cover - numba
     # the exact acceptance test of an attempt (u in [-0.5, 0.5), v in [0, 1), candidate k) that
     # failed the quick one
@@ -110,7 +111,7 @@ def _ptrs_exact_accept(lam, a, b, u, v, k):  # pragma: no cover - numba
     return lhs <= -lam + k * math.log(lam) - logfact
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _ptrs_finish(rng, lam, u, v):  # pragma: no cover - numba
     # PTRS count for mean lam whose first attempt (u - 0.5, v) failed the quick test: finish that
     # attempt with the exact test, then draw new attempts from rng until one is accepted
@@ -127,7 +128,7 @@ def _ptrs_finish(rng, lam, u, v):  # pragma: no cover - numba
 # --- the kernel -----------------------------------------------------------------------------------
 
 
-@numba.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _sample(
     intensity, scale2, table_min, ptrs_min, tab_start, tab_cdf, tab_guide, rng, amplitude, photons
 ):  # pragma: no cover - numba

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numba import njit
 
 from hpcgen.generators.tracks import fields, rk4, simd, stepper
 from hpcgen.generators.tracks.fields import (
@@ -62,6 +61,7 @@ from hpcgen.generators.tracks.simd import (
 )
 from hpcgen.generators.tracks.stepper import EPS_XY, EPS_Z
 from hpcgen.generators.tracks.tableaus import TABLEAUS, Tableau
+from hpcgen.kernel_cache import njit
 
 #: a digest of the modules the kernels inline or freeze constants from (simd, stepper, fields,
 #: rk4) in every kernel's closure: numba's on-disk cache keys on the kernel's own bytecode and

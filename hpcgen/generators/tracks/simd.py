@@ -15,11 +15,12 @@ import operator
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, overload, register_model
 
 from hpcgen.generators.tracks.stepper import LOG2E, SQRT2, exp_core, log_core
+from hpcgen.kernel_cache import njit
 
 _F64 = ir.DoubleType()
 _I64 = ir.IntType(64)
