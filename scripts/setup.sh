@@ -7,6 +7,7 @@
 #   VENV=path          venv location (default: .venv beside this script's project)
 #   HPCGEN_NO_APT=1    skip the apt step (clusters: load your MPI/HDF5 modules instead, see README)
 #   HPCGEN_EXTRAS=...  pip extras to install (default: dev)
+#   HPCGEN_NO_WARM=1   skip building the compiled kernels' cache (the first run then compiles)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -96,3 +97,12 @@ assert h5py.get_config().mpi, "h5py was built without MPI support"
 print(f"[setup] ok: h5py {h5py.__version__} (parallel HDF5 {'.'.join(map(str, h5py.version.hdf5_version_tuple))}), "
       f"mpi4py with {MPI.Get_library_version().splitlines()[0].strip()}")
 PY
+
+# --- 6. the compiled kernels: numba's cache built now, not by the first run -----------------------
+# Every generator's kernels for every set of argument types the runs use (docs/compile.md): a few
+# minutes the first time, seconds afterwards. A failure only means the first run compiles.
+if [[ "${HPCGEN_NO_WARM:-0}" != 1 ]]; then
+    log "building the compiled kernels' cache (python -m hpcgen.kernel_cache warm)"
+    "$VPY" -m hpcgen.kernel_cache warm >&2 \
+        || log "WARNING: some kernels were not pre-compiled; the first run compiles them"
+fi
