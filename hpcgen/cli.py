@@ -301,6 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TRAIN,VALID,TEST",
         help="energy (well): trajectory fractions of the splits (default 0.8,0.1,0.1)",
     )
+    e.add_argument(
+        "--dedup",
+        action="store_true",
+        help="atoms (dataset): drop val images also found in train, and test images found in "
+        "train or val (counts in metadata.json 'dedup')",
+    )
     e.add_argument("--overwrite", action="store_true")
     e.set_defaults(func=cmd_export)
 

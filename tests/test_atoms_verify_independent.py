@@ -247,3 +247,12 @@ def test_verify_code_shares_nothing_with_the_generator():
         "hpcgen.generators.atoms.kernel",
         "hpcgen.generators.atoms.shapes",
     }, modules
+
+
+def test_export_dedup_flag_of_the_cli(tmp_path):
+    src = write(tmp_path / "tiny.h5", n=3000, **TINY)
+    out = tmp_path / "d"
+    proc = run_hpcgen("export", src, "--format", "dataset", "--out", out, "--dedup")
+    assert proc.returncode == 0, proc.stderr
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["dedup"]["enabled"] is True and sum(meta["dedup"]["dropped"].values()) > 0
