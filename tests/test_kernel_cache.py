@@ -121,6 +121,9 @@ def test_cold_cache_four_processes_at_once_one_compiles(tiny: Path, tmp_path: Pa
     runs = run_together(tiny, [env] * 4, tmp_path)
     notices = [line for r in runs for line in compiling_lines(r[3])]
     assert len(notices) == 1, [r[3] for r in runs]
+    for r in runs:  # the others say at most that they wait
+        others = [line for line in r[3] if not line.startswith(COMPILING)]
+        assert all(line.startswith("hpcgen: waiting for the tiny kernels") for line in others)
     assert sum(r[2] for r in runs) == 1  # numba's own count: one compile in all
     assert sum(r[1] for r in runs) == 3  # the others loaded what it wrote
     assert len({r[0][0] for r in runs}) == 1  # identical results
@@ -206,6 +209,26 @@ def test_no_writable_cache_compiles_in_memory_with_a_warning(tiny: Path, tmp_pat
         (line,) = compiling_lines(err)
         assert "in memory" in line and "NUMBA_CACHE_DIR" in line
     assert first[0] == second[0]
+
+
+def test_warm_names_an_unknown_generator_in_one_line(capsys):
+    assert kernel_cache.main(["warm", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hpcgen: error: no generator 'nope' (have: tracks, atoms")
+    assert err.count("\n") == 1
+
+
+def test_warm_reports_a_failure_and_goes_on(monkeypatch, capsys):
+    done = []
+
+    def broken() -> None:
+        raise ValueError("no such parameter")
+
+    monkeypatch.setattr(kernel_cache, "WARM", {"a": broken, "b": lambda: done.append("b")})
+    assert kernel_cache.warm() == 1
+    out, err = capsys.readouterr()
+    assert done == ["b"] and out.startswith("hpcgen: b kernels ready (")
+    assert err == "hpcgen: error: warming the a kernels failed: no such parameter\n"
 
 
 def test_tracks_fields_share_one_kernel_signature():
