@@ -36,6 +36,9 @@ CACHE_ENV = "HPCGEN_CACHE_DIR"
 CACHE_VERSION = 1
 #: |B| (T) above which a grid point is an artefact: twice the LHCb dipole's peak field
 ARTEFACT_B = 2.0
+#: |B| (T) no magnet makes (the strongest continuous laboratory fields are ~45 T): a map or a
+#: parameter beyond it is a unit slip (gauss for tesla: x 1e4) or a corrupt file, refused
+MAX_FIELD_T = 100.0
 
 
 @dataclass(frozen=True)
@@ -139,12 +142,28 @@ def load_map(path: str | Path, use_cache: bool = True) -> MapGrid:
     if use_cache and cp.is_file():
         grid = _read_cache(cp, sha, str(path))
         if grid is not None:
+            check_field_values(grid, f"field map {path}")
             return grid
     xs, ys, zs, B = parse_text(path)
     grid = MapGrid(xs, ys, zs, B, sha, str(path))
+    check_field_values(grid, f"field map {path}")
     if use_cache:
         _write_cache(cp, grid)
     return grid
+
+
+def check_field_values(grid: MapGrid, where: str) -> None:
+    """UserError for a grid with |B| > MAX_FIELD_T anywhere (checked on the cached grid too: a
+    cache written before this check may hold one)."""
+    mag = np.sqrt((grid.B**2).sum(axis=-1))
+    if not mag.size or mag.max() <= MAX_FIELD_T:
+        return
+    i, j, k = np.unravel_index(int(np.argmax(mag)), mag.shape)
+    raise UserError(
+        f"{where}: |B| = {mag[i, j, k]:.3g} T at x={grid.xs[i]:g} y={grid.ys[j]:g} "
+        f"z={grid.zs[k]:g} ({int((mag > MAX_FIELD_T).sum())} grid points above {MAX_FIELD_T:g} T): "
+        "not a magnetic field; a unit slip (gauss for tesla) or a corrupt map"
+    )
 
 
 def prime_cache(path: Path, grid: MapGrid) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
 from typing import Literal
 
 from hpcgen.generators.base import require
+from hpcgen.generators.tracks.fieldmap import MAX_FIELD_T
 from hpcgen.generators.tracks.sampling import check_z_sampling
 
 #: LHCb dipole, Gaussian fit to the real map's on-axis By(z) (seed document): B0 in T, z in mm
@@ -18,6 +20,21 @@ DEFAULT_MAP = "fieldmaps/synth.txt"
 #: |y| < 2500 mm (the seed's input ranges too); slopes |tx|, |ty| < 1, the seed's own bound on
 #: tx_f (ty gets the same). ``acceptance`` for ML exports: [x, y, tx, ty]
 LHCB_T_ACCEPTANCE = (3000.0, 2500.0, 1.0, 1.0)
+#: mm: no position, length or z of a track generator's setting reaches 1 km (the LHCb detector is
+#: 21 m long); beyond it a range's width overflows the random draws
+MAX_LENGTH_MM = 1e6
+#: the parameters in mm that MAX_LENGTH_MM bounds
+LENGTHS = (
+    "x_range",
+    "y_range",
+    "z_start",
+    "z_end",
+    "dz_range",
+    "z_range",
+    "z_planes",
+    "z_center",
+    "z_width",
+)
 
 
 @dataclass(frozen=True)
@@ -91,6 +108,26 @@ class TracksParams:
     acceptance: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # inf and nan are TOML numbers: no parameter may be one
+            v = getattr(self, f.name)
+            values = v if isinstance(v, tuple) else (v,)
+            numbers = [x for x in values if isinstance(x, float)]
+            require(
+                all(math.isfinite(x) for x in numbers),
+                f"params.{f.name} must be finite, got {list(v) if isinstance(v, tuple) else v}",
+            )
+            if f.name in LENGTHS:
+                require(
+                    all(abs(x) <= MAX_LENGTH_MM for x in numbers),
+                    f"params.{f.name} must stay within +-{MAX_LENGTH_MM:g} mm (1 km), got "
+                    f"{list(v) if isinstance(v, tuple) else v}",
+                )
+        for name, b in (("b0", (self.b0,)), ("b_uniform", self.b_uniform)):
+            require(
+                math.hypot(*b) <= MAX_FIELD_T,
+                f"params.{name}: |B| = {math.hypot(*b):g} T is not a magnetic field (limit "
+                f"{MAX_FIELD_T:g} T; a unit slip, gauss for tesla?)",
+            )
         for name in ("x_range", "y_range", "tx_range", "ty_range"):
             lo, hi = getattr(self, name)
             require(lo <= hi, f"params.{name}: low {lo} > high {hi}")
