@@ -20,8 +20,14 @@ from hpcgen.generators.base import (
     Generator,
     Verifier,
 )
-from hpcgen.generators.tracks.checks import TracksVerifier, outside_acceptance
+from hpcgen.generators.tracks.checks import (
+    FLAG_ROWS,
+    SAMPLE_ROWS,
+    TracksVerifier,
+    outside_acceptance,
+)
 from hpcgen.generators.tracks.fields import OUT_OF_ACCEPTANCE, STATUS_NAMES, Field, UniformField
+from hpcgen.generators.tracks.independent import ReferenceField
 from hpcgen.generators.tracks.params import TracksParams
 from hpcgen.generators.tracks.propagate import Propagator, make_field, settings_of
 from hpcgen.generators.tracks.sampling import check_z_sampling, draws_z_start, sample_tracks
@@ -117,7 +123,9 @@ class TracksGenerator(Generator):
             self._propagators[kernel] = Propagator(self.field, self.settings, kernel)
         return self._propagators[kernel]
 
-    def verifier(self) -> Verifier:
+    def verifier(self, sample_rows: int = SAMPLE_ROWS, flag_rows: int = FLAG_ROWS) -> Verifier:
+        """The streaming checks; ``sample_rows`` and ``flag_rows``: how many rows the independent
+        reference propagates (defaults: checks.SAMPLE_ROWS, FLAG_ROWS)."""
         p = self.params
         cpu = self.propagator().kernel
         dz = tuple(d for d in p.dz_range if d != 0) or (p.z_end - p.z_start,)
@@ -136,6 +144,12 @@ class TracksGenerator(Generator):
             dz_values=dz,
             float_dtype=str(self.float_dtype),
             acceptance=p.acceptance,
+            reference=ReferenceField.from_params(p, getattr(self.field, "grid", None)),
+            max_slope=p.max_slope,
+            longest_step_mm=p.step if p.integrator == "rk4" else p.max_step,
+            sample_rows=sample_rows,
+            flag_rows=flag_rows,
+            rel_tolerance=p.rel_tolerance if p.integrator != "rk4" else 0.0,
         )
 
     def root_attrs(self) -> dict[str, str]:
