@@ -20,26 +20,30 @@ FIELDS = {"/X", "/Y", "/P", "/Z", "/status", "/n_steps"}
 
 def recorded_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, checkpoint_s: float) -> list:
     """Run 5 chunks in this process; return the writer's calls in order: ("rows", field, chunk),
-    ("checksums", chunk), ("done", chunk), ("flush",)."""
+    ("checksums", chunk) and ("done", chunk) for each row of those calls, ("flush",)."""
     events: list[tuple] = []
     real_write_rows = writer.write_rows
     real_flush = h5py.File.flush
 
     def write_rows(dset, start, data, collective):
         if data is not None:
-            if dset.name == "/_hpcgen/done":
-                events.append(("done", start))
-            elif dset.name == "/_hpcgen/checksums":
-                events.append(("checksums", start))
-            else:
-                events.append(("rows", dset.name, start // CHUNK))
+            assert dset.name in FIELDS, dset.name  # bookkeeping goes through write_row_set
+            events.append(("rows", dset.name, start // CHUNK))
         return real_write_rows(dset, start, data, collective)
 
     def flush(self):
         events.append(("flush",))
         return real_flush(self)
 
+    real_write_row_set = writer.write_row_set
+
+    def write_row_set(dset, rows, data, collective):
+        kind = {"/_hpcgen/done": "done", "/_hpcgen/checksums": "checksums"}[dset.name]
+        events.extend((kind, r) for r in rows)
+        return real_write_row_set(dset, rows, data, collective)
+
     monkeypatch.setattr(writer, "write_rows", write_rows)
+    monkeypatch.setattr(writer, "write_row_set", write_row_set)
     monkeypatch.setattr(h5py.File, "flush", flush)
     spec = RunSpec.from_dict(
         {

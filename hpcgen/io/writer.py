@@ -6,8 +6,8 @@ A file goes through three steps, and HDF5 metadata is only ever written by one p
     reserve_file(path)               # one process: every block of the file allocated on disk
     w = FileWriter(path, ...)        # every rank opens it (MPI-IO when several ranks share it)
     w.pending()                      # chunks of [a, b) whose done flag is not set
-    w.write(k, data)                 # collective: rows + checksums; k None: nothing this round
-    w.checkpoint()                   # flush, then set the done flags of what was flushed
+    w.write(k, data)                 # collective: rows (k None: nothing this round)
+    w.checkpoint()                   # checksums, flush, then the done flags of what was flushed
     w.close()                        # collective; writes no metadata
     finalize_file(path, provenance)  # one process: room reserved, then the final provenance
 
@@ -36,7 +36,6 @@ import h5py
 import numpy as np
 
 from hpcgen.engine import space
-from hpcgen.engine.comm import max_op
 from hpcgen.errors import UserError
 from hpcgen.generators.base import FieldSpec, Generator
 from hpcgen.io import checksums, layout
@@ -274,6 +273,27 @@ def write_rows(
     dset.id.write(mspace, fspace, buf, dxpl=dxpl)
 
 
+def write_row_set(
+    dset: h5py.Dataset, rows: list[int], data: np.ndarray | None, collective: bool
+) -> None:
+    """Write ``data[i]`` at row ``rows[i]`` for every i, rows in any order and not contiguous,
+    in ONE call (collective when ``collective``; a rank with no rows joins it empty-handed).
+    One call per checkpoint instead of one per chunk: collective calls are what costs."""
+    if not rows or data is None:
+        write_rows(dset, None, None, collective)
+        return
+    order = np.argsort(rows, kind="stable")  # HDF5 fills a selection in file order
+    buf = np.ascontiguousarray(np.asarray(data)[order], dtype=dset.dtype)
+    tail = dset.shape[1:]
+    fspace = dset.id.get_space()
+    fspace.select_none()
+    for r in np.asarray(rows)[order].tolist():
+        fspace.select_hyperslab((r,) + (0,) * len(tail), (1, *tail), op=h5py.h5s.SELECT_OR)
+    mspace = h5py.h5s.create_simple(buf.shape)
+    dxpl = _collective_dxpl() if collective else None
+    dset.id.write(mspace, fspace, buf, dxpl=dxpl)
+
+
 class FileWriter:
     """Chunks [a, b) into one existing file (``create_file``). ``comm`` with size > 1 means
     MPI-IO collective writes."""
@@ -319,6 +339,7 @@ class FileWriter:
         self.sums = self.f[layout.CHECKSUMS] if layout.CHECKSUMS in self.f else None
         self.row0 = chunk_range[0] * spec.chunk_size
         self.unflagged: list[int] = []  # chunks written since the last checkpoint (this rank)
+        self.sums_pending: list[np.ndarray] = []  # their checksum rows
 
     def pending(self) -> list[int]:
         done = self.f[layout.DONE][...]
@@ -326,34 +347,35 @@ class FileWriter:
         return [a + i for i in np.flatnonzero(done == 0).tolist()]
 
     def write(self, k: int | None, data: Mapping[str, np.ndarray] | None) -> None:
-        """Collective. The rows of chunk k, then their checksums (computed from the arrays in
-        memory, in the dtype on disk), in the same round: the next checkpoint's flush puts both
-        on disk before the done flag."""
+        """Collective. The rows of chunk k; their checksums are computed here, from the arrays in
+        memory in the dtype on disk, and written at the next checkpoint, before its flush."""
         start = None if k is None else k * self.spec.chunk_size - self.row0
-        row = np.zeros((1, len(self.names)), dtype=checksums.DTYPE)
-        for j, dset in enumerate(self.dsets):
-            buf = None
-            if data is not None:
-                buf = np.ascontiguousarray(data[self.names[j]], dtype=dset.dtype)
-                row[0, j] = checksums.digest(buf)
+        if data is None:
+            for dset in self.dsets:
+                write_rows(dset, start, None, self.collective)
+            return
+        bufs = [
+            np.ascontiguousarray(data[name], dtype=dset.dtype)
+            for name, dset in zip(self.names, self.dsets)
+        ]
+        row = np.array([checksums.digest(b) for b in bufs], dtype=checksums.DTYPE)
+        for dset, buf in zip(self.dsets, bufs):
             write_rows(dset, start, buf, self.collective)
-        if self.sums is not None:
-            local = None if k is None else k - self.chunk_range[0]
-            write_rows(self.sums, local, None if k is None else row, self.collective)
-        if k is not None:
-            self.unflagged.append(k)
+        self.unflagged.append(k)
+        self.sums_pending.append(row)
 
     def checkpoint(self) -> None:
-        """Collective. Flush the rows written so far, then set their chunks' done flags."""
-        self.f.flush()  # rows on disk before a done flag says so
-        n = len(self.unflagged)
-        n_max = self.comm.allreduce(n, op=max_op()) if self.collective else n
-        done = self.f[layout.DONE]
-        for i in range(n_max):
-            k = self.unflagged[i] if i < n else None
-            flag = None if k is None else np.ones(1, dtype="u1")
-            write_rows(done, None if k is None else k - self.chunk_range[0], flag, self.collective)
+        """Collective. Write the checksums of the chunks written since the last checkpoint,
+        flush (rows and checksums on disk), then set those chunks' done flags."""
+        local = [k - self.chunk_range[0] for k in self.unflagged]
+        if self.sums is not None:
+            rows = np.array(self.sums_pending, dtype=checksums.DTYPE) if local else None
+            write_row_set(self.sums, local, rows, self.collective)
+        self.f.flush()  # rows and checksums on disk before a done flag says so
+        flags = np.ones(len(local), dtype="u1") if local else None
+        write_row_set(self.f[layout.DONE], local, flags, self.collective)
         self.unflagged = []
+        self.sums_pending = []
 
     def finish(self, provenance: dict[str, Any]) -> None:
         """Collective: checkpoint, close, then rank 0 writes the final provenance."""
