@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
-from numba import njit
 from scipy import constants
 
 from hpcgen.generators.tracks.fieldmap import MapGrid
 from hpcgen.generators.tracks.params import TracksParams
+from hpcgen.kernel_cache import njit
 
 #: curvature (1/mm) per tesla per unit of q/p (1/MeV), from the speed of light alone: for a unit
 #: charge p = e B R (SI), and p [MeV/c] = p_SI c / (1e6 e), so 1/R [1/m] = c B / (1e6 p [MeV]),
@@ -53,7 +53,7 @@ BORN_PANELS, BORN_NODES = 2, 4
 # --- the field --------------------------------------------------------------------------------
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, group="tracks verify", inline="always")
 def _b_at(xs, ys, zs, B, xv, yv, zv):  # pragma: no cover - compiled
     """(Bx, By, Bz) in T at one point (mm): trilinear in the cell holding it, zero outside the
     grid (the map's box, its faces included)."""
@@ -78,14 +78,14 @@ def _b_at(xs, ys, zs, B, xv, yv, zv):  # pragma: no cover - compiled
     return b[0], b[1], b[2]
 
 
-@njit(cache=True)
+@njit(cache=True, group="tracks verify")
 def _trilinear(xs, ys, zs, B, x, y, z, out):  # pragma: no cover - compiled
     """B (T) at points (mm) into out (n, 3)."""
     for n in range(x.size):
         out[n, 0], out[n, 1], out[n, 2] = _b_at(xs, ys, zs, B, x[n], y[n], z[n])
 
 
-@njit(cache=True)
+@njit(cache=True, group="tracks verify")
 def _turn_along_cubic(xs, ys, zs, B, X, Y, Z, s, w, kappa_per_qop, out):  # pragma: no cover
     """Predicted change of (u_x, u_y) of each row, integrated along the cubic (Hermite) path
     through its stored ends: du_x = kappa int (ty Bz - By) dz, du_y = kappa int (Bx - tx Bz) dz
