@@ -388,9 +388,19 @@ class Sample:
 
     def offer(self, index: np.ndarray, rows: dict[str, np.ndarray]) -> None:
         """Rows at global ``index`` (every array's first axis matches ``index``)."""
+        if not self.k:
+            return
+        new = row_keys(index, self.seed)
+        if len(self.keys) == self.k:  # full: only rows that beat the largest kept key matter
+            beat = new < self.keys[-1]
+            new, index, rows = (
+                new[beat],
+                np.asarray(index)[beat],
+                {n: a[beat] for n, a in rows.items()},
+            )
         if not len(index):
             return
-        keys = np.concatenate([self.keys, row_keys(index, self.seed)])
+        keys = np.concatenate([self.keys, new])
         merged = {
             name: np.concatenate([self.rows[name], a]) if name in self.rows else np.asarray(a)
             for name, a in {"index": np.asarray(index, np.int64), **rows}.items()
