@@ -318,6 +318,22 @@ def test_verify_shares_no_constant_equation_or_integrator_with_the_generator() -
     assert independent.BENDING_CONSTANT == pytest.approx(constants.c / 1e9, rel=1e-15)
 
 
+def test_warm_compiles_verify_helpers_on_a_tiny_map() -> None:
+    independent.warm()  # what ``python -m hpcgen.kernel_cache warm`` can call at install
+    g = independent.ReferenceField.from_params(
+        TracksParams(field="map", polarity=-1),
+        independent.MapGrid(
+            np.array([0.0, 10.0]),
+            np.array([0.0, 10.0]),
+            np.array([0.0, 10.0]),
+            np.ones((2, 2, 2, 3)),
+        ),
+    )
+    # trilinear of a constant is the constant (polarity applied); zero outside the box
+    b = g(np.array([5.0, 11.0]), np.array([5.0, 5.0]), np.array([5.0, 5.0]))
+    assert b.tolist() == [[-1.0, -1.0, -1.0], [0.0, 0.0, 0.0]]
+
+
 # --- bad inputs -----------------------------------------------------------------------------------
 
 BAD_PARAMS = [

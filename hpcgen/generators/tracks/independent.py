@@ -414,3 +414,14 @@ class Sample:
 
     def get(self, name: str) -> np.ndarray:
         return self.rows[name]
+
+
+def warm() -> None:
+    """Compile verify's numba helpers (the trilinear lookup and the turn along the cubic) into
+    the cache on a 2 x 2 x 2 grid, so that a first ``hpcgen verify`` of a map file need not."""
+    axis = np.array([0.0, 1.0])
+    B = np.zeros((2, 2, 2, 3))
+    ref = ReferenceField("map", grid=MapGrid(axis, axis.copy(), axis.copy(), B))
+    ref(np.zeros(1), np.zeros(1), np.zeros(1))
+    row = np.array([[0.0, 0.0, 0.0, 0.0, 1e-3, 1.0]])
+    ref.predicted_turn(row, row[:, :4], np.array([[0.0, 1.0]]))
