@@ -342,22 +342,11 @@ def _warm_tracks() -> None:
 
 
 def _warm_tracks_verify() -> None:
-    """verify's own compiled helpers (a map file's reference field and predicted turn): float64
-    throughout, whatever the file's dtype."""
-    import numpy as np
+    """verify's own compiled helpers (a map file's reference field and predicted turn: float64
+    whatever the file's dtype), through the hook the verifier provides."""
+    from hpcgen.generators.tracks import independent
 
-    from hpcgen.generators.tracks.fieldmap import MapGrid
-    from hpcgen.generators.tracks.independent import ReferenceField
-    from hpcgen.generators.tracks.params import TracksParams
-
-    xs, ys, zs = np.linspace(-1e3, 1e3, 3), np.linspace(-1e3, 1e3, 3), np.linspace(0.0, 1e4, 4)
-    grid = MapGrid(xs, ys, zs, np.full((3, 3, 4, 3), 0.1))
-    ref = ReferenceField.from_params(TracksParams(field="map"), grid)
-    X = np.zeros((4, 5))
-    X[:, 4] = 1e-3
-    Z = np.tile([1000.0, 5000.0], (4, 1))
-    ref(X[:, 0], X[:, 1], Z[:, 0])
-    ref.predicted_turn(X, np.zeros((4, 4)), Z)
+    independent.warm()
 
 
 def _warm_atoms() -> None:
