@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -332,8 +331,19 @@ def test_sigterm_flushes_what_is_done_and_resume_finishes(tmp_path, long_ref, ra
 # --- 6. checksums --------------------------------------------------------------------------------
 
 
+def sum64_4k(blob: bytes) -> tuple[int, int]:
+    """The checksum as docs/reliability.md defines it, written out with Python integers: A = sum
+    of the little-endian 64-bit words (last one zero-padded), B = sum over 4 KiB blocks of
+    (block index + 1) * block sum, both mod 2**64."""
+    blob = blob + bytes(-len(blob) % 8)
+    words = [int.from_bytes(blob[i : i + 8], "little") for i in range(0, len(blob), 8)]
+    a = sum(words) % 2**64
+    b = sum((i // 512 + 1) * w for i, w in enumerate(words)) % 2**64
+    return a, b
+
+
 def expected_checksums(path: Path, chunk_size: int) -> np.ndarray:
-    """CRC-32 of each chunk of each field, computed here from the data read back."""
+    """The checksum of each chunk of each field, computed here from the data read back."""
     with h5py.File(path) as f:
         names = [str(n) for n in f["_hpcgen/checksums"].attrs["fields"]]
         data = {n: f[n][...] for n in names}
@@ -341,9 +351,25 @@ def expected_checksums(path: Path, chunk_size: int) -> np.ndarray:
     rows = []
     for a in range(0, n_rows, chunk_size):
         rows.append(
-            [zlib.crc32(np.ascontiguousarray(data[n][a : a + chunk_size]).tobytes()) for n in names]
+            [sum64_4k(np.ascontiguousarray(data[n][a : a + chunk_size]).tobytes()) for n in names]
         )
-    return np.array(rows, dtype=np.uint32)
+    return np.array(rows, dtype=np.uint64)
+
+
+def test_checksum_of_known_bytes():
+    from hpcgen.io.checksums import digest
+
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 7, 8, 4095, 4096, 4097, 3 * 4096 + 13, 20_000):
+        blob = rng.integers(0, 256, n, dtype=np.uint8)
+        assert digest(blob) == sum64_4k(blob.tobytes()), n
+    x = np.arange(1000.0)
+    assert digest(x) == sum64_4k(x.tobytes())
+    y = x.copy()
+    y.view(np.uint8)[3000] ^= 0x01  # one bit
+    assert digest(y)[0] != digest(x)[0]
+    swapped = np.concatenate([x[512:], x[:512]])  # the two 4 KiB blocks exchanged
+    assert digest(swapped)[0] == digest(x)[0] and digest(swapped)[1] != digest(x)[1]
 
 
 def test_checksums_are_the_data_s_for_any_rank_count_and_route(tmp_path, ref):
@@ -358,7 +384,7 @@ def test_checksums_are_the_data_s_for_any_rank_count_and_route(tmp_path, ref):
             "status",
             "n_steps",
         ]
-    assert stored.shape == (N_CHUNKS, 6) and stored.dtype == np.uint32
+    assert stored.shape == (N_CHUNKS, 6, 2) and stored.dtype == np.uint64
     np.testing.assert_array_equal(stored, expected_checksums(ref_file, 100))
     for ranks, io in ((2, "mpio"), (3, "mpio"), (2, "shards"), (3, "shards")):
         out = tmp_path / f"{io}{ranks}.h5"

@@ -438,7 +438,7 @@ def _write_vds(
     n_chunks = spec.n_chunks
     names = [fs.name for fs in gen.fields()]
     done = np.zeros(n_chunks, dtype="u1")
-    sums: np.ndarray | None = np.zeros((n_chunks, len(names)), dtype=checksums.DTYPE)
+    sums: np.ndarray | None = np.zeros((n_chunks, len(names), 2), dtype=checksums.DTYPE)
     data_hash, inputs = "", "{}"
     for path, cr in shards:
         with h5py.File(path, "r") as s:
