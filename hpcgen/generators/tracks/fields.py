@@ -166,23 +166,38 @@ class FieldMap:
         return self.grid.sha256
 
     # --- the definition ------------------------------------------------------------------------
-    def _cell(self, name: str, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(cell index, fraction t in [0, 1], inside) for coordinates v along one axis."""
-        ax = self._arrays[name]
-        inside = (v >= ax[0]) & (v <= ax[-1])
-        i = np.clip(np.searchsorted(ax, v, side="right") - 1, 0, len(ax) - 2)
-        t = (v - ax[i]) * self._arrays["inv" + name][i]
-        return i, t, inside
+    def cells(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(i, j, k): the grid cell of each point (mm), ax[i] <= v < ax[i + 1] (numpy
+        searchsorted, side "right"), clamped to the cells [0, n - 2]: a point outside gets the
+        nearest edge cell, NaN the last."""
+        out = []
+        for name, v in zip("xyz", (x, y, z)):
+            ax = self._arrays[name]
+            out.append(np.clip(np.searchsorted(ax, v, side="right") - 1, 0, len(ax) - 2))
+        return tuple(out)
 
     def lookup(self, x: np.ndarray, y: np.ndarray, z: np.ndarray):
         """(Bx, By, Bz, flags) at points (mm): flags has LEFT_VOLUME outside the grid (B = 0 there)
         and MASKED_CELL in masked cells. The compiled kernels reproduce this to the last bit."""
         x, y, z = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (x, y, z)))
-        i, tx, inx = self._cell("x", x)
-        j, ty, iny = self._cell("y", y)
-        k, tz, inz = self._cell("z", z)
-        inside = inx & iny & inz
-        B = self._arrays["B"]  # float32 values; the arithmetic below is float64
+        return self.lookup_in(*self.cells(x, y, z), x, y, z)
+
+    def lookup_in(self, i: np.ndarray, j: np.ndarray, k: np.ndarray, x, y, z):
+        """lookup's interpolation in given cells (i, j, k) instead of each point's own, for
+        grid_steps "cell": the fractions (v - ax[i]) / (ax[i + 1] - ax[i]) may lie outside
+        [0, 1] (the cell's trilinear polynomial, extrapolated). Outside the grid B = 0 and
+        LEFT_VOLUME, as lookup; MASKED_CELL where the given cell is masked. Given each point's
+        own cell (``cells``) it is lookup, bit for bit."""
+        x, y, z = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (x, y, z)))
+        a = self._arrays
+        inside = np.ones(x.shape, bool)
+        frac = []
+        for name, v, c in zip("xyz", (x, y, z), (i, j, k)):
+            ax = a[name]
+            inside &= (v >= ax[0]) & (v <= ax[-1])
+            frac.append((v - ax[c]) * a["inv" + name][c])
+        tx, ty, tz = frac
+        B = a["B"]  # float32 values; the arithmetic below is float64
         out = []
         for c in range(3):
             b = [
@@ -207,7 +222,7 @@ class FieldMap:
             out.append(np.where(inside, c0 * (1.0 - tx) + c1 * tx, 0.0))
         flags = np.where(inside, 0, LEFT_VOLUME).astype(np.uint8)
         if self.mask is not None:
-            masked = inside & (self._arrays["mask"][i, j, k] != 0)
+            masked = inside & (a["mask"][i, j, k] != 0)
             flags |= np.where(masked, MASKED_CELL, 0).astype(np.uint8)
         return out[0], out[1], out[2], flags
 

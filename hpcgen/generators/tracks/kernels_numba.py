@@ -46,20 +46,24 @@ from hpcgen.generators.tracks.simd import (
     select,
     splat,
     vabs,
+    veq,
     vexp,
     vge,
     vgt,
+    visnan,
+    vle,
     vload,
     vlt,
     vmax,
     vmin,
+    vminimum,
     vpow,
     vsqrt,
     vstore,
     vtrunc,
     zpair,
 )
-from hpcgen.generators.tracks.stepper import EPS_XY, EPS_Z
+from hpcgen.generators.tracks.stepper import CELL, EPS_XY, EPS_Z
 from hpcgen.generators.tracks.tableaus import TABLEAUS, Tableau
 from hpcgen.kernel_cache import njit
 
@@ -232,6 +236,84 @@ def _map_field_v(has_mask, fmap, imap, mask, bmap, gi, gf, ru, x, y, z):
     return select(outside, 0.0, bx), select(outside, 0.0, by), select(outside, 0.0, bz), flag
 
 
+# --- grid_steps "cell": the cell of a step, the planes ahead ------------------------------------
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _axis_cell_lr_v(fmap, imap, n, off, off_inv, off_tab, ntab, a0, fine, ru, b, v):
+    """(cell c, ax[c], ax[c + 1], 1 / (ax[c + 1] - ax[c])) of all lanes (the cell as
+    _axis_cell_any_v: searchsorted, clamped to [0, n - 2]); in the uniform run the edges are
+    computed (a_s + u h: the axis's values to the bit, _uniform_run), else read."""
+    inrun = mand(vge(v, ru[b + 2]), mor(vlt(v, ru[b + 3]), mnot(vgt(v, ru[b + 4]))))
+    if not many(mnot(inrun)):
+        s, m, a_s, h = ru[b], ru[b + 1], ru[b + 2], ru[b + 5]
+        u = vtrunc((v - a_s) * ru[b + 6])
+        u = select(vge(u, 0.0), u, 0.0)
+        u = select(vgt(u, m), m, u)
+        while True:
+            up = mand(vlt(u, m), vge(v, a_s + (u + 1.0) * h))
+            if not many(up):
+                break
+            u = select(up, u + 1.0, u)
+        while True:
+            down = mand(vgt(u, 0.0), vlt(v, a_s + u * h))
+            if not many(down):
+                break
+            u = select(down, u - 1.0, u)
+        return s + u, a_s + u * h, a_s + (u + 1.0) * h, splat(ru[b + 7])
+    c, _ = _axis_cell_v(fmap, imap, n, off, off_inv, off_tab, ntab, a0, fine, v)
+    return c, gather(fmap, off + c), gather(fmap, off + c + 1.0), gather(fmap, off_inv + c)
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _next_node_v(fmap, imap, n, off, off_inv, off_tab, ntab, a0, fine, ru, b, v, sv, eps):
+    """stepper.plane_distance's node ahead on one axis, for all lanes: moving up (sv > 0) the
+    first node > v + eps, moving down (sv < 0) the last node < v - eps (numpy's searchsorted,
+    NaN sorted last). Returns (found, node); not found where sv is 0 or NaN or no node is
+    ahead."""
+    up = vgt(sv, 0.0)
+    dn = vlt(sv, 0.0)
+    w = select(up, v + eps, v - eps)
+    first = fmap[off]
+    lastv = fmap[off + n - 1]
+    c, left, right, _ = _axis_cell_lr_v(
+        fmap, imap, n, off, off_inv, off_tab, ntab, a0, fine, ru, b, w
+    )
+    up_node = select(vlt(w, first), first, right)
+    on = mand(dn, veq(left, w))  # w on a node: the one below it (c >= 1 where w > first)
+    if many(on):
+        left = select(on, gather(fmap, off + vmax(c - 1.0, 0.0)), left)
+    nan = visnan(w)
+    dn_node = select(mor(vgt(w, lastv), nan), lastv, left)
+    found = mor(mand(up, vlt(w, lastv)), mand(dn, mor(vgt(w, first), nan)))
+    return found, select(up, up_node, dn_node)
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _plane_distance_v(fmap, imap, gi, gf, ru, mode, x, y, z, tx, ty, direction):
+    """stepper.plane_distance for all lanes, to the bit (inf where no plane is ahead, NaN where
+    a coordinate is NaN and a plane is sought below it, as numpy's minimum)."""
+    d = splat(np.inf)
+    if mode & 1:
+        ok, node = _next_node_v(
+            fmap, imap, gi[2], gi[6], gi[9], gi[12], gi[15], gf[4], gf[5], ru, 16, z, direction,
+            EPS_Z,
+        )  # fmt: skip
+        d = select(ok, select(vgt(direction, 0.0), node - z, z - node), np.inf)
+    if mode & 2:
+        sv = tx * direction
+        ok, node = _next_node_v(
+            fmap, imap, gi[0], gi[4], gi[7], gi[10], gi[13], gf[0], gf[1], ru, 0, x, sv, EPS_XY
+        )  # fmt: skip
+        d = vminimum(d, select(ok, (node - x) / sv, np.inf))
+        sv = ty * direction
+        ok, node = _next_node_v(
+            fmap, imap, gi[1], gi[5], gi[8], gi[11], gi[14], gf[2], gf[3], ru, 8, y, sv, EPS_XY
+        )  # fmt: skip
+        d = vminimum(d, select(ok, (node - y) / sv, np.inf))
+    return d
+
+
 @njit(cache=True, _nrt=False)
 def _plane_distance(fmap, gi, mode, x, y, z, tx, ty, direction):
     """stepper.plane_distance for one track."""
@@ -311,6 +393,46 @@ def _finish_track(ln, S, LI, out, status, nsteps):
     nsteps[t] = LI[I_NST, ln]
 
 
+# rows of LF in the "cell" loop (the kernel's other loop uses F_*; the bookkeeping is vector here)
+C_KAP, C_Z, C_ZE, C_DIR, C_TOLT, C_HC, C_IDX, C_ATT, C_NST, C_OUT, C_MSK, C_SLP, C_DONE = range(13)
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _cell_start(ln, t, state, z0, z1, S, LF, tol, h0):
+    """Load track t into lane ln of the "cell" loop (stepper._adaptive's start values)."""
+    for c in range(4):
+        S[c, ln] = state[t, c]
+    dz = z1[t] - z0[t]
+    LF[C_KAP, ln] = C_LIGHT * state[t, 4]
+    LF[C_Z, ln] = z0[t]
+    LF[C_ZE, ln] = z1[t]
+    LF[C_DIR, ln] = 1.0 if dz >= 0 else -1.0
+    LF[C_TOLT, ln] = tol / abs(dz if dz != 0 else 1.0)
+    LF[C_HC, ln] = min(abs(dz), h0)
+    LF[C_IDX, ln] = t
+    for r in (C_ATT, C_NST, C_OUT, C_MSK, C_SLP, C_DONE):
+        LF[r, ln] = 0.0
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _cell_finish(ln, S, LF, limit, out, status, nsteps):
+    """Write lane ln's track of the "cell" loop to the outputs (NaN state if it was stopped)."""
+    t = int(LF[C_IDX, ln])
+    st = 0
+    if LF[C_OUT, ln] != 0.0:
+        st |= LEFT_VOLUME
+    if LF[C_MSK, ln] != 0.0:
+        st |= MASKED_CELL
+    if LF[C_SLP, ln] != 0.0:
+        st |= SLOPE
+    if limit:
+        st |= STEP_LIMIT
+    for c in range(4):
+        out[t, c] = np.nan if st & ABORTED else S[c, ln]
+    status[t] = st
+    nsteps[t] = int(LF[C_NST, ln])
+
+
 def _make_kernel(tab: Tableau) -> Any:
     """The kernel for one tableau: its coefficients become compile-time constants.
 
@@ -384,6 +506,175 @@ def _make_kernel(tab: Tableau) -> Any:
             gi = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
             gf = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
         n = state.shape[0]
+        if kind == KIND_MAP and ADAPTIVE and (grid & CELL) != 0:
+            # --- grid_steps "cell": one cell's field per step, all bookkeeping in vectors ------
+            # (stepper._adaptive with _InCell; the lanes hand over tracks as the loop below)
+            nx, ny, nz = gi[0], gi[1], gi[2]
+            x_lo, x_hi = fmap[gi[4]], fmap[gi[4] + nx - 1]
+            y_lo, y_hi = fmap[gi[5]], fmap[gi[5] + ny - 1]
+            z_lo, z_hi = fmap[gi[6]], fmap[gi[6] + nz - 1]
+            sy = nz * 3.0
+            sx = ny * sy
+            LF[C_IDX] = -1.0
+            nxt = 0
+            running = 0
+            for ln in range(L):
+                if nxt < n:
+                    _cell_start(ln, nxt, state, z0, z1, S, LF, tol, h0)
+                    nxt += 1
+                    running += 1
+            while running > 0:
+                # lanes whose track is over write it out and take the next (scalar, rare)
+                act = vge(vload(LF, C_IDX), 0.0)
+                rem = (vload(LF, C_ZE) - vload(LF, C_Z)) * vload(LF, C_DIR)
+                over = mor(vgt(vload(LF, C_DONE), 0.0), vle(rem, 0.0))
+                over = mand(act, mor(over, vge(vload(LF, C_ATT), float(max_steps))))
+                if many(over):
+                    for ln in range(L):
+                        while LF[C_IDX, ln] >= 0:
+                            limit = False
+                            if LF[C_DONE, ln] == 0.0:
+                                r = (LF[C_ZE, ln] - LF[C_Z, ln]) * LF[C_DIR, ln]
+                                if r <= 0:
+                                    LF[C_Z, ln] = LF[C_ZE, ln]
+                                elif LF[C_ATT, ln] >= max_steps:
+                                    limit = True
+                                else:
+                                    break
+                            _cell_finish(ln, S, LF, limit, out, status, nsteps)
+                            if nxt < n:
+                                _cell_start(ln, nxt, state, z0, z1, S, LF, tol, h0)
+                                nxt += 1
+                            else:
+                                LF[C_IDX, ln] = -1.0
+                                running -= 1
+                    if running == 0:
+                        break
+                    act = vge(vload(LF, C_IDX), 0.0)
+                    rem = (vload(LF, C_ZE) - vload(LF, C_Z)) * vload(LF, C_DIR)
+                # the step: to z_end, the controller's length or the first plane ahead
+                zz = vload(LF, C_Z)
+                dirv = vload(LF, C_DIR)
+                hc = vload(LF, C_HC)
+                s0 = vload(S, 0)
+                s1 = vload(S, 1)
+                s2 = vload(S, 2)
+                s3 = vload(S, 3)
+                h = vmin(hc, rem)
+                last = vge(hc, rem)
+                dp = _plane_distance_v(fmap, imap, gi, gf, ru, grid, s0, s1, zz, s2, s3, dirv)
+                cut = vlt(dp, h)
+                h = select(cut, dp, h)
+                last = mand(last, mnot(cut))
+                short = vlt(h, hc)
+                hs = dirv * h
+                # the cell of the straight-line midpoint: its corners, read once for all stages
+                half = 0.5 * hs
+                ci, xl, _, xi = _axis_cell_lr_v(
+                    fmap, imap, nx, gi[4], gi[7], gi[10], gi[13], gf[0], gf[1], ru, 0,
+                    s0 + half * s2,
+                )  # fmt: skip
+                cj, yl, _, yi = _axis_cell_lr_v(
+                    fmap, imap, ny, gi[5], gi[8], gi[11], gi[14], gf[2], gf[3], ru, 8,
+                    s1 + half * s3,
+                )  # fmt: skip
+                ck, zl, _, zi = _axis_cell_lr_v(
+                    fmap, imap, nz, gi[6], gi[9], gi[12], gi[15], gf[4], gf[5], ru, 16, zz + half
+                )  # fmt: skip
+                p = gi[3] + ci * sx + cj * sy + ck * 3.0
+                ca = zpair(bmap, p)
+                cb = zpair(bmap, p + sy)
+                cc = zpair(bmap, p + sx)
+                cd = zpair(bmap, p + sx + sy)
+                if has_mask:
+                    masked = vgt(gather(mask, (ci * (ny - 1.0) + cj) * (nz - 1.0) + ck), 0.0)
+                else:
+                    masked = vgt(splat(0.0), 0.0)
+                anyout = masked  # placeholders, set at stage 0
+                anyin = masked
+                kap = vload(LF, C_KAP)
+                for i in range(NS):
+                    a0 = splat(0.0)
+                    a1 = splat(0.0)
+                    a2 = splat(0.0)
+                    a3 = splat(0.0)
+                    for j in range(i):
+                        a0 = a0 + A[i, j] * vload(K, 4 * j)
+                        a1 = a1 + A[i, j] * vload(K, 4 * j + 1)
+                        a2 = a2 + A[i, j] * vload(K, 4 * j + 2)
+                        a3 = a3 + A[i, j] * vload(K, 4 * j + 3)
+                    px = s0 + hs * a0
+                    py = s1 + hs * a1
+                    tx = s2 + hs * a2
+                    ty = s3 + hs * a3
+                    pz = zz + CW[i] * hs
+                    # FieldMap.lookup_in: the step's cell, B = 0 outside the grid
+                    inside = mand(
+                        mand(vge(px, x_lo), vge(x_hi, px)), mand(vge(py, y_lo), vge(y_hi, py))
+                    )
+                    outside = mnot(mand(inside, mand(vge(pz, z_lo), vge(z_hi, pz))))
+                    fx = (px - xl) * xi
+                    fy = (py - yl) * yi
+                    fz = (pz - zl) * zi
+                    bx = select(outside, 0.0, _lerp_v(ca, cb, cc, cd, 0, fx, fy, fz))
+                    by = select(outside, 0.0, _lerp_v(ca, cb, cc, cd, 1, fx, fy, fz))
+                    bz = select(outside, 0.0, _lerp_v(ca, cb, cc, cd, 2, fx, fy, fz))
+                    if i == 0:
+                        anyout = outside
+                        anyin = mnot(outside)
+                    else:
+                        anyout = mor(anyout, outside)
+                        anyin = mor(anyin, mnot(outside))
+                    kn = kap * vsqrt(1.0 + tx * tx + ty * ty)
+                    vstore(K, 4 * i, tx)
+                    vstore(K, 4 * i + 1, ty)
+                    vstore(K, 4 * i + 2, kn * (tx * ty * bx - (1.0 + tx * tx) * by + ty * bz))
+                    vstore(K, 4 * i + 3, kn * ((1.0 + ty * ty) * bx - tx * ty * by - tx * bz))
+                for c in range(4):
+                    ab = splat(0.0)
+                    ae = splat(0.0)
+                    for j in range(NS):
+                        kc = vload(K, 4 * j + c)
+                        ab = ab + BW[j] * kc
+                        ae = ae + EW[j] * kc
+                    vstore(NEW, c, vload(S, c) + hs * ab)
+                    vstore(ERR, c, hs * ae)
+                # the error over the tolerance, the next step size (as the loop below)
+                ex = vabs(vload(ERR, 0)) / tol
+                ey = vabs(vload(ERR, 1)) / tol
+                tolt = vload(LF, C_TOLT)
+                n2 = vload(NEW, 2)
+                n3 = vload(NEW, 3)
+                etx = vabs(vload(ERR, 2)) / (tolt + rel * vabs(n2 - s2))
+                ety = vabs(vload(ERR, 3)) / (tolt + rel * vabs(n3 - s3))
+                eot = vmax(vmax(ex, ey), vmax(etx, ety))
+                big = vgt(eot, 1.0)
+                scale = safety * vpow(eot, select(big, pshrink, pgrow))
+                factor = select(big, vmax(fmin, scale), vmin(fmax, scale))
+                factor = select(mor(big, vgt(eot, 0.0)), factor, fmax)
+                hnew = vmin(vmax(h * factor, hmin), hmax)
+                # accept or reject, all lanes at once
+                acc = mand(act, mor(vle(eot, 1.0), vle(h, hmin)))
+                vstore(LF, C_ATT, vload(LF, C_ATT) + select(act, 1.0, 0.0))
+                hc_acc = select(short, vmax(hc, hnew), hnew)
+                vstore(LF, C_HC, select(act, select(acc, hc_acc, hnew), hc))
+                for c in range(4):
+                    vstore(S, c, select(acc, vload(NEW, c), vload(S, c)))
+                vstore(LF, C_Z, select(acc, select(last, vload(LF, C_ZE), zz + hs), zz))
+                vstore(LF, C_NST, vload(LF, C_NST) + select(acc, 1.0, 0.0))
+                vstore(LF, C_OUT, select(mand(acc, anyout), 1.0, vload(LF, C_OUT)))
+                msk = mand(acc, mand(anyin, masked))
+                vstore(LF, C_MSK, select(msk, 1.0, vload(LF, C_MSK)))
+                # the slope limit: numpy's maximum(|tx|, |ty|) > max_slope (NaN: not steep)
+                a2 = vabs(n2)
+                a3 = vabs(n3)
+                steep = mand(
+                    mor(vgt(a2, max_slope), vgt(a3, max_slope)), mand(vge(a2, 0.0), vge(a3, 0.0))
+                )
+                steep = mand(acc, steep)
+                vstore(LF, C_SLP, select(steep, 1.0, vload(LF, C_SLP)))
+                vstore(LF, C_DONE, select(mand(acc, mor(steep, last)), 1.0, vload(LF, C_DONE)))
+            return
         LF[F_DIR] = 1.0
         LF[F_TOLT] = 1.0
         LI[I_IDX] = -1

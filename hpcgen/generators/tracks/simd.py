@@ -243,6 +243,19 @@ def _compare(pred):
 vgt = _compare(">")
 vge = _compare(">=")
 vlt = _compare("<")
+vle = _compare("<=")
+veq = _compare("==")
+
+
+@intrinsic
+def visnan(typingctx, a):
+    """Lanes that hold NaN."""
+    sig = maskv(vec)
+
+    def codegen(context, builder, signature, args):
+        return builder.sext(builder.fcmp_unordered("uno", args[0], args[0]), _IV)
+
+    return sig, codegen
 
 
 def _mask_logic(name):
@@ -272,6 +285,13 @@ def _pick(pred):
 
 vmax = _pick(">")
 vmin = _pick("<")
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def vminimum(a, b):
+    """numpy's minimum lane by lane: NaN where either is NaN (stepper.plane_distance)."""
+    r = select(mor(vlt(b, a), visnan(b)), b, a)
+    return select(visnan(a), a, r)
 
 
 @intrinsic
