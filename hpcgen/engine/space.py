@@ -120,7 +120,7 @@ def no_space_message(path: str | os.PathLike, need: int, free: int | None = None
     free = free_bytes(Path(path).parent) if free is None else free
     return (
         f"not enough space on {where(Path(path).parent)} for {path}: needs "
-        f"{human_bytes(need)} more, {human_bytes(free)} free; free some space (or use another "
+        f"{human_bytes(need)}, {human_bytes(free)} free; free some space (or use another "
         "--out), then run again with --resume"
     )
 
