@@ -2,7 +2,7 @@
 
 Measured in one run, on the same maps and draws:
 
-- baseline A: plain scipy.ndimage rotation (cubic, grid-wrap) + Gaussian blur (wrap): the issue's
+- baseline A: plain scipy.ndimage rotation (cubic, grid-wrap) + Gaussian blur (wrap): the requested
   "about 100 frames/s" reference;
 - baseline B: the whole step with plain scipy.ndimage (rotation, blur, translation, noise draw and
   addition, the renormalisations, entropy) -- kernels.step_reference;

@@ -1,4 +1,4 @@
-"""Benchmark of the illumination generator (issue 5). Not part of the test run.
+"""Benchmark of the illumination generator. Not part of the test run.
 
 Measures, in one process on one core, on the bundled Intelsat 901 model:
 

@@ -1,4 +1,4 @@
-"""atoms generator: the images' rules (issue 6), the shape catalogue, the split and the verifier.
+"""atoms generator: the images' rules, the shape catalogue, the split and the verifier.
 
 Shapes are recognised here from first principles (predicates on cell sets), independently of
 the generator's catalogue code.

@@ -1,4 +1,4 @@
-"""illumination generator (issue 5): geometry with hand-computable answers, model validation,
+"""illumination generator: geometry with hand-computable answers, model validation,
 backends, sun directions and the verifier. In-process and fast; the CLI tests (ranks, CSV, plot)
 are in test_illumination_cli.py.
 

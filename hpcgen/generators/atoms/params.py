@@ -29,7 +29,7 @@ def _check_probs(name: str, probs: tuple[float, ...], n: int) -> None:
 class AtomsParams:
     """What the images look like. Sizes are in grid cells; probabilities are per object.
 
-    - ``grid_size``: cells per image side, 8-64 (the issue's grids: 16).
+    - ``grid_size``: cells per image side, 8-64 (the source workflow's grids: 16).
     - ``min_objects``/``max_objects``: the number of objects an image *tries* to hold, drawn
       uniformly in [min, max] (1 <= min <= max <= 16); ``max_objects`` is also the width of the
       ``kinds`` field. An object that cannot be placed after ``max_attempts`` positions is

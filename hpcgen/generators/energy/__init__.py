@@ -1,4 +1,4 @@
-"""Energy-map sequences for next-frame surrogates, written in The Well's HDF5 layout (issue 8).
+"""Energy-map sequences for next-frame surrogates, written in The Well's HDF5 layout.
 
 Modules: params (domain presets), patterns (base maps), kernels (perturbations: scipy reference
 and numba/FFT fast path), sequence (trajectories, CPU and array-module batch), maps (entropy,

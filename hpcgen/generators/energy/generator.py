@@ -1,4 +1,4 @@
-"""The energy generator: sequences of 2-D energy maps for next-frame surrogates (issue 8).
+"""The energy generator: sequences of 2-D energy maps for next-frame surrogates.
 
 One run = one domain preset = one file in The Well's layout (see :mod:`.well`). A sample is
 one trajectory: a base pattern (frame 0) evolved by ``n_steps - 1`` perturbation steps (rotation,

@@ -47,7 +47,7 @@ class Preset:
     translation_max_px: int
 
 
-#: the five domains of the source workflow (issue 8)
+#: the five domains of the source workflow
 PRESETS: dict[str, Preset] = {
     "plasma_physics": Preset("turbulent", 360.0, 0.15, 3.0, DEFAULT_TRANSLATION_PX),
     "fluid_dynamics": Preset("vortex", 180.0, 0.10, 2.0, DEFAULT_TRANSLATION_PX),
