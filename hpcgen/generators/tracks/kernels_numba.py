@@ -281,6 +281,33 @@ def _next_node_v(fmap, imap, n, off, off_inv, off_tab, ntab, a0, fine, ru, b, v,
 
 
 @njit(cache=True, _nrt=False, inline="always")
+def _cell_coef_v(a, b, c, d, m, xi, yi, zi):
+    """fields.CellPolynomial's coefficients of component m for all lanes, from the z node
+    pairs of the corners (i, j), (i, j+1), (i+1, j), (i+1, j+1) (simd.zpair) and the cell's
+    inverse spacings; FieldMap.cell_polynomial's operations in its order."""
+    e00z = (a[m + 3] - a[m]) * zi
+    e01z = (b[m + 3] - b[m]) * zi
+    e10z = (c[m + 3] - c[m]) * zi
+    e11z = (d[m + 3] - d[m]) * zi
+    f0y = (b[m] - a[m]) * yi
+    f0yz = (e01z - e00z) * yi
+    f1y = (d[m] - c[m]) * yi
+    f1yz = (e11z - e10z) * yi
+    cx = (c[m] - a[m]) * xi
+    cxz = (e10z - e00z) * xi
+    cxy = (f1y - f0y) * xi
+    cxyz = (f1yz - f0yz) * xi
+    return (a[m], e00z, f0y, f0yz, cx, cxz, cxy, cxyz)
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _cell_eval_v(cf, u, v, w):
+    """fields.CellPolynomial.lookup's polynomial at offsets (u, v, w) from the cell's corner."""
+    c0, cz, cy, cyz, cx, cxz, cxy, cxyz = cf
+    return ((c0 + cz * w) + (cy + cyz * w) * v) + ((cx + cxz * w) + (cxy + cxyz * w) * v) * u
+
+
+@njit(cache=True, _nrt=False, inline="always")
 def _ahead_cell_v(fmap, imap, n, off, off_inv, off_tab, ntab, a0, fine, ru, b, v, sv, eps):
     """The cell of v moved by eps the way the track moves on this axis (sv > 0 up, sv < 0 down;
     v itself where sv is 0 or NaN), as (c, ax[c], ax[c + 1], inverse spacing, plain): plain
@@ -519,7 +546,7 @@ def _make_kernel(tab: Tableau) -> Any:
         n = state.shape[0]
         if kind == KIND_MAP and ADAPTIVE and (grid & CELL) != 0:
             # --- grid_steps "cell": one cell's field per step, all bookkeeping in vectors ------
-            # (stepper._adaptive with _InCell; the lanes hand over tracks as the loop below)
+            # (stepper._adaptive with CellPolynomial; lanes hand over tracks as the loop below)
             nx, ny, nz = gi[0], gi[1], gi[2]
             x_lo, x_hi = fmap[gi[4]], fmap[gi[4] + nx - 1]
             y_lo, y_hi = fmap[gi[5]], fmap[gi[5] + ny - 1]
@@ -633,12 +660,19 @@ def _make_kernel(tab: Tableau) -> Any:
                 cb = zpair(bmap, p + sy)
                 cc = zpair(bmap, p + sx)
                 cd = zpair(bmap, p + sx + sy)
+                # fields.CellPolynomial: B = 0 for a step whose midpoint is outside the grid
+                inside = mand(
+                    mand(vge(mx, x_lo), vge(x_hi, mx)), mand(vge(my, y_lo), vge(y_hi, my))
+                )
+                outside = mnot(mand(inside, mand(vge(mz, z_lo), vge(z_hi, mz))))
                 if has_mask:
                     masked = vgt(gather(mask, (ci * (ny - 1.0) + cj) * (nz - 1.0) + ck), 0.0)
+                    masked = mand(masked, mnot(outside))
                 else:
                     masked = vgt(splat(0.0), 0.0)
-                anyout = masked  # placeholders, set at stage 0
-                anyin = masked
+                cfx = _cell_coef_v(ca, cb, cc, cd, 0, xi, yi, zi)
+                cfy = _cell_coef_v(ca, cb, cc, cd, 1, xi, yi, zi)
+                cfz = _cell_coef_v(ca, cb, cc, cd, 2, xi, yi, zi)
                 kap = vload(LF, C_KAP)
                 for i in range(NS):
                     a0 = splat(0.0)
@@ -650,28 +684,14 @@ def _make_kernel(tab: Tableau) -> Any:
                         a1 = a1 + A[i, j] * vload(K, 4 * j + 1)
                         a2 = a2 + A[i, j] * vload(K, 4 * j + 2)
                         a3 = a3 + A[i, j] * vload(K, 4 * j + 3)
-                    px = s0 + hs * a0
-                    py = s1 + hs * a1
+                    u = (s0 + hs * a0) - xl
+                    v = (s1 + hs * a1) - yl
+                    w = (zz + CW[i] * hs) - zl
                     tx = s2 + hs * a2
                     ty = s3 + hs * a3
-                    pz = zz + CW[i] * hs
-                    # FieldMap.lookup_in: the step's cell, B = 0 outside the grid
-                    inside = mand(
-                        mand(vge(px, x_lo), vge(x_hi, px)), mand(vge(py, y_lo), vge(y_hi, py))
-                    )
-                    outside = mnot(mand(inside, mand(vge(pz, z_lo), vge(z_hi, pz))))
-                    fx = (px - xl) * xi
-                    fy = (py - yl) * yi
-                    fz = (pz - zl) * zi
-                    bx = select(outside, 0.0, _lerp_v(ca, cb, cc, cd, 0, fx, fy, fz))
-                    by = select(outside, 0.0, _lerp_v(ca, cb, cc, cd, 1, fx, fy, fz))
-                    bz = select(outside, 0.0, _lerp_v(ca, cb, cc, cd, 2, fx, fy, fz))
-                    if i == 0:
-                        anyout = outside
-                        anyin = mnot(outside)
-                    else:
-                        anyout = mor(anyout, outside)
-                        anyin = mor(anyin, mnot(outside))
+                    bx = select(outside, 0.0, _cell_eval_v(cfx, u, v, w))
+                    by = select(outside, 0.0, _cell_eval_v(cfy, u, v, w))
+                    bz = select(outside, 0.0, _cell_eval_v(cfz, u, v, w))
                     kn = kap * vsqrt(1.0 + tx * tx + ty * ty)
                     vstore(K, 4 * i, tx)
                     vstore(K, 4 * i + 1, ty)
@@ -712,8 +732,8 @@ def _make_kernel(tab: Tableau) -> Any:
                     vstore(S, c, select(acc, vload(NEW, c), vload(S, c)))
                 vstore(LF, C_Z, select(acc, select(last, vload(LF, C_ZE), zz + hs), zz))
                 vstore(LF, C_NST, vload(LF, C_NST) + select(acc, 1.0, 0.0))
-                vstore(LF, C_OUT, select(mand(acc, anyout), 1.0, vload(LF, C_OUT)))
-                msk = mand(acc, mand(anyin, masked))
+                vstore(LF, C_OUT, select(mand(acc, outside), 1.0, vload(LF, C_OUT)))
+                msk = mand(acc, masked)
                 vstore(LF, C_MSK, select(msk, 1.0, vload(LF, C_MSK)))
                 # the slope limit: numpy's maximum(|tx|, |ty|) > max_slope (NaN: not steep)
                 a2 = vabs(n2)

@@ -24,11 +24,12 @@ line (x + tx h), ignoring planes less than 1 mm ahead; "xyz" on both. A step sho
 
 "cell" steps as "xyz" and takes each step's field from one grid cell: the cell of the step's
 straight-line midpoint (x + tx hs/2, y + ty hs/2, z + hs/2, hs the signed step), whose trilinear
-polynomial every stage evaluates (FieldMap.lookup_in: a stage point that strays a little over a
-face of the cell gets the polynomial extrapolated, not the neighbour's; outside the grid B = 0 and
-LEFT_VOLUME as always). With the steps ending on the planes, a step's stage points nearly always
-lie in that cell, where lookup_in is lookup to the bit; the compiled kernels gather the cell's
-eight corners once per step and evaluate the stages as pure arithmetic.
+polynomial every stage evaluates (fields.CellPolynomial, in offsets from the cell's corner). With
+the steps ending on the planes, the stage points lie in that cell up to the path's curvature and
+the 1 mm the plane search looks ahead, where the polynomial is the interpolant's smooth
+continuation; a step whose midpoint is outside the grid has B = 0 (LEFT_VOLUME), and MASKED_CELL
+is the step's cell's. The compiled kernels read the cell's eight corners once per step and
+evaluate the stages as pure arithmetic.
 """
 
 from __future__ import annotations
@@ -287,17 +288,6 @@ def propagate_reference(state, z0, z1, field, st: StepperSettings):
     return out, status, nsteps
 
 
-@dataclass(frozen=True)
-class _InCell:
-    """A map whose lookups of track t use the given cell (i[t], j[t], k[t]): grid_steps "cell"."""
-
-    field: object
-    cell: tuple
-
-    def lookup(self, x, y, z):
-        return self.field.lookup_in(*self.cell, x, y, z)
-
-
 def _take(s, idx):
     return [v[idx] for v in s]
 
@@ -371,11 +361,9 @@ def _adaptive(field, tab, st, s, z, z0, z1, kap, status, nsteps):
         shortened = h < hc[idx]
         s0 = _take(s, idx)
         f = field
-        if grid & CELL:  # the field of the cell the step's straight-line midpoint lies in
+        if grid & CELL:  # one cell's field: the cell of the step's straight-line midpoint
             half = 0.5 * (d * h)
-            f = _InCell(
-                field, field.cells(s0[0] + half * s0[2], s0[1] + half * s0[3], z[idx] + half)
-            )
+            f = field.cell_polynomial(s0[0] + half * s0[2], s0[1] + half * s0[3], z[idx] + half)
         new, err, fl = rk_step(f, tab, z[idx], s0, kap[idx], d * h)
         attempts[idx] += 1
         ex = np.abs(err[0]) / st.tolerance
