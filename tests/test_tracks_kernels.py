@@ -38,7 +38,7 @@ def synth_field(synth_path) -> FieldMap:
 
 
 def standard_tracks(n: int, seed: int = 1) -> np.ndarray:
-    """The issue's standard sample: x, y, slopes from the seed ranges, p 2-100 GeV log-uniform."""
+    """The standard sample: x, y, slopes from the seed ranges, p 2-100 GeV log-uniform."""
     rng = np.random.default_rng(seed)
     p = np.exp(rng.uniform(np.log(2000), np.log(100_000), n))
     return np.column_stack(
