@@ -308,6 +308,35 @@ def _cell_eval_v(cf, u, v, w):
 
 
 @njit(cache=True, _nrt=False, inline="always")
+def _cell_stage(i, A, CW, K, hs, s0, s1, s2, s3, zz, kap, xl, yl, zl, outside, cfx, cfy, cfz):
+    """Stage i of a "cell" step for all lanes (stepper.rk_step with fields.CellPolynomial):
+    its point from the earlier stages' derivatives in K, the cell's polynomial there (zero for
+    a step outside the grid), its derivatives into K."""
+    a0 = splat(0.0)
+    a1 = splat(0.0)
+    a2 = splat(0.0)
+    a3 = splat(0.0)
+    for j in range(i):
+        a0 = a0 + A[i, j] * vload(K, 4 * j)
+        a1 = a1 + A[i, j] * vload(K, 4 * j + 1)
+        a2 = a2 + A[i, j] * vload(K, 4 * j + 2)
+        a3 = a3 + A[i, j] * vload(K, 4 * j + 3)
+    u = (s0 + hs * a0) - xl
+    v = (s1 + hs * a1) - yl
+    w = (zz + CW[i] * hs) - zl
+    tx = s2 + hs * a2
+    ty = s3 + hs * a3
+    bx = select(outside, 0.0, _cell_eval_v(cfx, u, v, w))
+    by = select(outside, 0.0, _cell_eval_v(cfy, u, v, w))
+    bz = select(outside, 0.0, _cell_eval_v(cfz, u, v, w))
+    kn = kap * vsqrt(1.0 + tx * tx + ty * ty)
+    vstore(K, 4 * i, tx)
+    vstore(K, 4 * i + 1, ty)
+    vstore(K, 4 * i + 2, kn * (tx * ty * bx - (1.0 + tx * tx) * by + ty * bz))
+    vstore(K, 4 * i + 3, kn * ((1.0 + ty * ty) * bx - tx * ty * by - tx * bz))
+
+
+@njit(cache=True, _nrt=False, inline="always")
 def _ahead_cell_v(fmap, imap, n, off, off_inv, off_tab, ntab, a0, fine, ru, b, v, sv, eps):
     """The cell of v moved by eps the way the track moves on this axis (sv > 0 up, sv < 0 down;
     v itself where sv is 0 or NaN), as (c, ax[c], ax[c + 1], inverse spacing, plain): plain
@@ -674,29 +703,36 @@ def _make_kernel(tab: Tableau) -> Any:
                 cfy = _cell_coef_v(ca, cb, cc, cd, 1, xi, yi, zi)
                 cfz = _cell_coef_v(ca, cb, cc, cd, 2, xi, yi, zi)
                 kap = vload(LF, C_KAP)
-                for i in range(NS):
-                    a0 = splat(0.0)
-                    a1 = splat(0.0)
-                    a2 = splat(0.0)
-                    a3 = splat(0.0)
-                    for j in range(i):
-                        a0 = a0 + A[i, j] * vload(K, 4 * j)
-                        a1 = a1 + A[i, j] * vload(K, 4 * j + 1)
-                        a2 = a2 + A[i, j] * vload(K, 4 * j + 2)
-                        a3 = a3 + A[i, j] * vload(K, 4 * j + 3)
-                    u = (s0 + hs * a0) - xl
-                    v = (s1 + hs * a1) - yl
-                    w = (zz + CW[i] * hs) - zl
-                    tx = s2 + hs * a2
-                    ty = s3 + hs * a3
-                    bx = select(outside, 0.0, _cell_eval_v(cfx, u, v, w))
-                    by = select(outside, 0.0, _cell_eval_v(cfy, u, v, w))
-                    bz = select(outside, 0.0, _cell_eval_v(cfz, u, v, w))
-                    kn = kap * vsqrt(1.0 + tx * tx + ty * ty)
-                    vstore(K, 4 * i, tx)
-                    vstore(K, 4 * i + 1, ty)
-                    vstore(K, 4 * i + 2, kn * (tx * ty * bx - (1.0 + tx * tx) * by + ty * bz))
-                    vstore(K, 4 * i + 3, kn * ((1.0 + ty * ty) * bx - tx * ty * by - tx * bz))
+                # the stages one by one (a loop over them is not unrolled: its coefficients
+                # would be loads, not constants, and the zero ones not folded away)
+                if NS > 0:
+                    _cell_stage(
+                        0, A, CW, K, hs, s0, s1, s2, s3, zz, kap, xl, yl, zl, outside, cfx, cfy, cfz
+                    )  # fmt: skip
+                if NS > 1:
+                    _cell_stage(
+                        1, A, CW, K, hs, s0, s1, s2, s3, zz, kap, xl, yl, zl, outside, cfx, cfy, cfz
+                    )  # fmt: skip
+                if NS > 2:
+                    _cell_stage(
+                        2, A, CW, K, hs, s0, s1, s2, s3, zz, kap, xl, yl, zl, outside, cfx, cfy, cfz
+                    )  # fmt: skip
+                if NS > 3:
+                    _cell_stage(
+                        3, A, CW, K, hs, s0, s1, s2, s3, zz, kap, xl, yl, zl, outside, cfx, cfy, cfz
+                    )  # fmt: skip
+                if NS > 4:
+                    _cell_stage(
+                        4, A, CW, K, hs, s0, s1, s2, s3, zz, kap, xl, yl, zl, outside, cfx, cfy, cfz
+                    )  # fmt: skip
+                if NS > 5:
+                    _cell_stage(
+                        5, A, CW, K, hs, s0, s1, s2, s3, zz, kap, xl, yl, zl, outside, cfx, cfy, cfz
+                    )  # fmt: skip
+                if NS > 6:
+                    _cell_stage(
+                        6, A, CW, K, hs, s0, s1, s2, s3, zz, kap, xl, yl, zl, outside, cfx, cfy, cfz
+                    )  # fmt: skip
                 for c in range(4):
                     ab = splat(0.0)
                     ae = splat(0.0)
