@@ -586,7 +586,8 @@ def _make_kernel(tab: Tableau) -> Any:
             # (step_power is within 3 ulp of the exact power): the factor is fmax, to the bit
             eot_grow_max = -1.0
             if pgrow < 0.0 and safety > 0.0 and fmax > 0.0:
-                eot_grow_max = 0.999 * (fmax / safety) ** (1.0 / pgrow)
+                eot_grow_max = min(0.999 * (fmax / safety) ** (1.0 / pgrow), 1.0)
+            eot_small = 0.5 * eot_grow_max
             LF[C_IDX] = -1.0
             nxt = 0
             running = 0
@@ -743,24 +744,37 @@ def _make_kernel(tab: Tableau) -> Any:
                     vstore(NEW, c, vload(S, c) + hs * ab)
                     vstore(ERR, c, hs * ae)
                 # the error over the tolerance, the next step size (as the loop below)
-                ex = vabs(vload(ERR, 0)) / tol
-                ey = vabs(vload(ERR, 1)) / tol
+                # the error over the tolerance, the next step size (as the loop below). Nearly
+                # always every lane's error is far below the tolerance: when each part is below
+                # eot_small of its tolerance, with room for the rounding of the products, eot
+                # (its quotients) is below eot_grow_max and 1, so the step is accepted and grows
+                # by the most, and no quotient or power is needed for those bits
                 tolt = vload(LF, C_TOLT)
                 n2 = vload(NEW, 2)
                 n3 = vload(NEW, 3)
-                etx = vabs(vload(ERR, 2)) / (tolt + rel * vabs(n2 - s2))
-                ety = vabs(vload(ERR, 3)) / (tolt + rel * vabs(n3 - s3))
-                eot = vmax(vmax(ex, ey), vmax(etx, ety))
-                if many(vgt(eot, eot_grow_max)):
-                    big = vgt(eot, 1.0)
-                    scale = safety * vpow(eot, select(big, pshrink, pgrow))
-                    factor = select(big, vmax(fmin, scale), vmin(fmax, scale))
-                    factor = select(mor(big, vgt(eot, 0.0)), factor, fmax)
-                else:  # every lane grows by the most (~99 % of the steps): no power needed
+                e0 = vabs(vload(ERR, 0))
+                e1 = vabs(vload(ERR, 1))
+                e2 = vabs(vload(ERR, 2))
+                e3 = vabs(vload(ERR, 3))
+                dtx = tolt + rel * vabs(n2 - s2)
+                dty = tolt + rel * vabs(n3 - s3)
+                small = mand(vle(e0, eot_small * tol), vle(e1, eot_small * tol))
+                small = mand(small, mand(vle(e2, eot_small * dtx), vle(e3, eot_small * dty)))
+                if not many(mnot(mor(small, mnot(act)))):
                     factor = splat(fmax)
+                    acc = act
+                else:
+                    eot = vmax(vmax(e0 / tol, e1 / tol), vmax(e2 / dtx, e3 / dty))
+                    if many(vgt(eot, eot_grow_max)):
+                        big = vgt(eot, 1.0)
+                        scale = safety * vpow(eot, select(big, pshrink, pgrow))
+                        factor = select(big, vmax(fmin, scale), vmin(fmax, scale))
+                        factor = select(mor(big, vgt(eot, 0.0)), factor, fmax)
+                    else:  # every lane grows by the most: no power needed
+                        factor = splat(fmax)
+                    acc = mand(act, mor(vle(eot, 1.0), vle(h, hmin)))
                 hnew = vmin(vmax(h * factor, hmin), hmax)
                 # accept or reject, all lanes at once
-                acc = mand(act, mor(vle(eot, 1.0), vle(h, hmin)))
                 vstore(LF, C_ATT, vload(LF, C_ATT) + select(act, 1.0, 0.0))
                 hc_acc = select(short, vmax(hc, hnew), hnew)
                 vstore(LF, C_HC, select(act, select(acc, hc_acc, hnew), hc))
