@@ -128,6 +128,10 @@ def _axis_table(a: np.ndarray) -> tuple[np.ndarray, float]:
     return idx.astype(np.int32), 1.0 / fine
 
 
+#: mm: grid_steps "cell" rejects a step whose stage points lie further outside its cell
+CELL_MARGIN = 0.25
+
+
 @dataclass(frozen=True)
 class CellPolynomial:
     """One grid cell's trilinear interpolant per track, as a polynomial in the offsets
@@ -136,20 +140,26 @@ class CellPolynomial:
         B = ((c0 + cz w) + (cy + cyz w) v) + ((cx + cxz w) + (cxy + cxyz w) v) u
 
     (each component; coefficients from the eight corners, FieldMap.cell_polynomial): the
-    interpolant to rounding inside the cell, its smooth continuation just outside. ``inside``:
+    interpolant to rounding inside the cell, its smooth continuation just outside; ``width``
+    the cell's edge lengths (mm). ``inside``:
     False where the step is outside the grid (B = 0, LEFT_VOLUME in ``flags``); ``flags`` also
     has MASKED_CELL for a masked cell. The compiled kernels evaluate it in this order."""
 
     origin: tuple
+    width: tuple
     coef: list
     inside: np.ndarray
     flags: np.ndarray
+    #: set where a point looked up was more than CELL_MARGIN outside the cell (lookup sets it)
+    strayed: np.ndarray
 
     def lookup(self, x: np.ndarray, y: np.ndarray, z: np.ndarray):
         """(Bx, By, Bz, flags) at points (mm), one per track."""
         u = x - self.origin[0]
         v = y - self.origin[1]
         w = z - self.origin[2]
+        for o, wd in zip((u, v, w), self.width):
+            self.strayed[(o < -CELL_MARGIN) | (o > wd + CELL_MARGIN)] = True
         out = []
         for c0, cz, cy, cyz, cx, cxz, cxy, cxyz in self.coef:
             b = ((c0 + cz * w) + (cy + cyz * w) * v) + ((cx + cxz * w) + (cxy + cxyz * w) * v) * u
@@ -249,13 +259,14 @@ class FieldMap:
         x, y, z = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (x, y, z)))
         a = self._arrays
         inside = np.ones(x.shape, bool)
-        cell, origin, inv = [], [], []
+        cell, origin, width, inv = [], [], [], []
         for name, v in zip("xyz", (x, y, z)):
             ax = a[name]
             inside &= (v >= ax[0]) & (v <= ax[-1])
             c = np.clip(np.searchsorted(ax, v, side="right") - 1, 0, len(ax) - 2)
             cell.append(c)
             origin.append(ax[c])
+            width.append(ax[c + 1] - ax[c])
             inv.append(a["inv" + name][c])
         i, j, k = cell
         xi, yi, zi = inv
@@ -282,7 +293,8 @@ class FieldMap:
         flags = np.where(inside, 0, LEFT_VOLUME).astype(np.uint8)
         if self.mask is not None:
             flags |= np.where(inside & (a["mask"][i, j, k] != 0), MASKED_CELL, 0).astype(np.uint8)
-        return CellPolynomial(tuple(origin), coef, inside, flags)
+        strayed = np.zeros(x.shape, bool)
+        return CellPolynomial(tuple(origin), tuple(width), coef, inside, flags, strayed)
 
     def __call__(self, x: Any, y: Any, z: Any, xp: Any) -> tuple[Any, Any, Any]:
         if xp is not np:

@@ -20,6 +20,7 @@ import numpy as np
 from hpcgen.generators.tracks import fields, rk4, simd, stepper
 from hpcgen.generators.tracks.fields import (
     ABORTED,
+    CELL_MARGIN,
     IM_N,
     IM_NTAB,
     IM_OFF_AX,
@@ -63,7 +64,7 @@ from hpcgen.generators.tracks.simd import (
     vtrunc,
     zpair,
 )
-from hpcgen.generators.tracks.stepper import CELL, EPS_XY, EPS_Z
+from hpcgen.generators.tracks.stepper import CELL, EPS_CELL, EPS_XY, EPS_Z
 from hpcgen.generators.tracks.tableaus import TABLEAUS, Tableau
 from hpcgen.kernel_cache import njit
 
@@ -308,10 +309,12 @@ def _cell_eval_v(cf, u, v, w):
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def _cell_stage(i, A, CW, K, hs, s0, s1, s2, s3, zz, kap, xl, yl, zl, outside, cfx, cfy, cfz):
+def _cell_stage(i, A, CW, K, hs, s0, s1, s2, s3, zz, kap, org, top, outside, cfx, cfy, cfz):
     """Stage i of a "cell" step for all lanes (stepper.rk_step with fields.CellPolynomial):
     its point from the earlier stages' derivatives in K, the cell's polynomial there (zero for
-    a step outside the grid), its derivatives into K."""
+    a step outside the grid), its derivatives into K. Returns the lanes whose point lies more
+    than CELL_MARGIN outside the cell (org: its corner; top: its widths + CELL_MARGIN)."""
+    xl, yl, zl = org
     a0 = splat(0.0)
     a1 = splat(0.0)
     a2 = splat(0.0)
@@ -334,6 +337,9 @@ def _cell_stage(i, A, CW, K, hs, s0, s1, s2, s3, zz, kap, xl, yl, zl, outside, c
     vstore(K, 4 * i + 1, ty)
     vstore(K, 4 * i + 2, kn * (tx * ty * bx - (1.0 + tx * tx) * by + ty * bz))
     vstore(K, 4 * i + 3, kn * ((1.0 + ty * ty) * bx - tx * ty * by - tx * bz))
+    far = mor(vlt(u, -CELL_MARGIN), vgt(u, top[0]))
+    far = mor(far, mor(vlt(v, -CELL_MARGIN), vgt(v, top[1])))
+    return mor(far, mor(vlt(w, -CELL_MARGIN), vgt(w, top[2])))
 
 
 @njit(cache=True, _nrt=False, inline="always")
@@ -357,7 +363,7 @@ def _ahead_cell_v(fmap, imap, n, off, off_inv, off_tab, ntab, a0, fine, ru, b, v
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def _plane_distance_v(fmap, imap, gi, gf, ru, mode, x, y, z, tx, ty, direction):
+def _plane_distance_v(fmap, imap, gi, gf, ru, mode, x, y, z, tx, ty, direction, eps_xy):
     """stepper.plane_distance for all lanes, to the bit (inf where no plane is ahead, NaN where
     a coordinate is NaN and a plane is sought below it, as numpy's minimum)."""
     d = splat(np.inf)
@@ -370,12 +376,12 @@ def _plane_distance_v(fmap, imap, gi, gf, ru, mode, x, y, z, tx, ty, direction):
     if mode & 2:
         sv = tx * direction
         ok, node = _next_node_v(
-            fmap, imap, gi[0], gi[4], gi[7], gi[10], gi[13], gf[0], gf[1], ru, 0, x, sv, EPS_XY
+            fmap, imap, gi[0], gi[4], gi[7], gi[10], gi[13], gf[0], gf[1], ru, 0, x, sv, eps_xy
         )  # fmt: skip
         d = vminimum(d, select(ok, (node - x) / sv, np.inf))
         sv = ty * direction
         ok, node = _next_node_v(
-            fmap, imap, gi[1], gi[5], gi[8], gi[11], gi[14], gf[2], gf[3], ru, 8, y, sv, EPS_XY
+            fmap, imap, gi[1], gi[5], gi[8], gi[11], gi[14], gf[2], gf[3], ru, 8, y, sv, eps_xy
         )  # fmt: skip
         d = vminimum(d, select(ok, (node - y) / sv, np.inf))
     return d
@@ -412,7 +418,7 @@ def _plane_distance(fmap, gi, mode, x, y, z, tx, ty, direction):
                 kk = _lower_bound(fmap, off, n, v - EPS_XY) - 1
                 if kk >= 0:
                     dd = (fmap[off + kk] - v) / sv
-            if not d <= dd:  # np.minimum (the reference, CUDA): a NaN distance wins
+            if d == d and not d <= dd:  # np.minimum (the reference): a NaN, once there, stays
                 d = dd
     return d
 
@@ -642,18 +648,20 @@ def _make_kernel(tab: Tableau) -> Any:
                 svy = s3 * dirv
                 qi, qxl, qxr, qxi, px_ = _ahead_cell_v(
                     fmap, imap, nx, gi[4], gi[7], gi[10], gi[13], gf[0], gf[1], ru, 0, s0, svx,
-                    EPS_XY,
+                    EPS_CELL,
                 )  # fmt: skip
                 qj, qyl, qyr, qyi, py_ = _ahead_cell_v(
                     fmap, imap, ny, gi[5], gi[8], gi[11], gi[14], gf[2], gf[3], ru, 8, s1, svy,
-                    EPS_XY,
+                    EPS_CELL,
                 )  # fmt: skip
                 qk, qzl, qzr, qzi, pz_ = _ahead_cell_v(
                     fmap, imap, nz, gi[6], gi[9], gi[12], gi[15], gf[4], gf[5], ru, 16, zz, dirv,
                     EPS_Z,
                 )  # fmt: skip
                 if many(mnot(mand(mand(px_, py_), pz_))):
-                    dp = _plane_distance_v(fmap, imap, gi, gf, ru, grid, s0, s1, zz, s2, s3, dirv)
+                    dp = _plane_distance_v(
+                        fmap, imap, gi, gf, ru, grid, s0, s1, zz, s2, s3, dirv, EPS_CELL
+                    )  # fmt: skip
                 else:
                     dp = select(vgt(dirv, 0.0), qzr - zz, zz - qzl)
                     ddx = select(vgt(svx, 0.0), (qxr - s0) / svx, (qxl - s0) / svx)
@@ -670,19 +678,19 @@ def _make_kernel(tab: Tableau) -> Any:
                 mx = s0 + half * s2
                 my = s1 + half * s3
                 mz = zz + half
-                ci, xl, xi = qi, qxl, qxi
+                ci, xl, xr, xi = qi, qxl, qxr, qxi
                 if many(mnot(mand(vge(mx, qxl), vlt(mx, qxr)))):
-                    ci, xl, _, xi = _axis_cell_lr_v(
+                    ci, xl, xr, xi = _axis_cell_lr_v(
                         fmap, imap, nx, gi[4], gi[7], gi[10], gi[13], gf[0], gf[1], ru, 0, mx
                     )  # fmt: skip
-                cj, yl, yi = qj, qyl, qyi
+                cj, yl, yr, yi = qj, qyl, qyr, qyi
                 if many(mnot(mand(vge(my, qyl), vlt(my, qyr)))):
-                    cj, yl, _, yi = _axis_cell_lr_v(
+                    cj, yl, yr, yi = _axis_cell_lr_v(
                         fmap, imap, ny, gi[5], gi[8], gi[11], gi[14], gf[2], gf[3], ru, 8, my
                     )  # fmt: skip
-                ck, zl, zi = qk, qzl, qzi
+                ck, zl, zr, zi = qk, qzl, qzr, qzi
                 if many(mnot(mand(vge(mz, qzl), vlt(mz, qzr)))):
-                    ck, zl, _, zi = _axis_cell_lr_v(
+                    ck, zl, zr, zi = _axis_cell_lr_v(
                         fmap, imap, nz, gi[6], gi[9], gi[12], gi[15], gf[4], gf[5], ru, 16, mz
                     )  # fmt: skip
                 p = gi[3] + ci * sx + cj * sy + ck * 3.0
@@ -704,36 +712,46 @@ def _make_kernel(tab: Tableau) -> Any:
                 cfy = _cell_coef_v(ca, cb, cc, cd, 1, xi, yi, zi)
                 cfz = _cell_coef_v(ca, cb, cc, cd, 2, xi, yi, zi)
                 kap = vload(LF, C_KAP)
+                org = (xl, yl, zl)
+                top = ((xr - xl) + CELL_MARGIN, (yr - yl) + CELL_MARGIN, (zr - zl) + CELL_MARGIN)
+                far = vgt(splat(0.0), 0.0)
                 # the stages one by one (a loop over them is not unrolled: its coefficients
                 # would be loads, not constants, and the zero ones not folded away)
                 if NS > 0:
-                    _cell_stage(
-                        0, A, CW, K, hs, s0, s1, s2, s3, zz, kap, xl, yl, zl, outside, cfx, cfy, cfz
-                    )  # fmt: skip
+                    far = mor(far, _cell_stage(
+                        0, A, CW, K, hs, s0, s1, s2, s3, zz, kap, org, top, outside, cfx, cfy,
+                        cfz,
+                    ))  # fmt: skip
                 if NS > 1:
-                    _cell_stage(
-                        1, A, CW, K, hs, s0, s1, s2, s3, zz, kap, xl, yl, zl, outside, cfx, cfy, cfz
-                    )  # fmt: skip
+                    far = mor(far, _cell_stage(
+                        1, A, CW, K, hs, s0, s1, s2, s3, zz, kap, org, top, outside, cfx, cfy,
+                        cfz,
+                    ))  # fmt: skip
                 if NS > 2:
-                    _cell_stage(
-                        2, A, CW, K, hs, s0, s1, s2, s3, zz, kap, xl, yl, zl, outside, cfx, cfy, cfz
-                    )  # fmt: skip
+                    far = mor(far, _cell_stage(
+                        2, A, CW, K, hs, s0, s1, s2, s3, zz, kap, org, top, outside, cfx, cfy,
+                        cfz,
+                    ))  # fmt: skip
                 if NS > 3:
-                    _cell_stage(
-                        3, A, CW, K, hs, s0, s1, s2, s3, zz, kap, xl, yl, zl, outside, cfx, cfy, cfz
-                    )  # fmt: skip
+                    far = mor(far, _cell_stage(
+                        3, A, CW, K, hs, s0, s1, s2, s3, zz, kap, org, top, outside, cfx, cfy,
+                        cfz,
+                    ))  # fmt: skip
                 if NS > 4:
-                    _cell_stage(
-                        4, A, CW, K, hs, s0, s1, s2, s3, zz, kap, xl, yl, zl, outside, cfx, cfy, cfz
-                    )  # fmt: skip
+                    far = mor(far, _cell_stage(
+                        4, A, CW, K, hs, s0, s1, s2, s3, zz, kap, org, top, outside, cfx, cfy,
+                        cfz,
+                    ))  # fmt: skip
                 if NS > 5:
-                    _cell_stage(
-                        5, A, CW, K, hs, s0, s1, s2, s3, zz, kap, xl, yl, zl, outside, cfx, cfy, cfz
-                    )  # fmt: skip
+                    far = mor(far, _cell_stage(
+                        5, A, CW, K, hs, s0, s1, s2, s3, zz, kap, org, top, outside, cfx, cfy,
+                        cfz,
+                    ))  # fmt: skip
                 if NS > 6:
-                    _cell_stage(
-                        6, A, CW, K, hs, s0, s1, s2, s3, zz, kap, xl, yl, zl, outside, cfx, cfy, cfz
-                    )  # fmt: skip
+                    far = mor(far, _cell_stage(
+                        6, A, CW, K, hs, s0, s1, s2, s3, zz, kap, org, top, outside, cfx, cfy,
+                        cfz,
+                    ))  # fmt: skip
                 for c in range(4):
                     ab = splat(0.0)
                     ae = splat(0.0)
@@ -760,9 +778,11 @@ def _make_kernel(tab: Tableau) -> Any:
                 dty = tolt + rel * vabs(n3 - s3)
                 small = mand(vle(e0, eot_small * tol), vle(e1, eot_small * tol))
                 small = mand(small, mand(vle(e2, eot_small * dtx), vle(e3, eot_small * dty)))
+                # a step whose stage points strayed from its (inside) cell is retried shorter
+                stray = mand(far, mnot(outside))
                 if not many(mnot(mor(small, mnot(act)))):
                     factor = splat(fmax)
-                    acc = act
+                    acc = mand(act, mor(mnot(stray), vle(h, hmin)))
                 else:
                     eot = vmax(vmax(e0 / tol, e1 / tol), vmax(e2 / dtx, e3 / dty))
                     if many(vgt(eot, eot_grow_max)):
@@ -772,12 +792,13 @@ def _make_kernel(tab: Tableau) -> Any:
                         factor = select(mor(big, vgt(eot, 0.0)), factor, fmax)
                     else:  # every lane grows by the most: no power needed
                         factor = splat(fmax)
-                    acc = mand(act, mor(vle(eot, 1.0), vle(h, hmin)))
+                    acc = mand(act, mor(mand(vle(eot, 1.0), mnot(stray)), vle(h, hmin)))
                 hnew = vmin(vmax(h * factor, hmin), hmax)
                 # accept or reject, all lanes at once
                 vstore(LF, C_ATT, vload(LF, C_ATT) + select(act, 1.0, 0.0))
                 hc_acc = select(short, vmax(hc, hnew), hnew)
-                vstore(LF, C_HC, select(act, select(acc, hc_acc, hnew), hc))
+                hc_rej = select(stray, vmin(hnew, 0.5 * h), hnew)
+                vstore(LF, C_HC, select(act, select(acc, hc_acc, hc_rej), hc))
                 for c in range(4):
                     vstore(S, c, select(acc, vload(NEW, c), vload(S, c)))
                 vstore(LF, C_Z, select(acc, select(last, vload(LF, C_ZE), zz + hs), zz))
@@ -980,7 +1001,8 @@ def _make_kernel(tab: Tableau) -> Any:
                     LF[F_Z, ln] = LF[F_ZE, ln] if last else LF[F_Z, ln] + LF[F_HS, ln]
                     LI[I_ST, ln] |= FLAGS[ln]
                     LI[I_NST, ln] += 1
-                    if max(abs(S[2, ln]), abs(S[3, ln])) > max_slope:
+                    sx2, sx3 = S[2, ln], S[3, ln]  # numpy maximum: a NaN slope is not steep
+                    if sx2 == sx2 and sx3 == sx3 and max(abs(sx2), abs(sx3)) > max_slope:
                         LI[I_ST, ln] |= SLOPE
                         LI[I_DONE, ln] = 1
                     elif last:
