@@ -65,6 +65,9 @@ def main() -> None:
     ap.add_argument("--field", choices=("map", "gauss"), default="map")
     ap.add_argument("--n", type=int, default=200_000, help="standard tracks per run")
     ap.add_argument("--reps", type=int, default=7, help="runs of each kernel, alternating")
+    ap.add_argument(
+        "--grid-steps", default="off", help="the map's grid_steps (off, z, xy, xyz, cell)"
+    )
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         base = base_kernel(a.base, Path(d))
@@ -74,7 +77,7 @@ def main() -> None:
             fm.write_text(path, grid)
             fm.prime_cache(path, grid)
             field = FieldMap(fm.load_map(path))
-            st = StepperSettings(grid_steps="off")
+            st = StepperSettings(grid_steps=a.grid_steps)
         else:
             field, st = GAUSS, StepperSettings()
         state, z0, z1 = standard_tracks(a.n)
@@ -96,7 +99,8 @@ def main() -> None:
             f"{k:16s} best {a.n / best[k]:>11,.0f} tracks/s/core  median "
             f"{a.n / float(np.median(v)):>11,.0f}  x{best[kb] / best[k]:.2f}"
         )
-    print(f"{a.field}, {a.n} tracks, {a.reps} runs each; same bits: {same}")
+    mode = f" grid_steps={a.grid_steps}" if a.field == "map" else ""
+    print(f"{a.field}{mode}, {a.n} tracks, {a.reps} runs each; same bits: {same}")
 
 
 if __name__ == "__main__":

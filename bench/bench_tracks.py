@@ -1,6 +1,6 @@
 """Benchmark of the tracks kernels on one core, accuracy against references, and the 10M run.
 
-The standard case (issue 3): z 3000 -> 9000 mm, x, y, slopes from the seed ranges, p 2-100 GeV
+The standard case: z 3000 -> 9000 mm, x, y, slopes from the seed ranges, p 2-100 GeV
 log-uniform, both charges, adaptive Cash-Karp with LHCb's defaults (1 um per step). Everything in
 one run, so the ratios compare like with like on the same (shared, loaded) machine:
 

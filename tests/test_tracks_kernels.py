@@ -38,7 +38,7 @@ def synth_field(synth_path) -> FieldMap:
 
 
 def standard_tracks(n: int, seed: int = 1) -> np.ndarray:
-    """The issue's standard sample: x, y, slopes from the seed ranges, p 2-100 GeV log-uniform."""
+    """The standard sample: x, y, slopes from the seed ranges, p 2-100 GeV log-uniform."""
     rng = np.random.default_rng(seed)
     p = np.exp(rng.uniform(np.log(2000), np.log(100_000), n))
     return np.column_stack(
@@ -65,7 +65,7 @@ def _compare(field, settings, n=150, seed=1, dz=(3000.0, 9000.0)):
 @pytest.mark.parametrize(
     "scheme, grid_steps",
     [("rk4", "off"), ("cashkarp", "off"), ("cashkarp", "z"), ("cashkarp", "xy"),
-     ("cashkarp", "xyz"), ("dopri5", "off"), ("bs32", "off")],
+     ("cashkarp", "xyz"), ("cashkarp", "cell"), ("dopri5", "off"), ("bs32", "off")],
 )  # fmt: skip
 def test_numba_equals_the_reference_through_the_map(synth_field, scheme, grid_steps):
     st = StepperSettings(scheme=scheme, grid_steps=grid_steps, step=25.0)
@@ -195,13 +195,14 @@ def test_grid_aware_steps_reach_1_um_through_the_map(synth_field):
         state, z0, z1
     )
     err = {}
-    for mode in ("off", "xyz"):
+    for mode in ("off", "xyz", "cell"):
         y, s, _ = Propagator(synth_field, StepperSettings(grid_steps=mode), "numba")(state, z0, z1)
         ok = (s == 0) & (s_ref == 0)
         assert ok.sum() > 25
         err[mode] = np.abs(y[ok, :2] - ref[ok, :2]).max()
     assert err["off"] > 0.01
     assert err["xyz"] < 1e-3
+    assert err["cell"] < 1e-3
 
 
 def test_the_synthetic_text_reads_back_to_the_grid_in_memory(synth_path):
@@ -274,7 +275,7 @@ def run_host(fn, field, settings, state, z0, z1):
 def test_cuda_source_run_on_the_host_equals_numba(host_kernel, synth_field, scheme):
     fields = [synth_field, GaussianDipole(-1.0182, 5007.0, 1744.0), UniformField(0.1, -1.0, 0.2)]
     for field in fields:
-        for grid_steps in ("off", "z", "xy", "xyz") if field is synth_field else ("off",):
+        for grid_steps in ("off", "z", "xy", "xyz", "cell") if field is synth_field else ("off",):
             st = StepperSettings(scheme=scheme, grid_steps=grid_steps, step=25.0)
             state = standard_tracks(200, seed=3)
             state[7, 0] = np.nan  # a NaN coordinate: outside the map in both (B = 0)

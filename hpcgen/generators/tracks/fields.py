@@ -128,6 +128,45 @@ def _axis_table(a: np.ndarray) -> tuple[np.ndarray, float]:
     return idx.astype(np.int32), 1.0 / fine
 
 
+#: mm: grid_steps "cell" rejects a step whose stage points lie further outside its cell
+CELL_MARGIN = 0.25
+
+
+@dataclass(frozen=True)
+class CellPolynomial:
+    """One grid cell's trilinear interpolant per track, as a polynomial in the offsets
+    (u, v, w) = (x, y, z) - the cell's lower corner (mm):
+
+        B = ((c0 + cz w) + (cy + cyz w) v) + ((cx + cxz w) + (cxy + cxyz w) v) u
+
+    (each component; coefficients from the eight corners, FieldMap.cell_polynomial): the
+    interpolant to rounding inside the cell, its smooth continuation just outside; ``width``
+    the cell's edge lengths (mm). ``inside``:
+    False where the step is outside the grid (B = 0, LEFT_VOLUME in ``flags``); ``flags`` also
+    has MASKED_CELL for a masked cell. The compiled kernels evaluate it in this order."""
+
+    origin: tuple
+    width: tuple
+    coef: list
+    inside: np.ndarray
+    flags: np.ndarray
+    #: set where a point looked up was more than CELL_MARGIN outside the cell (lookup sets it)
+    strayed: np.ndarray
+
+    def lookup(self, x: np.ndarray, y: np.ndarray, z: np.ndarray):
+        """(Bx, By, Bz, flags) at points (mm), one per track."""
+        u = x - self.origin[0]
+        v = y - self.origin[1]
+        w = z - self.origin[2]
+        for o, wd in zip((u, v, w), self.width):
+            self.strayed[(o < -CELL_MARGIN) | (o > wd + CELL_MARGIN)] = True
+        out = []
+        for c0, cz, cy, cyz, cx, cxz, cxy, cxyz in self.coef:
+            b = ((c0 + cz * w) + (cy + cyz * w) * v) + ((cx + cxz * w) + (cxy + cxyz * w) * v) * u
+            out.append(np.where(self.inside, b, 0.0))
+        return out[0], out[1], out[2], self.flags
+
+
 @dataclass(frozen=True, eq=False)
 class FieldMap:
     """Trilinear interpolation on a grid (LHCb MagneticFieldGrid::fieldVectorLinearInterpolation):
@@ -166,38 +205,23 @@ class FieldMap:
         return self.grid.sha256
 
     # --- the definition ------------------------------------------------------------------------
-    def cells(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, ...]:
-        """(i, j, k): the grid cell of each point (mm), ax[i] <= v < ax[i + 1] (numpy
-        searchsorted, side "right"), clamped to the cells [0, n - 2]: a point outside gets the
-        nearest edge cell, NaN the last."""
-        out = []
-        for name, v in zip("xyz", (x, y, z)):
-            ax = self._arrays[name]
-            out.append(np.clip(np.searchsorted(ax, v, side="right") - 1, 0, len(ax) - 2))
-        return tuple(out)
+    def _cell(self, name: str, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(cell index, fraction t in [0, 1], inside) for coordinates v along one axis."""
+        ax = self._arrays[name]
+        inside = (v >= ax[0]) & (v <= ax[-1])
+        i = np.clip(np.searchsorted(ax, v, side="right") - 1, 0, len(ax) - 2)
+        t = (v - ax[i]) * self._arrays["inv" + name][i]
+        return i, t, inside
 
     def lookup(self, x: np.ndarray, y: np.ndarray, z: np.ndarray):
         """(Bx, By, Bz, flags) at points (mm): flags has LEFT_VOLUME outside the grid (B = 0 there)
         and MASKED_CELL in masked cells. The compiled kernels reproduce this to the last bit."""
         x, y, z = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (x, y, z)))
-        return self.lookup_in(*self.cells(x, y, z), x, y, z)
-
-    def lookup_in(self, i: np.ndarray, j: np.ndarray, k: np.ndarray, x, y, z):
-        """lookup's interpolation in given cells (i, j, k) instead of each point's own, for
-        grid_steps "cell": the fractions (v - ax[i]) / (ax[i + 1] - ax[i]) may lie outside
-        [0, 1] (the cell's trilinear polynomial, extrapolated). Outside the grid B = 0 and
-        LEFT_VOLUME, as lookup; MASKED_CELL where the given cell is masked. Given each point's
-        own cell (``cells``) it is lookup, bit for bit."""
-        x, y, z = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (x, y, z)))
-        a = self._arrays
-        inside = np.ones(x.shape, bool)
-        frac = []
-        for name, v, c in zip("xyz", (x, y, z), (i, j, k)):
-            ax = a[name]
-            inside &= (v >= ax[0]) & (v <= ax[-1])
-            frac.append((v - ax[c]) * a["inv" + name][c])
-        tx, ty, tz = frac
-        B = a["B"]  # float32 values; the arithmetic below is float64
+        i, tx, inx = self._cell("x", x)
+        j, ty, iny = self._cell("y", y)
+        k, tz, inz = self._cell("z", z)
+        inside = inx & iny & inz
+        B = self._arrays["B"]  # float32 values; the arithmetic below is float64
         out = []
         for c in range(3):
             b = [
@@ -222,9 +246,55 @@ class FieldMap:
             out.append(np.where(inside, c0 * (1.0 - tx) + c1 * tx, 0.0))
         flags = np.where(inside, 0, LEFT_VOLUME).astype(np.uint8)
         if self.mask is not None:
-            masked = inside & (a["mask"][i, j, k] != 0)
+            masked = inside & (self._arrays["mask"][i, j, k] != 0)
             flags |= np.where(masked, MASKED_CELL, 0).astype(np.uint8)
         return out[0], out[1], out[2], flags
+
+    # --- grid_steps "cell": one cell's polynomial per step -------------------------------------
+    def cell_polynomial(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> CellPolynomial:
+        """The field of one integration step per track (grid_steps "cell"): the trilinear
+        polynomial of the cell that holds the step's straight-line midpoint (x, y, z) (mm; the
+        cell as lookup finds it, clamped to the grid), or B = 0 where that point is outside the
+        grid (a step the planes have already ended at the grid's faces)."""
+        x, y, z = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (x, y, z)))
+        a = self._arrays
+        inside = np.ones(x.shape, bool)
+        cell, origin, width, inv = [], [], [], []
+        for name, v in zip("xyz", (x, y, z)):
+            ax = a[name]
+            inside &= (v >= ax[0]) & (v <= ax[-1])
+            c = np.clip(np.searchsorted(ax, v, side="right") - 1, 0, len(ax) - 2)
+            cell.append(c)
+            origin.append(ax[c])
+            width.append(ax[c + 1] - ax[c])
+            inv.append(a["inv" + name][c])
+        i, j, k = cell
+        xi, yi, zi = inv
+        B = a["B"]  # float32 values; the arithmetic below is float64
+        coef = []
+        for m in range(3):
+            e00, e01, e10, e11 = (
+                B[i + di, j + dj, k, m].astype(np.float64)
+                for di, dj in ((0, 0), (0, 1), (1, 0), (1, 1))
+            )
+            e00z, e01z, e10z, e11z = (
+                (B[i + di, j + dj, k + 1, m].astype(np.float64) - e) * zi
+                for (di, dj), e in zip(((0, 0), (0, 1), (1, 0), (1, 1)), (e00, e01, e10, e11))
+            )
+            f0y = (e01 - e00) * yi
+            f0yz = (e01z - e00z) * yi
+            f1y = (e11 - e10) * yi
+            f1yz = (e11z - e10z) * yi
+            cx = (e10 - e00) * xi
+            cxz = (e10z - e00z) * xi
+            cxy = (f1y - f0y) * xi
+            cxyz = (f1yz - f0yz) * xi
+            coef.append((e00, e00z, f0y, f0yz, cx, cxz, cxy, cxyz))
+        flags = np.where(inside, 0, LEFT_VOLUME).astype(np.uint8)
+        if self.mask is not None:
+            flags |= np.where(inside & (a["mask"][i, j, k] != 0), MASKED_CELL, 0).astype(np.uint8)
+        strayed = np.zeros(x.shape, bool)
+        return CellPolynomial(tuple(origin), tuple(width), coef, inside, flags, strayed)
 
     def __call__(self, x: Any, y: Any, z: Any, xp: Any) -> tuple[Any, Any, Any]:
         if xp is not np:

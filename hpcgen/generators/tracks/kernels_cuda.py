@@ -24,6 +24,8 @@ CUDA_SOURCE = r"""
 #define C_LIGHT 0.299792458
 #define EPS_Z 1e-6
 #define EPS_XY 1.0
+#define EPS_CELL 0.1
+#define CELL_MARGIN 0.25
 #ifndef INFINITY
 #define INFINITY __longlong_as_double(0x7ff0000000000000LL)
 #endif
@@ -115,9 +117,87 @@ __device__ int field(const FieldArgs& f, double x, double y, double z, double* b
     return flag;
 }
 
-__device__ int rk_step(const FieldArgs& f, const double* A, const double* bw, const double* ew,
-                       const double* cw, int ns, double z, const double* s, double kap, double h,
-                       double k[7][4], double* nw, double* err) {
+// grid_steps "cell": the trilinear polynomial of one cell for a whole step (fields.CellPolynomial,
+// FieldMap.cell_polynomial: the same operations in the same order)
+struct CellPoly {
+    double org[3];
+    double top[3];   // the cell's widths + CELL_MARGIN
+    double c[3][8];  // per component: c0, cz, cy, cyz, cx, cxz, cxy, cxyz
+    bool inside;
+    bool strayed;    // a point looked up lay more than CELL_MARGIN outside the cell
+    int flags;
+};
+
+// the cell of v on axis a as numpy's searchsorted (side "right") - 1, clamped to [0, n - 2]
+__device__ int clamped_cell(const FieldArgs& f, int a, double v) {
+    int n = f.imap[IM_N + a], off = f.imap[IM_OFF_AX + a];
+    if (!(v >= f.fmap[off])) return v < f.fmap[off] ? 0 : n - 2;  // below: 0; NaN: the last
+    if (!(v < f.fmap[off + n - 1])) return n - 2;
+    double t;
+    return axis_cell(f, a, v, &t);
+}
+
+__device__ void cell_polynomial(const FieldArgs& f, double x, double y, double z, CellPoly* cp) {
+    const double* fm = f.fmap;
+    const int* im = f.imap;
+    int ny = im[IM_N + 1], nz = im[IM_N + 2];
+    double v[3] = {x, y, z}, inv[3];
+    int cell[3];
+    cp->inside = true;
+    for (int a = 0; a < 3; ++a) {
+        int n = im[IM_N + a], off = im[IM_OFF_AX + a];
+        cp->inside = cp->inside && v[a] >= fm[off] && v[a] <= fm[off + n - 1];
+        cell[a] = clamped_cell(f, a, v[a]);
+        cp->org[a] = fm[off + cell[a]];
+        cp->top[a] = (fm[off + cell[a] + 1] - fm[off + cell[a]]) + CELL_MARGIN;
+        inv[a] = fm[im[IM_OFF_INV + a] + cell[a]];
+    }
+    int i = cell[0], j = cell[1], k = cell[2];
+    long sy = (long)nz * 3, sx = (long)ny * sy;
+    long p00 = im[IM_OFF_B] + i * sx + j * sy + (long)k * 3;
+    const float* bm = f.bmap;
+    for (int m = 0; m < 3; ++m) {
+        long p = p00 + m;
+        double e00 = (double)bm[p], e01 = (double)bm[p + sy];
+        double e10 = (double)bm[p + sx], e11 = (double)bm[p + sx + sy];
+        double e00z = ((double)bm[p + 3] - e00) * inv[2];
+        double e01z = ((double)bm[p + sy + 3] - e01) * inv[2];
+        double e10z = ((double)bm[p + sx + 3] - e10) * inv[2];
+        double e11z = ((double)bm[p + sx + sy + 3] - e11) * inv[2];
+        double f0y = (e01 - e00) * inv[1];
+        double f0yz = (e01z - e00z) * inv[1];
+        double f1y = (e11 - e10) * inv[1];
+        double f1yz = (e11z - e10z) * inv[1];
+        double* c = cp->c[m];
+        c[0] = e00; c[1] = e00z; c[2] = f0y; c[3] = f0yz;
+        c[4] = (e10 - e00) * inv[0];
+        c[5] = (e10z - e00z) * inv[0];
+        c[6] = (f1y - f0y) * inv[0];
+        c[7] = (f1yz - f0yz) * inv[0];
+    }
+    cp->strayed = false;
+    cp->flags = cp->inside ? 0 : LEFT_VOLUME;
+    if (cp->inside && f.fpar[0] != 0.0 && f.mask[((long)i * (ny - 1) + j) * (nz - 1) + k] != 0)
+        cp->flags = MASKED_CELL;
+}
+
+__device__ int cell_field(CellPoly* cp, double x, double y, double z, double* b) {
+    double u = x - cp->org[0], v = y - cp->org[1], w = z - cp->org[2];
+    if (u < -CELL_MARGIN || u > cp->top[0] || v < -CELL_MARGIN || v > cp->top[1] ||
+        w < -CELL_MARGIN || w > cp->top[2])
+        cp->strayed = true;
+    for (int m = 0; m < 3; ++m) {
+        const double* c = cp->c[m];
+        double val = ((c[0] + c[1] * w) + (c[2] + c[3] * w) * v) +
+                     ((c[4] + c[5] * w) + (c[6] + c[7] * w) * v) * u;
+        b[m] = cp->inside ? val : 0.0;
+    }
+    return cp->flags;
+}
+
+__device__ int rk_step(const FieldArgs& f, CellPoly* cp, const double* A, const double* bw,
+                       const double* ew, const double* cw, int ns, double z, const double* s,
+                       double kap, double h, double k[7][4], double* nw, double* err) {
     int flags = 0;
     for (int i = 0; i < ns; ++i) {
         double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
@@ -129,7 +209,7 @@ __device__ int rk_step(const FieldArgs& f, const double* A, const double* bw, co
         }
         double x = s[0] + h * a0, y = s[1] + h * a1, tx = s[2] + h * a2, ty = s[3] + h * a3;
         double b[3];
-        flags |= field(f, x, y, z + cw[i] * h, b);
+        flags |= cp ? cell_field(cp, x, y, z + cw[i] * h, b) : field(f, x, y, z + cw[i] * h, b);
         double kn = kap * sqrt(1.0 + tx * tx + ty * ty);
         k[i][0] = tx;
         k[i][1] = ty;
@@ -146,7 +226,7 @@ __device__ int rk_step(const FieldArgs& f, const double* A, const double* bw, co
 }
 
 __device__ double plane_distance(const FieldArgs& f, int mode, double x, double y, double z,
-                                 double tx, double ty, double dir) {
+                                 double tx, double ty, double dir, double eps_xy) {
     const double* fm = f.fmap;
     const int* im = f.imap;
     int nz = im[IM_N + 2], oz = im[IM_OFF_AX + 2];
@@ -166,13 +246,13 @@ __device__ double plane_distance(const FieldArgs& f, int mode, double x, double 
             double sv = (a == 0 ? tx : ty) * dir;
             double dd = INFINITY;
             if (sv > 0) {
-                int kk = upper_bound(fm, off, n, v + EPS_XY);
+                int kk = upper_bound(fm, off, n, v + eps_xy);
                 if (kk < n) dd = (fm[off + kk] - v) / sv;
             } else if (sv < 0) {
-                int kk = lower_bound(fm, off, n, v - EPS_XY) - 1;
+                int kk = lower_bound(fm, off, n, v - eps_xy) - 1;
                 if (kk >= 0) dd = (fm[off + kk] - v) / sv;
             }
-            d = d < dd ? d : dd;
+            d = (d != d || d < dd) ? d : dd;  // numpy minimum: a NaN, once there, stays
         }
     }
     return d;
@@ -180,6 +260,10 @@ __device__ double plane_distance(const FieldArgs& f, int mode, double x, double 
 
 __device__ double maxd(double a, double b) { return a > b ? a : b; }
 __device__ double mind(double a, double b) { return a < b ? a : b; }
+// numpy's maximum(|tx|, |ty|) > max_slope (stepper._slope_stop): a NaN slope is not steep
+__device__ bool steep(double tx, double ty, double m) {
+    return tx == tx && ty == ty && (fabs(tx) > m || fabs(ty) > m);
+}
 
 // stepper.exp_series, log_series and step_power, operation for operation (not libm's exp and
 // pow: the step sizes must be the same bits as numpy's and numba's)
@@ -256,18 +340,18 @@ extern "C" __global__ void propagate_tracks(
         long n_full = (long)floor(fabs(dz) / step);
         bool alive = true;
         for (long i = 0; i < n_full; ++i) {
-            st |= rk_step(f, A, bw, ew, cw, ns, z, s, kap, h, k, nw, err);
+            st |= rk_step(f, nullptr, A, bw, ew, cw, ns, z, s, kap, h, k, nw, err);
             for (int c = 0; c < 4; ++c) s[c] = nw[c];
             z = z + h;
             nst++;
-            if (maxd(fabs(s[2]), fabs(s[3])) > max_slope) { st |= SLOPE; alive = false; break; }
+            if (steep(s[2], s[3], max_slope)) { st |= SLOPE; alive = false; break; }
         }
         if (alive && ze - z != 0) {
-            st |= rk_step(f, A, bw, ew, cw, ns, z, s, kap, ze - z, k, nw, err);
+            st |= rk_step(f, nullptr, A, bw, ew, cw, ns, z, s, kap, ze - z, k, nw, err);
             for (int c = 0; c < 4; ++c) s[c] = nw[c];
             z = ze;
             nst++;
-            if (maxd(fabs(s[2]), fabs(s[3])) > max_slope) st |= SLOPE;
+            if (steep(s[2], s[3], max_slope)) st |= SLOPE;
         }
     } else {
         double dz = ze - z;
@@ -282,18 +366,27 @@ extern "C" __global__ void propagate_tracks(
             double h = mind(hc, rem);
             bool last = hc >= rem;
             if (grid != 0) {
-                double dp = plane_distance(f, grid, s[0], s[1], z, s[2], s[3], dir);
+                double dp = plane_distance(f, grid, s[0], s[1], z, s[2], s[3], dir,
+                                           (grid & 4) ? EPS_CELL : EPS_XY);
                 if (dp < h) { h = dp; last = false; }
             }
             bool shortened = h < hc;
-            int fl = rk_step(f, A, bw, ew, cw, ns, z, s, kap, dir * h, k, nw, err);
+            CellPoly cp;
+            if (grid & 4) {  // "cell": the cell of the step's straight-line midpoint
+                double half = 0.5 * (dir * h);
+                cell_polynomial(f, s[0] + half * s[2], s[1] + half * s[3], z + half, &cp);
+            }
+            int fl = rk_step(f, (grid & 4) ? &cp : nullptr, A, bw, ew, cw, ns, z, s, kap, dir * h,
+                             k, nw, err);
             attempts++;
             double ex = fabs(err[0]) / tol;
             double ey = fabs(err[1]) / tol;
             double etx = fabs(err[2]) / (tol_t + rel * fabs(nw[2] - s[2]));
             double ety = fabs(err[3]) / (tol_t + rel * fabs(nw[3] - s[3]));
             double eot = maxd(maxd(ex, ey), maxd(etx, ety));
-            bool accept = eot <= 1.0 || h <= hmin;
+            // "cell": a step whose stage points strayed from its cell is retried at half its length
+            bool stray = (grid & 4) && cp.inside && cp.strayed;
+            bool accept = (eot <= 1.0 && !stray) || h <= hmin;
             double factor;
             if (eot > 1.0) factor = maxd(fmin_, safety * step_power(eot, pshrink));
             else if (eot > 0) factor = mind(fmax_, safety * step_power(eot, pgrow));
@@ -305,10 +398,10 @@ extern "C" __global__ void propagate_tracks(
                 st |= fl;
                 nst++;
                 hc = shortened ? maxd(hc, hnew) : hnew;
-                if (maxd(fabs(s[2]), fabs(s[3])) > max_slope) { st |= SLOPE; break; }
+                if (steep(s[2], s[3], max_slope)) { st |= SLOPE; break; }
                 if (last) break;
             } else {
-                hc = hnew;
+                hc = stray ? mind(hnew, 0.5 * h) : hnew;
             }
         }
     }

@@ -22,13 +22,16 @@ cross: "z" ends steps exactly on z planes; "xy" on x and y planes, predicted alo
 line (x + tx h), ignoring planes less than 1 mm ahead; "xyz" on both. A step shortened by a plane
 (or by z_end) does not shrink the controller's step size.
 
-"cell" steps as "xyz" and takes each step's field from one grid cell: the cell of the step's
-straight-line midpoint (x + tx hs/2, y + ty hs/2, z + hs/2, hs the signed step), whose trilinear
-polynomial every stage evaluates (FieldMap.lookup_in: a stage point that strays a little over a
-face of the cell gets the polynomial extrapolated, not the neighbour's; outside the grid B = 0 and
-LEFT_VOLUME as always). With the steps ending on the planes, a step's stage points nearly always
-lie in that cell, where lookup_in is lookup to the bit; the compiled kernels gather the cell's
-eight corners once per step and evaluate the stages as pure arithmetic.
+"cell" steps as "xyz" (ignoring x and y planes less than EPS_CELL = 0.1 mm ahead) and takes each
+step's field from one grid cell: the cell of the step's straight-line midpoint (x + tx hs/2,
+y + ty hs/2, z + hs/2, hs the signed step), whose trilinear polynomial every stage evaluates
+(fields.CellPolynomial, in offsets from the cell's corner). A stage point more than
+fields.CELL_MARGIN = 0.25 mm outside the cell (the path bends off the straight line the planes
+were found along) rejects the step, retried at half its length (at most the controller's new
+length), unless it is a min_step step. Where the stage points stray less, the polynomial is the
+interpolant's smooth continuation over at most that margin. A step whose midpoint is outside the
+grid has B = 0 (LEFT_VOLUME); MASKED_CELL is the step's cell's. The compiled kernels read the
+cell's eight corners once per step and evaluate the stages as pure arithmetic.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ GRID_MODES = {"off": 0, "z": 1, "xy": 2, "xyz": 3, "cell": 7}
 CELL = 4
 EPS_Z = 1e-6  # mm: a z plane closer than this is the one we are on
 EPS_XY = 1.0  # mm: x/y planes closer than this are not worth a step of their own
+EPS_CELL = 0.1  # mm: the same for "cell" (each step's field must stay one cell's)
 
 # step_power's constants (fdlibm's split of ln 2: k * LN2_HI is exact for |k| < 2**20)
 LOG2E = 1.4426950408889634
@@ -236,8 +240,9 @@ def rk_step(field, tab: Tableau, z, s, kap, h):
     return new, err, flags
 
 
-def plane_distance(field, mode: int, x, y, z, tx, ty, direction):
-    """Distance along z (> 0, mm) to the first grid plane ahead; inf if none (see module doc)."""
+def plane_distance(field, mode: int, x, y, z, tx, ty, direction, eps_xy: float = EPS_XY):
+    """Distance along z (> 0, mm) to the first grid plane ahead; inf if none (see module doc).
+    x and y planes less than eps_xy (mm) ahead are ignored."""
     arr = field._arrays
     zs = arr["z"]
     up = direction > 0
@@ -252,8 +257,8 @@ def plane_distance(field, mode: int, x, y, z, tx, ty, direction):
     if mode & 2:
         for ax, v, t in ((arr["x"], x, tx), (arr["y"], y, ty)):
             sv = t * direction  # change of the coordinate per mm of |z|
-            k_up = np.searchsorted(ax, v + EPS_XY, side="right")
-            k_dn = np.searchsorted(ax, v - EPS_XY, side="left") - 1
+            k_up = np.searchsorted(ax, v + eps_xy, side="right")
+            k_dn = np.searchsorted(ax, v - eps_xy, side="left") - 1
             ok = (sv > 0) & (k_up < len(ax))
             dd = np.full(np.shape(z), np.inf)
             dd[ok] = (ax[k_up[ok]] - v[ok]) / sv[ok]
@@ -285,17 +290,6 @@ def propagate_reference(state, z0, z1, field, st: StepperSettings):
     out = np.stack(s, axis=1)
     out[(status & ABORTED) != 0] = np.nan
     return out, status, nsteps
-
-
-@dataclass(frozen=True)
-class _InCell:
-    """A map whose lookups of track t use the given cell (i[t], j[t], k[t]): grid_steps "cell"."""
-
-    field: object
-    cell: tuple
-
-    def lookup(self, x, y, z):
-        return self.field.lookup_in(*self.cell, x, y, z)
 
 
 def _take(s, idx):
@@ -364,18 +358,17 @@ def _adaptive(field, tab, st, s, z, z0, z1, kap, status, nsteps):
         last = hc[idx] >= rem
         if grid:
             si = _take(s, idx)
-            dp = plane_distance(field, grid, si[0], si[1], z[idx], si[2], si[3], d)
+            eps = EPS_CELL if grid & CELL else EPS_XY
+            dp = plane_distance(field, grid, si[0], si[1], z[idx], si[2], si[3], d, eps)
             cut = dp < h
             h = np.where(cut, dp, h)
             last &= ~cut
         shortened = h < hc[idx]
         s0 = _take(s, idx)
         f = field
-        if grid & CELL:  # the field of the cell the step's straight-line midpoint lies in
+        if grid & CELL:  # one cell's field: the cell of the step's straight-line midpoint
             half = 0.5 * (d * h)
-            f = _InCell(
-                field, field.cells(s0[0] + half * s0[2], s0[1] + half * s0[3], z[idx] + half)
-            )
+            f = field.cell_polynomial(s0[0] + half * s0[2], s0[1] + half * s0[3], z[idx] + half)
         new, err, fl = rk_step(f, tab, z[idx], s0, kap[idx], d * h)
         attempts[idx] += 1
         ex = np.abs(err[0]) / st.tolerance
@@ -383,7 +376,9 @@ def _adaptive(field, tab, st, s, z, z0, z1, kap, status, nsteps):
         etx = np.abs(err[2]) / (tol_t[idx] + st.rel_tolerance * np.abs(new[2] - s0[2]))
         ety = np.abs(err[3]) / (tol_t[idx] + st.rel_tolerance * np.abs(new[3] - s0[3]))
         eot = np.maximum(np.maximum(ex, ey), np.maximum(etx, ety))
-        accept = (eot <= 1.0) | (h <= st.min_step)
+        # "cell": a step whose stage points strayed from its cell is retried at half its length
+        stray = (f.inside & f.strayed) if grid & CELL else np.zeros(len(idx), bool)
+        accept = ((eot <= 1.0) & ~stray) | (h <= st.min_step)
         shrink = np.maximum(st.scale_min, SAFETY * step_power(eot, pshrink))
         grow = np.minimum(st.scale_max, SAFETY * step_power(eot, pgrow))
         grow = np.where(eot > 0, grow, st.scale_max)
@@ -396,7 +391,7 @@ def _adaptive(field, tab, st, s, z, z0, z1, kap, status, nsteps):
         status[a_idx] |= fl[accept]
         nsteps[a_idx] += 1
         hc[a_idx] = np.where(shortened[accept], np.maximum(hc[a_idx], hnew[accept]), hnew[accept])
-        hc[idx[~accept]] = hnew[~accept]
+        hc[idx[~accept]] = np.where(stray, np.minimum(hnew, 0.5 * h), hnew)[~accept]
         alive = np.ones(len(z), bool)
         _slope_stop(st, s, a_idx, status, alive)
         active &= alive
