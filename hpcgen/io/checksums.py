@@ -19,10 +19,10 @@ probability ~2**-64; 4 KiB blocks swapped or misplaced (B weights each block by 
 What it misses: words exchanged within one 4 KiB block. It guards against accidents, not an
 adversary.
 
-Why not CRC-32 or a cryptographic digest: the checksums are computed on the write path, and
-there numpy's sums run at 10-20 GB/s where zlib's CRC-32 runs at about 3 GB/s and blake2b at
-0.5 GB/s; CRC-32 cost the engine's write path 15-30 % in bench/bench_engine.py io, this about
-2 % (docs/benchmarks.md).
+Why not CRC-32 or a cryptographic digest: the checksums are computed on the write path, where
+numpy's block sums are several times faster than zlib's CRC-32 and blake2b; CRC-32 slowed the
+engine's write path, these sums keep its speed (the measurements and their commands:
+docs/benchmarks.md, "Checksums on the write path").
 """
 
 from __future__ import annotations

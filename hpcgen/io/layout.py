@@ -6,8 +6,8 @@ Every hpcgen file -- a full run, a per-job shard or a merged file -- has the sam
   ``units``, ``description`` and ``sample_axis = 0``;
 - the generator's static datasets (no sample axis) and root attributes;
 - ``/_hpcgen/done`` uint8 (n_chunks_in_file,): 1 once the chunk's rows are on disk (flushed);
-- ``/_hpcgen/checksums`` uint32 (n_chunks_in_file, n_fields): CRC-32 of each chunk's rows of each
-  field (hpcgen/io/checksums.py), valid where the done flag is 1;
+- ``/_hpcgen/checksums`` uint64 (n_chunks_in_file, n_fields, 2): the checksum pair of each
+  chunk's rows of each field (hpcgen/io/checksums.py), valid where the done flag is 1;
 - root attributes ``hpcgen_spec`` (JSON run spec), ``hpcgen_data_hash`` (SHA-256 of the data
   identity and of the input files' contents), ``hpcgen_input_sha256`` (JSON {input file: SHA-256}),
   ``hpcgen_chunk_range`` [a, b): the global chunks this file holds (rows

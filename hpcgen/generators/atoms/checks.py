@@ -42,7 +42,7 @@ LEAK_CHECK = "train/val/test leakage (identical images across splits)"
 def image_hashes(images: np.ndarray) -> np.ndarray:
     """A 64-bit BLAKE2b digest per image (n, h, w) uint8: equal images, equal hashes; among 10^7
     different images a collision has probability ~3e-6. hashlib's BLAKE2b shares nothing with
-    the generator (its split and image streams use SplitMix64); ~1.7 us per 16x16 image."""
+    the generator (its split and image streams use SplitMix64)."""
     flat = np.ascontiguousarray(images.reshape(len(images), -1))
     digests = b"".join(hashlib.blake2b(row.tobytes(), digest_size=8).digest() for row in flat)
     return np.frombuffer(digests, dtype=np.uint64).copy()

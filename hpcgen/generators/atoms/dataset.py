@@ -436,8 +436,8 @@ def draw_report(
     images: np.ndarray, labels: np.ndarray, label_hist: np.ndarray, out: Path, title: str
 ) -> None:
     """Up to 100 images in a 10x10 grid (ARC colours, label above each) and the label histogram
-    per split (label_hist: (3, max_objects + 1) counts). The grid is one mosaic image, so the
-    report takes a fraction of a second."""
+    per split (label_hist: (3, max_objects + 1) counts). The grid is one mosaic image, not 100
+    matplotlib axes, whose drawing would dominate the report."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -9,8 +9,9 @@ the declared totals and the rescale flags from the stored scale factors, and the
 source workflow's 5 %, which stays a reported figure (docs/energy.md, "What verify checks").
 
 Coverage: the conservation, finiteness, sign, flag and entropy checks see every frame of every
-trajectory; the pyramid comparison (about 10 ms per frame at 256 x 256) sees a random sample of
-trajectories spread over the whole file (:func:`in_sample`).
+trajectory; the pyramid comparison (a scipy zoom per level, by far the costliest check) sees a
+random sample of trajectories spread over the whole file (:func:`in_sample`; its cost:
+docs/energy.md, "What verify checks").
 """
 
 from __future__ import annotations

@@ -1,12 +1,11 @@
-"""Standard normal float32 pixel noise: numpy's own draws, about twice as fast.
+"""Standard normal float32 pixel noise: numpy's own draws, faster (docs/benchmarks.md, "energy").
 
-``rng.standard_normal(dtype=np.float32)`` costs ~12 ns per sample on one core, most of it calling
-the bit generator through a function pointer once per 32-bit word. :func:`standard_normal_f32`
-takes the words in bulk (``bit_generator.random_raw``, ~2 ns per 64 bits) and runs the same
-ziggurat in a compiled loop, then hands back the words it did not use. For a PCG64 generator the
-samples and the generator's state afterwards are bit for bit what numpy gives (tests compare them),
-so trajectories, files and their determinism across MPI ranks are unchanged; other bit generators
-take numpy's own path.
+``rng.standard_normal(dtype=np.float32)`` spends most of its time calling the bit generator
+through a function pointer once per 32-bit word. :func:`standard_normal_f32` takes the words in
+bulk (``bit_generator.random_raw``) and runs the same ziggurat in a compiled loop, then hands
+back the words it did not use. For a PCG64 generator the samples and the generator's state
+afterwards are bit for bit what numpy gives (tests compare them), so trajectories, files and
+their determinism across MPI ranks are unchanged; other bit generators take numpy's own path.
 
 The ziggurat (Marsaglia & Tsang 2000) with numpy's float32 conventions: 256 layers of equal area
 ``V`` under f(x) = exp(-x^2 / 2), the base layer including the tail beyond ``R``. Each 32-bit word

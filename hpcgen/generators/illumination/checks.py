@@ -52,7 +52,7 @@ KS_P_MIN = 1e-4
 MEAN_SIGMAS = 5.0
 Z_BINS = 4096
 #: rows re-cast by verify (all rows of a smaller file): with 1 % of the rows wrong, 400 random
-#: rows miss all of them with probability 0.99^400 = 1.8 %; ~1-3 s at level 3 on one core
+#: rows miss all of them with probability 0.99^400 = 1.8 %
 RECAST_ROWS = 400
 #: the recast sample's seed is (RECAST_SALT, run seed): fixed per file, unrelated to the streams
 #: the generator draws from

@@ -89,8 +89,8 @@ def _sun_file(path: str) -> Any:
 class IlluminationGenerator(Generator):
     name = "illumination"
     Params = Params
-    #: ~1-3 s of ray casting per chunk at level 3 on one core, 2 MB of output; 100 chunks per
-    #: million samples keep up to ~100 ranks busy
+    #: 2 MB of output per chunk at the bundled model's face count; 100 chunks per million
+    #: samples keep up to 100 ranks busy
     default_chunk_size = 10_000
 
     def __init__(self, params: Params, float_dtype: str = "float64") -> None:

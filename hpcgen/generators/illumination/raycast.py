@@ -7,7 +7,8 @@ Two backends answer the same question:
   trimesh's ``RayMeshIntersector`` does (vertices shifted to the bounding-box corner and scaled to
   ~100 units so that float32 keeps its precision) but keep our ray origins pre-transformed, so a
   chunk costs one gather and one ``OCCLUDED`` call per batch instead of trimesh's per-call float64
-  copies, normalisation and rescaling (about 4x faster; same answers, see the tests).
+  copies, normalisation and rescaling (same answers, see the tests; the rates of both:
+  docs/illumination.md, "Benchmarks").
 - :class:`BruteCaster` (numpy or cupy): Moller-Trumbore against every triangle, in float64 array
   code that runs unchanged on the GPU. O(rays x triangles): meant for the small box-wing models
   (tens to a few thousand triangles) where a GPU sweeps all pairs faster than Embree's BVH walk.

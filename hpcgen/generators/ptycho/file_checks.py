@@ -36,8 +36,8 @@ from hpcgen.generators.ptycho.params import dose_tag
 if TYPE_CHECKING:
     from hpcgen.generators.ptycho.generator import PtychoGenerator
 
-#: rows recomputed from the stored object and probe (all rows if the file holds fewer); at
-#: N = 64 about 1 ms a row per dose, so ~0.5 s for the demo file's three doses
+#: rows recomputed from the stored object and probe (all rows if the file holds fewer): a
+#: bounded cost per dose whatever the file's size
 SAMPLE_ROWS = 256
 #: seed of the row sample: the same rows every time for one file
 SAMPLE_SEED = 20_240_815

@@ -7,11 +7,12 @@
   total intensity of a pattern equals the exit-wave energy sum |exit|^2.
 
 CPU: one fused numba loop for patch + exit wave + energy, a batched in-place FFT of blocks that stay
-in cache (FFTW through pyfftw by default, 2.5x scipy.fft's pocketfft on 64 x 64 complex64; or
-scipy.fft), one numba loop for |F|^2 that also applies the orthonormal 1/N^2 (a power of two at
-N = 64, so exact). The fftshift is folded into the probe: for even N,
-FFT2(x * (-1)^(i + j)) = fftshift(FFT2(x)) exactly (the shift by N/2 is the phase e^(i pi k) =
-(-1)^k), so the kernel multiplies by the checkerboard-signed probe and the FFT comes out centred.
+in cache (FFTW through pyfftw by default, the faster of the two on 64 x 64 complex64, measured in
+docs/ptycho.md, "Benchmarks"; or scipy.fft), one numba loop for |F|^2 that also applies the
+orthonormal 1/N^2 (a power of two at N = 64, so exact). The fftshift is folded into the probe:
+for even N, FFT2(x * (-1)^(i + j)) = fftshift(FFT2(x)) exactly (the shift by N/2 is the phase
+e^(i pi k) = (-1)^k), so the kernel multiplies by the checkerboard-signed probe and the FFT comes
+out centred.
 GPU: the same with cupy (an explicit fftshift).
 """
 
@@ -146,7 +147,7 @@ class Forward:
 
         FFTW plans with FFTW_ESTIMATE: a deterministic plan (FFTW_MEASURE picks by timing, so two
         processes could round differently), on a SIMD-aligned buffer (alignment also selects the
-        code path); 0.2 ms to plan, so one plan per call."""
+        code path); an estimated plan is cheap next to the block's FFTs, so one plan per call."""
         n = self.n
         if self.fft == "fftw":
             import pyfftw

@@ -41,7 +41,7 @@ class PtychoParams:
     #: "split" (photon splitting everywhere).
     #: All three are exact; they draw different random numbers, so bytes differ between them.
     sampler: Literal["auto", "direct", "split"] = "auto"
-    #: CPU FFT library: "fftw" (pyfftw, FFTW_ESTIMATE plans: 2.5x faster at N = 64) or "scipy"
+    #: CPU FFT library: "fftw" (pyfftw, FFTW_ESTIMATE plans; the faster, docs/ptycho.md) or "scipy"
     #: (scipy.fft). Both are exact to float32 rounding; they round differently, so bytes differ
     #: between them (and with the GPU's cuFFT).
     fft: Literal["fftw", "scipy"] = "fftw"

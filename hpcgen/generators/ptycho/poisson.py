@@ -17,7 +17,8 @@ exact ways to draw one, chosen per pixel by its lambda (``auto``, the default):
   *photon*, none per empty pixel.
 
 ``split`` splits every pixel (reference for the tables and PTRS). ``direct`` is numpy's own
-per-pixel sampler, exactly ``rng.poisson(lambda)``: the reference (~40-100 ns a pixel).
+per-pixel sampler, exactly ``rng.poisson(lambda)``: the reference (its speed against ``auto``:
+docs/benchmarks.md, "ptycho").
 
 Random numbers come from the caller's numpy Generator, drawn inside the numba kernel (numba calls
 the same bit generator, so the stream is the one numpy would produce), in a fixed order, pattern
