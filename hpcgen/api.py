@@ -244,17 +244,20 @@ class HpcgenFile:
         self._reader = Reader(path)
         self.path = self._reader.path
         self.spec: RunSpec = self._reader.spec
-        h5 = self._reader.h5
-        self.fields: list[FieldInfo] = [
-            FieldInfo(
-                name=fs.name,
-                units=fs.units,
-                shape=tuple(h5[fs.name].shape),
-                dtype=h5[fs.name].dtype,
-                description=fs.description,
+        self.fields: list[FieldInfo] = []
+        for fs in self._reader.fields:
+            node = self._reader.node(fs.name)
+            if node is None:
+                raise UserError(f"{self.path}: no dataset {fs.name!r} (the spec's field)")
+            self.fields.append(
+                FieldInfo(
+                    name=fs.name,
+                    units=fs.units,
+                    shape=node.shape,
+                    dtype=node.dtype,
+                    description=fs.description,
+                )
             )
-            for fs in self._reader.fields
-        ]
         self._by_name = {f.name: f for f in self.fields}
         self.static_names: list[str] = list(self._reader.generator.static_datasets())
 
@@ -305,18 +308,7 @@ class HpcgenFile:
         """Rows of one field as a numpy array. ``rows``: a slice, an int, or a sequence of ints
         in any order (local to the file; negative indices count from the end)."""
         self.field(name)
-        if isinstance(rows, (slice, int, np.integer)):
-            return self._reader.read(name, rows)
-        idx = np.asarray(rows)
-        if idx.dtype.kind not in "iu" or idx.ndim != 1:
-            raise UserError(f"rows must be a slice, an int or a 1-d sequence of ints, got {rows!r}")
-        n = len(self)
-        idx = np.where(idx < 0, idx + n, idx)
-        if idx.size and (idx.min() < 0 or idx.max() >= n):
-            raise IndexError(f"row index out of range for {n} rows")
-        # h5py reads increasing unique indices only: read those, then put them in the asked order
-        uniq, inverse = np.unique(idx, return_inverse=True)
-        return self._reader.h5[name][uniq][inverse]
+        return self._reader.read(name, rows)
 
     def blocks(
         self, names: Sequence[str] | None = None, block: int | None = None
@@ -337,7 +329,7 @@ class HpcgenFile:
                 f"{self.path}: no static dataset {name!r} "
                 f"(static datasets: {', '.join(self.static_names) or 'none'})"
             )
-        return self._reader.h5[name][...]
+        return self._reader.static(name)
 
     def verify(self) -> dict[str, Any]:
         """Run ``hpcgen verify``'s checks (integrity, then the generator's, streamed by chunk).

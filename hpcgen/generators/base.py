@@ -17,7 +17,13 @@ time and writes what it returns. Everything a generator exposes:
 - Optional: ``static_datasets()`` (datasets without a sample axis, e.g. grids), ``root_attrs()``,
   ``group_attrs()``, ``input_files()`` (hashed into provenance), ``exporters()`` (extra
   ``hpcgen export`` formats), ``plot()``, ``file_checks()``, ``supports_device()``; class
-  attribute ``default_chunk_size``.
+  attributes ``default_chunk_size`` and ``cli_option_table`` (the ``hpcgen plot`` / ``hpcgen
+  export`` options its hooks read, see :class:`Option`).
+
+The hooks that read a finished file (``file_checks``, ``plot``, exporters) get a
+:class:`FileView`: the file's spec, fields, rows, static datasets and attributes as numpy and
+Python values. They never see h5py: the HDF5 calls and the names of the engine's attributes
+stay in hpcgen/io (the view's ``data_hash``, ``provenance``, ``done`` read them).
 
 Generator-specific subcommands (``hpcgen fieldmap``, ``hpcgen dataset atoms`` ...) live in the
 generator's package as a module with ``register(subparsers) -> None`` and are listed in
@@ -30,14 +36,17 @@ import dataclasses
 import types
 import typing
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
 from hpcgen.errors import SpecError
+
+if TYPE_CHECKING:
+    from hpcgen.spec import RunSpec
 
 #: dtype placeholder in a FieldSpec: "the run's float dtype" (spec ``dtype``: float64/float32)
 FLOAT = "float"
@@ -122,8 +131,150 @@ class Verifier:
         raise NotImplementedError
 
 
-#: ``hpcgen export`` hook: (reader, output path, options) -> None. See hpcgen.io.reader.
-Exporter = Callable[[Any, Path, Mapping[str, Any]], None]
+@dataclass(frozen=True)
+class Node:
+    """One object of a file as a hook sees it: a group or a dataset (no h5py object)."""
+
+    #: path from the root without the leading "/" ("" is the root), e.g. "dimensions/time"
+    path: str
+    kind: Literal["group", "dataset"]
+    #: the object's attributes: numpy scalars and arrays, str
+    attrs: Mapping[str, Any]
+    #: datasets: the whole shape (sample axis first for a field) and the dtype
+    shape: tuple[int, ...] = ()
+    dtype: np.dtype | None = None
+    #: groups: member names (not paths), sorted
+    children: tuple[str, ...] = ()
+    #: datasets: a virtual dataset (rows read from other files, e.g. ``merge --virtual``)
+    virtual: bool = False
+
+
+@runtime_checkable
+class FileView(Protocol):
+    """What a hook (``file_checks``, ``plot``, an exporter) may see of an hpcgen file.
+
+    Rows are local to the file: row 0 is global row ``row_range[0]`` (a shard or a batch job's
+    file holds a slice of the run). Everything comes back as numpy arrays or Python values.
+    hpcgen.io.reader.Reader implements it.
+    """
+
+    #: the file on disk (for messages and for naming outputs after it)
+    path: Path
+    #: the run spec the file was written from
+    spec: RunSpec
+    #: the generator rebuilt from ``spec`` (its params, fields, static datasets)
+    generator: Generator
+    #: the generator's fields, in its order
+    fields: list[FieldSpec]
+    #: global chunks [a, b) and global rows [r0, r1) this file holds
+    chunk_range: tuple[int, int]
+    row_range: tuple[int, int]
+
+    @property
+    def n_rows(self) -> int:
+        """Rows in this file (r1 - r0)."""
+        ...
+
+    @property
+    def done(self) -> np.ndarray:
+        """bool (chunks in the file,): True where the chunk's rows are written."""
+        ...
+
+    @property
+    def complete(self) -> bool:
+        """Every chunk of the file is written."""
+        ...
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """Who wrote the file, where and with what (JSON of the engine's provenance record)."""
+        ...
+
+    @property
+    def data_hash(self) -> str | None:
+        """The data identity (SHA-256 hex of the spec's data-determining part and the input
+        files' contents): two files with the same hash hold the same rows. None if absent."""
+        ...
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The root attributes (the generator's ``root_attrs`` and the engine's)."""
+        ...
+
+    def group_attrs(self, name: str) -> dict[str, Any]:
+        """Attributes of group ``name`` ("/" or "" for the root). UserError if no such group."""
+        ...
+
+    def dataset_attrs(self, name: str) -> dict[str, Any]:
+        """Attributes of dataset ``name`` (a field or a static dataset): units, description,
+        the FieldSpec's extra attributes as stored. UserError if no such dataset."""
+        ...
+
+    def node(self, path: str) -> Node | None:
+        """The group or dataset at ``path`` (shape, dtype, attributes, members), None if the
+        file has none there."""
+        ...
+
+    def read(
+        self, name: str, rows: slice | int | Sequence[int] | np.ndarray = slice(None)
+    ) -> np.ndarray:
+        """Rows of one field: a slice (default: all), an int, or a 1-d sequence of ints in any
+        order (negative counts from the end)."""
+        ...
+
+    def iter_rows(
+        self, names: Sequence[str] | None = None, block: int | None = None
+    ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        """(local first row, {field: rows}) blocks of at most ``block`` rows (default: the run's
+        chunk size) of ``names`` (default: every field); memory stays bounded."""
+        ...
+
+    def static(self, name: str) -> np.ndarray:
+        """A dataset without a sample axis (grids, model geometry), read whole."""
+        ...
+
+
+#: ``hpcgen export`` hook: (file, output path, options) -> None. An exporter with the attribute
+#: ``many_files = True`` is handed a list of files where the user names several.
+Exporter = Callable[[FileView, Path, Mapping[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Option:
+    """One command-line option of ``hpcgen plot`` or ``hpcgen export`` that a generator's hook
+    reads from its ``options`` mapping under the key :attr:`dest`.
+
+    ``action``: "store" (takes a value, converted by ``type``) or "store_true" (a flag).
+    """
+
+    flag: str
+    help: str
+    action: Literal["store", "store_true"] = "store"
+    #: converts the argument's text (int, float ...); None: keep the string
+    type: Callable[[str], Any] | None = None
+    default: Any = None
+    metavar: str | None = None
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        return (self.flag, *self.aliases)
+
+    @property
+    def dest(self) -> str:
+        """The key in the hook's ``options`` (argparse's: "--only-ok" -> "only_ok")."""
+        return self.flag.lstrip("-").replace("-", "_")
+
+    def argparse_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``ArgumentParser.add_argument(*self.flags, ...)``."""
+        kw: dict[str, Any] = {"help": self.help, "action": self.action, "dest": self.dest}
+        if self.action == "store":
+            kw["default"] = self.default
+            if self.type is not None:
+                kw["type"] = self.type
+            if self.metavar is not None:
+                kw["metavar"] = self.metavar
+        return kw
 
 
 class Generator:
@@ -133,6 +284,9 @@ class Generator:
     Params: ClassVar[type]
     #: samples per chunk when the spec gives none: pick ~1-30 MB of output per chunk
     default_chunk_size: ClassVar[int] = 10_000
+    #: command ("plot", "export") -> the options its hooks read; keep the table in a module that
+    #: imports no kernels (``<package>/options.py``): the CLI reads it to build ``--help``
+    cli_option_table: ClassVar[Mapping[str, Sequence[Option]]] = {}
 
     def __init__(self, params: Any, float_dtype: str = "float64") -> None:
         self.params = params
@@ -170,7 +324,7 @@ class Generator:
         that record it."""
         return {}
 
-    def file_checks(self, reader: Any) -> list[CheckResult]:
+    def file_checks(self, view: FileView) -> list[CheckResult]:
         """Checks of the file as a whole (layout, attributes), run by ``hpcgen verify`` after the
         streaming verifier."""
         return []
@@ -181,11 +335,18 @@ class Generator:
     def exporters(self) -> dict[str, Exporter]:
         return {}
 
-    def plot(self, reader: Any, out: Path, options: Mapping[str, Any]) -> None:
-        """``hpcgen plot FILE --out PNG [--face NAME] ...``: draw something useful from a file."""
+    def plot(self, view: FileView, out: Path, options: Mapping[str, Any]) -> None:
+        """``hpcgen plot FILE --out PNG [options]``: draw something useful from a file.
+        ``options``: the command's arguments by ``dest`` (:meth:`cli_options` of "plot")."""
         from hpcgen.errors import UserError
 
         raise UserError(f"the {self.name} generator has no plot")
+
+    @classmethod
+    def cli_options(cls, command: str) -> list[Option]:
+        """The options of ``hpcgen COMMAND`` ("plot", "export") that this generator's hooks
+        read (default: ``cli_option_table[command]``)."""
+        return list(cls.cli_option_table.get(command, ()))
 
     def supports_device(self, kind: str) -> bool:
         """Whether ``compute`` can run on "cpu" / "gpu" (gpu: with cupy)."""

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from hpcgen.errors import OutputExistsError, UserError
+from hpcgen.generators.base import FileView
 from hpcgen.io import checksums
 from hpcgen.io.reader import Reader
 from hpcgen.io.writer import check_vds_sources
@@ -32,7 +33,7 @@ def check_output(out: Path, overwrite: bool) -> None:
 
 
 def export_npz(
-    r: Reader,
+    r: FileView,
     out: Path,
     names: list[str] | None = None,
     row_filter: RowFilter = None,
@@ -43,7 +44,8 @@ def export_npz(
 
     With a row filter, a first pass counts the kept rows (the .npy header needs the shape);
     ``filter_fields`` names what the filter reads, so that only those are read besides each
-    output field (default: every field).
+    output field (default: every field). ``r``: any FileView (generators' exporters call this
+    with the view they are given).
     """
     names = names or [f.name for f in r.fields]
     keys = keys or {n: n.replace("/", "_") for n in names}
@@ -55,7 +57,9 @@ def export_npz(
     tmp = out.with_name(out.name + ".partial")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for name in names:
-            ds = r.h5[name]
+            ds = r.node(name)
+            if ds is None or ds.kind != "dataset":
+                raise UserError(f"{r.path}: no dataset {name!r}")
             header = {
                 "descr": np.lib.format.dtype_to_descr(ds.dtype),
                 "fortran_order": False,
