@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from hpcgen.generators.tracks import fieldmap as fm
-from hpcgen.generators.tracks import fields, independent
+from hpcgen.generators.tracks import fields, generator, independent
 from hpcgen.generators.tracks.fields import (
     LEFT_VOLUME,
     MASKED_CELL,
@@ -50,6 +50,15 @@ def tracks(n: int, seed: int, p_gev: tuple[float, float] = (2.0, 100.0)) -> np.n
             rng.choice([-1.0, 1.0], n) / p,
         ]
     )
+
+
+def test_cell_is_the_maps_default_and_verify_holds_it_to_the_integrators_accuracy():
+    """A map file made with the defaults steps cell by cell, and verify allows it what it allows
+    "xyz": the integrator's own accuracy (verify once had no limit for "cell": a KeyError)."""
+    p = TracksParams(field="map")
+    assert p.grid_steps == "cell"
+    assert generator.field_accuracy(p) == generator.integrator_accuracy(p) == 10 * p.tolerance
+    assert generator.field_accuracy(replace(p, grid_steps="z")) == 0.05
 
 
 def test_the_cell_polynomial_is_the_maps_interpolant_in_its_cell(grid, masked_field):

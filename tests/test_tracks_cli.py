@@ -50,7 +50,7 @@ def test_map_run_is_the_same_for_1_and_2_ranks_and_records_the_map(map_run, synt
 
 def test_map_file_verifies_and_exports_only_ok_tracks(map_run, tmp_path):
     _, out = map_run
-    v = run_hpcgen("verify", out, "--json", tmp_path / "v.json")
+    v = run_hpcgen("verify", out, "--report", tmp_path / "v.json")
     assert v.returncode == 0, v.stdout
     report = json.loads((tmp_path / "v.json").read_text())
     names = {c["name"] for c in report["checks"]}

@@ -218,9 +218,10 @@ def turn_allowance(p: TracksParams) -> float:
 
 def field_accuracy(p: TracksParams) -> float:
     """The same through the file's field: a trilinear map's kinks at grid planes, unseen by the
-    embedded error estimate, cost accuracy unless steps end on the planes (measured, see
-    docs/tracks.md: max error ~0.5 mm with grid_steps "off", ~0.01 mm with "z")."""
-    if p.field != "map" or p.integrator == "rk4" or p.grid_steps == "xyz":
+    embedded error estimate, cost accuracy unless steps end on the planes on every axis ("xyz",
+    "cell"); with "off", "xy" or "z" verify allows what docs/tracks.md ("Grid-aware steps")
+    measured, with a margin."""
+    if p.field != "map" or p.integrator == "rk4" or p.grid_steps in ("xyz", "cell"):
         return integrator_accuracy(p)
     return {"off": 1.0, "xy": 1.0, "z": 0.05}[p.grid_steps]
 

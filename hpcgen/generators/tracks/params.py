@@ -86,9 +86,12 @@ class TracksParams:
     max_steps: int = 1000  # adaptive: attempts per track before the STEP_LIMIT flag
     max_slope: float = 10.0  # |tx| or |ty| beyond this stops a track (SLOPE flag): curling
     #: field maps only: end adaptive steps on the grid planes they would cross ("z", "xy" or
-    #: both). The embedded error estimate cannot see the trilinear interpolant's kinks there:
-    #: "off" is ~8x faster but errs by up to ~0.4 mm, "z" ~3 um, "xyz" < 1 um (docs/tracks.md)
-    grid_steps: Literal["off", "z", "xy", "xyz"] = "xyz"
+    #: both, "xyz"), because the embedded error estimate cannot see the trilinear interpolant's
+    #: kinks there; "cell" ends them as "xyz" and takes each step's field from the one grid cell
+    #: it lies in (a smooth polynomial, so the estimate sees all of the step's error: the most
+    #: accurate mode, and the fastest that ends steps on planes). "off" trades accuracy for speed.
+    #: Measured errors and speeds: docs/tracks.md, "Grid-aware steps"
+    grid_steps: Literal["off", "z", "xy", "xyz", "cell"] = "cell"
     x_range: tuple[float, float] = (-3000.0, 3000.0)
     y_range: tuple[float, float] = (-2500.0, 2500.0)
     tx_range: tuple[float, float] = (-0.3, 0.3)
