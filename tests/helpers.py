@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+TESTS = ROOT / "tests"
 BIN = Path(sys.executable).parent
 
 
@@ -20,6 +21,14 @@ def mpiexec() -> str:
     exe = shutil.which("mpiexec.mpich") or shutil.which("mpiexec")
     assert exe, "mpiexec not found: run scripts/setup.sh"
     return exe
+
+
+def hpcgen_env(extra: dict | None = None) -> dict[str, str]:
+    """The environment of an ``hpcgen`` subprocess: this one's, HDF5 file locking off, and
+    tests/ on PYTHONPATH so that specs may name ``toy_generator:ToyGenerator`` (MPICH's mpiexec
+    passes the whole environment on to its ranks)."""
+    path = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "HDF5_USE_FILE_LOCKING": "FALSE", "PYTHONPATH": path, **(extra or {})}
 
 
 def run_hpcgen(
@@ -34,9 +43,8 @@ def run_hpcgen(
     cmd = [sys.executable, "-m", "hpcgen", *map(str, args)]
     if ranks:
         cmd = [mpiexec(), "-n", str(ranks), *cmd]
-    full_env = {**os.environ, "HDF5_USE_FILE_LOCKING": "FALSE", **(env or {})}
     proc = subprocess.run(
-        cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+        cmd, cwd=cwd, env=hpcgen_env(env), capture_output=True, text=True, timeout=timeout
     )
     if check and proc.returncode != 0:
         raise AssertionError(

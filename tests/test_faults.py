@@ -2,7 +2,11 @@
 output, an input file edited between a crash and --resume, a late input error under --overwrite,
 SIGTERM at a time limit, flipped bytes in a finished file. Each must end in one line and a non-zero
 exit, never a hang, never a wrong file passed as good, and leave a file that --resume finishes to
-the bytes of an uninterrupted run. Every subprocess has a timeout: a hang fails the test."""
+the bytes of an uninterrupted run. Every subprocess has a timeout: a hang fails the test.
+
+The runs make the toy generator's data (tests/toy_generator.py), except where a tracks input
+file is the subject; its hold (HOLD_ENV) stops a run at a known point, whatever the machine's
+speed."""
 
 from __future__ import annotations
 
@@ -19,15 +23,19 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from helpers import assert_same_data, data_fields, mpiexec, run_hpcgen
+from helpers import assert_same_data, data_fields, hpcgen_env, mpiexec, run_hpcgen
+from toy_generator import HOLD_ENV, SPEC_NAME
 
 from hpcgen.engine.run import CRASH_ENV, FILL_ENV
 from hpcgen.io.writer import shard_name
 
-SPEC = (
+# 6 chunks
+SPEC = f'generator = "{SPEC_NAME}"\nn_samples = 600\nseed = 5\nchunk_size = 100\noutput = "f.h5"\n'
+#: a tracks spec of the same size, for the tests of its field-map input file
+TRACKS_SPEC = (
     'generator = "tracks"\nn_samples = 600\nseed = 5\nchunk_size = 100\noutput = "f.h5"\n\n'
     '[params]\nstep = 50.0\nintegrator = "rk4"\n'
-)  # 6 chunks
+)
 N_CHUNKS = 6
 HANG = 120  # seconds: far beyond these runs; a run still going then is hung
 
@@ -138,33 +146,34 @@ def test_disk_filled_before_the_file_is_created(tmp_path, ref, ranks):
 # --- 2. two writers on one output ----------------------------------------------------------------
 
 
-def start(*args: object, ranks: int = 0) -> subprocess.Popen:
+def start(*args: object, ranks: int = 0, env: dict | None = None) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "hpcgen", *map(str, args)]
     if ranks:
         cmd = [mpiexec(), "-n", str(ranks), *cmd]
-    env = {**os.environ, "HDF5_USE_FILE_LOCKING": "FALSE"}
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        cmd, env=hpcgen_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def finish(p: subprocess.Popen) -> subprocess.CompletedProcess:
-    out, err = p.communicate(timeout=HANG)
+    try:
+        out, err = p.communicate(timeout=HANG)
+    except subprocess.TimeoutExpired:
+        p.kill()  # a hung run must not outlive its test
+        out, err = p.communicate()
+        raise AssertionError(f"{p.args} still running after {HANG} s\nstderr:\n{err}") from None
     return subprocess.CompletedProcess(p.args, p.returncode, out, err)
 
 
-def wait_for_lock(lock: Path, p: subprocess.Popen, pid: int | None = None) -> str:
-    """The lock file's text once its holder wrote it (``pid``: once it names this process; a
-    killed run's lock file still names the dead one)."""
+def wait_for_holds(gate: Path, p: subprocess.Popen, n: int) -> None:
+    """Until ``n`` processes of run ``p`` wait in the toy's hold (toy_generator.HOLD_ENV)."""
     deadline = time.monotonic() + HANG
-    while time.monotonic() < deadline:
-        text = lock.read_text() if lock.exists() else ""
-        if text.strip() and (pid is None or text.startswith(f"pid {pid} ")):
-            return text.strip()
+    while len(list(gate.parent.glob(f"{gate.name}.held.*"))) < n:
         assert p.poll() is None, finish(p).stderr
+        assert time.monotonic() < deadline, "the run never reached its hold"
         time.sleep(0.01)
-    raise AssertionError("the run never took its lock")
 
 
-@pytest.mark.slow  # several CLI runs (over 5 s here)
 @pytest.mark.parametrize("mode", ["fresh", "overwrite", "resume"])
 def test_second_writer_is_refused_while_the_first_holds_the_output(tmp_path, ref, mode):
     spec, ref_file = ref
@@ -176,17 +185,19 @@ def test_second_writer_is_refused_while_the_first_holds_the_output(tmp_path, ref
     if mode == "resume":
         run_hpcgen("run", spec, "--out", out, "-q", "--checkpoint-every", "0", env={CRASH_ENV: "2"})
         extra = ("--resume",)
-    first = start("run", spec, "--out", out, "-q", *extra)
-    holder = wait_for_lock(tmp_path / "o.h5.lock", first, first.pid)
-    first.send_signal(signal.SIGSTOP)  # the first run holds the output for as long as we like
+    gate = tmp_path / "gate"
+    gate.touch()  # the first run waits in its first chunk, holding the output, until it is gone
+    first = start("run", spec, "--out", out, "-q", *extra, env={HOLD_ENV: f"0:{gate}"})
     try:
+        wait_for_holds(gate, first, 1)
+        holder = (tmp_path / "o.h5.lock").read_text().strip()
         assert holder == f"pid {first.pid} on host {os.uname().nodename}"
         for args in (extra, ("--overwrite",), ("--resume",)):
             second = run_hpcgen("run", spec, "--out", out, "-q", *args, timeout=HANG)
             line = one_error_line(second)
             assert f"{out} is being written by another hpcgen run ({holder})" in line
     finally:
-        first.send_signal(signal.SIGCONT)
+        gate.unlink()
     assert finish(first).returncode == 0
     assert_same_data(ref_file, out)
     assert not (tmp_path / "o.h5.lock").exists()
@@ -235,7 +246,7 @@ def small_map(path: Path, scale: float = 1.0) -> Path:
 def map_spec(d: Path) -> Path:
     spec = d / "map.toml"
     spec.write_text(
-        SPEC.replace("[params]\n", '[params]\nfield = "map"\nfield_map = "field.txt"\n')
+        TRACKS_SPEC.replace("[params]\n", '[params]\nfield = "map"\nfield_map = "field.txt"\n')
     )
     return spec
 
@@ -295,41 +306,49 @@ def test_late_input_error_keeps_the_old_file_and_leaves_nothing_new(tmp_path, re
 
 # --- 5. SIGTERM ----------------------------------------------------------------------------------
 
+# 149 chunks, the last one short
+TERM_SPEC = f'generator = "{SPEC_NAME}"\nn_samples = 1490\nseed = 3\nchunk_size = 10\n'
+TERM_CHUNKS = 149
+TERM_AFTER = 3  # chunks each process computes before it waits for the signal
+
 
 @pytest.fixture(scope="module")
-def long_ref(tmp_path_factory, ref) -> tuple[Path, Path]:
-    """A run of 150 chunks (a few seconds), uninterrupted."""
+def term_ref(tmp_path_factory) -> tuple[Path, Path]:
+    """(toy spec, file of its uninterrupted 1-process run)."""
     d = tmp_path_factory.mktemp("term")
-    spec = d / "long.toml"
-    spec.write_text(
-        SPEC.replace("n_samples = 600", "n_samples = 45000").replace("= 100\n", "= 300\n")
-    )
-    out = d / "long.h5"
+    spec = d / "term.toml"
+    spec.write_text(TERM_SPEC)
+    out = d / "ref.h5"
     run_hpcgen("run", spec, "--out", out, "-q", check=True)
     return spec, out
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("ranks", [0, 2])
-def test_sigterm_flushes_what_is_done_and_resume_finishes(tmp_path, long_ref, ranks):
-    """ranks 0: one plain process; 2: under mpiexec, which forwards SIGTERM to every rank."""
-    spec, ref_file = long_ref
+def test_sigterm_flushes_what_is_done_and_resume_finishes(tmp_path, term_ref, ranks):
+    """ranks 0: one plain process; 2: under mpiexec, which forwards SIGTERM to every rank.
+
+    No race with the machine's speed: every process computes TERM_AFTER chunks, then waits in
+    the toy's hold until SIGTERM reaches it, so the signal always comes mid-run, after the
+    lock and the first rounds, and the count of chunks done is known exactly."""
+    spec, ref_file = term_ref
     out = tmp_path / "t.h5"
-    p = start("run", spec, "--out", out, "-q", "--checkpoint-every", "1000", ranks=ranks)
-    wait_for_lock(tmp_path / "t.h5.lock", p)
-    time.sleep(0.7)  # some chunks in
+    gate = tmp_path / "gate"
+    gate.touch()
+    p = start(
+        "run", spec, "--out", out, "-q", "--checkpoint-every", "1000",
+        ranks=ranks, env={HOLD_ENV: f"{TERM_AFTER}:{gate}"},
+    )  # fmt: skip
+    wait_for_holds(gate, p, max(ranks, 1))
     p.send_signal(signal.SIGTERM)
     res = finish(p)
     # every rank exits 143; MPICH's mpiexec (hydra 4.0), itself sent SIGTERM, does not always
     # pass that on (it was seen to exit 0), so its status is not asserted
     line = one_error_line(res, code=143 if ranks == 0 else res.returncode)
-    total = 150
-    prefix = "hpcgen: interrupted: "
-    assert line.startswith(prefix) and line.endswith(f" of {total} chunks done, --resume to finish")
-    n_done = int(line[len(prefix) :].split()[0])
-    assert 0 <= n_done < total, line  # 0 if the signal came before the first round ended
+    n_done = (TERM_AFTER + 1) * max(ranks, 1)  # the held round is written, then all stop
+    assert line == f"hpcgen: interrupted: {n_done} of {TERM_CHUNKS} chunks done, --resume to finish"
     with h5py.File(out) as f:
-        assert int(f["_hpcgen/done"][...].sum()) == n_done
+        done = f["_hpcgen/done"][...]
+    assert int(done.sum()) == n_done and done[:n_done].all()
     run_hpcgen("run", spec, "--out", out, "--resume", "-q", ranks=ranks, check=True)
     assert_same_data(ref_file, out)
 
@@ -383,15 +402,8 @@ def test_checksums_are_the_data_s_for_any_rank_count_and_route(tmp_path, ref):
     spec, ref_file = ref
     with h5py.File(ref_file) as f:
         stored = f["_hpcgen/checksums"][...]
-        assert list(f["_hpcgen/checksums"].attrs["fields"]) == [
-            "X",
-            "Y",
-            "P",
-            "Z",
-            "status",
-            "n_steps",
-        ]
-    assert stored.shape == (N_CHUNKS, 6, 2) and stored.dtype == np.uint64
+        assert list(f["_hpcgen/checksums"].attrs["fields"]) == ["x", "y", "n"]
+    assert stored.shape == (N_CHUNKS, 3, 2) and stored.dtype == np.uint64
     np.testing.assert_array_equal(stored, expected_checksums(ref_file, 100))
     for ranks, io in ((2, "mpio"), (3, "mpio"), (2, "shards"), (3, "shards")):
         out = tmp_path / f"{io}{ranks}.h5"
@@ -416,17 +428,17 @@ def test_flipped_byte_fails_verify_and_export(tmp_path, ref):
     _, ref_file = ref
     bad = tmp_path / "bad.h5"
     shutil.copy(ref_file, bad)
-    flip_byte(bad, "P", 3 * 100 + 17)  # chunk 3
+    flip_byte(bad, "y", 3 * 100 + 17)  # chunk 3
     proc = run_hpcgen("verify", bad, "--json", tmp_path / "v.json")
     assert proc.returncode == 1
     report = json.loads((tmp_path / "v.json").read_text())
     failed = [c for c in report["checks"] if not c["passed"]]
     assert [c["name"] for c in failed if c["name"] == "checksums match"] == ["checksums match"]
     check = next(c for c in failed if c["name"] == "checksums match")
-    assert check["detail"] == "chunk 3 field P"
+    assert check["detail"] == "chunk 3 field y"
     npz = tmp_path / "bad.npz"
     line = one_error_line(run_hpcgen("export", bad, "--format", "npz", "--out", npz))
-    assert "checksum mismatch in chunk 3 field P" in line
+    assert "checksum mismatch in chunk 3 field y" in line
     assert not npz.exists() and not (tmp_path / "bad.npz.partial").exists()
 
 
@@ -445,12 +457,12 @@ def test_merge_refuses_a_corrupt_shard(tmp_path, ref):
     assert_same_data(ref_file, good)
     with h5py.File(good) as g, h5py.File(ref_file) as r:
         np.testing.assert_array_equal(g["_hpcgen/checksums"][...], r["_hpcgen/checksums"][...])
-    flip_byte(shards / shard_name((2, 6)), "n_steps", 150)  # shard row 150 = chunk 3
+    flip_byte(shards / shard_name((2, 6)), "n", 150)  # shard row 150 = chunk 3
     for extra in ((), ("--virtual",), ("--allow-partial",)):
         out = tmp_path / "m.h5"
         proc = run_hpcgen("merge", shards, "--out", out, *extra)
         assert proc.returncode == 2, proc.stderr
-        assert "corrupt: checksum mismatch in chunk 3 field n_steps" in proc.stderr
+        assert "corrupt: checksum mismatch in chunk 3 field n" in proc.stderr
         assert not out.exists()
 
 
@@ -460,11 +472,11 @@ def test_data_changed_in_place_fails_verify(tmp_path, ref):
     bad = tmp_path / "b.h5"
     shutil.copy(ref_file, bad)
     with h5py.File(bad, "r+") as f:
-        f["status"][5] = f["status"][5] + 1
+        f["n"][5] = f["n"][5] + 1
     proc = run_hpcgen("verify", bad, "--json", tmp_path / "v.json")
     assert proc.returncode == 1
     checks = json.loads((tmp_path / "v.json").read_text())["checks"]
     assert next(c for c in checks if c["name"] == "checksums match")["detail"] == (
-        "chunk 0 field status"
+        "chunk 0 field n"
     )
-    assert data_fields(bad)["status"][5] != data_fields(ref_file)["status"][5]
+    assert data_fields(bad)["n"][5] != data_fields(ref_file)["n"][5]
