@@ -40,7 +40,7 @@ from hpcgen.generators.atoms.params import (
     SPLIT_NAMES,
     AtomsParams,
 )
-from hpcgen.generators.base import params_to_dict
+from hpcgen.generators.base import FileView, params_to_dict
 
 #: metadata.json format version
 METADATA_VERSION = "1.0.0"
@@ -494,7 +494,7 @@ def draw_report(
 # --- export from an HDF5 run ---------------------------------------------------------------------
 
 
-def export_dataset(reader: Any, out: Path, options: Mapping[str, Any]) -> None:
+def export_dataset(view: FileView, out: Path, options: Mapping[str, Any]) -> None:
     """``hpcgen export FILE --format dataset --out DIR``: the dataset directory from an HDF5 run
     (complete files only), streamed block by block. Never overwrites: DIR must be absent or
     empty (--overwrite does not change that). ``options["dedup"]`` true: drop val/test images
@@ -502,36 +502,29 @@ def export_dataset(reader: Any, out: Path, options: Mapping[str, Any]) -> None:
     from hpcgen.generators.atoms.generator import FIELD_NAMES
 
     out = Path(out)
-    if not reader.complete:
-        missing = int((~reader.done).sum())
-        raise UserError(f"{reader.path}: {missing} chunks are not done; finish the run first")
+    if not view.complete:
+        missing = int((~view.done).sum())
+        raise UserError(f"{view.path}: {missing} chunks are not done; finish the run first")
     create_output_dir(out)
-    params: AtomsParams = reader.generator.params
+    params: AtomsParams = view.generator.params
     writer = DatasetWriter(out, params)
     try:
-        for start, block in reader.iter_rows(FIELD_NAMES):
-            writer.add(block, reader.row_range[0] + start)
+        for start, block in view.iter_rows(FIELD_NAMES):
+            writer.add(block, view.row_range[0] + start)
         meta = base_metadata(
             params,
-            reader.n_rows,
-            reader.spec.seed,
-            reader.spec.chunk_size,
+            view.n_rows,
+            view.spec.seed,
+            view.spec.chunk_size,
             out.name,
             {
-                "source_file": str(Path(reader.path).resolve()),
-                "source_rows": list(reader.row_range),
-                "source_data_hash": _attr(reader, "hpcgen_data_hash"),
-                "source_provenance": reader.provenance,
+                "source_file": str(Path(view.path).resolve()),
+                "source_rows": list(view.row_range),
+                "source_data_hash": view.data_hash,
+                "source_provenance": view.provenance,
             },
         )
-        writer.finish(meta, report_seed=reader.spec.seed, dedup=bool(options.get("dedup")))
+        writer.finish(meta, report_seed=view.spec.seed, dedup=bool(options.get("dedup")))
     except BaseException:
         writer.abort()
         raise
-
-
-def _attr(reader: Any, name: str) -> str | None:
-    value = reader.h5.attrs.get(name)
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else str(value)

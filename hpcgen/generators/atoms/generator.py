@@ -11,6 +11,7 @@ import numpy as np
 from hpcgen.generators.atoms.checks import AtomsVerifier
 from hpcgen.generators.atoms.dataset import ARC_PALETTE, draw_report, export_dataset
 from hpcgen.generators.atoms.kernel import render_images
+from hpcgen.generators.atoms.options import OPTIONS
 from hpcgen.generators.atoms.params import (
     DEFAULT_CHUNK_SIZE,
     EMPTY_KIND,
@@ -19,7 +20,7 @@ from hpcgen.generators.atoms.params import (
     AtomsParams,
 )
 from hpcgen.generators.atoms.split import assign_split
-from hpcgen.generators.base import Chunk, Device, Exporter, FieldSpec, Generator
+from hpcgen.generators.base import Chunk, Device, Exporter, FieldSpec, FileView, Generator
 
 FIELD_NAMES = ("images", "labels", "masks", "kinds", "split")
 
@@ -35,6 +36,7 @@ class AtomsGenerator(Generator):
     name = "atoms"
     Params = AtomsParams
     default_chunk_size = DEFAULT_CHUNK_SIZE
+    cli_option_table = OPTIONS
 
     def fields(self) -> list[FieldSpec]:
         p: AtomsParams = self.params
@@ -100,32 +102,32 @@ class AtomsGenerator(Generator):
     def exporters(self) -> dict[str, Exporter]:
         return {"dataset": export_dataset}
 
-    def plot(self, reader: Any, out: Path, options: Mapping[str, Any]) -> None:
+    def plot(self, view: FileView, out: Path, options: Mapping[str, Any]) -> None:
         """100 random images of the file's train split (ARC colours, labels) and the label
         histogram per split."""
         k = self.params.max_objects
         hist = np.zeros((3, k + 1), np.int64)
-        for _, block in reader.iter_rows(["labels", "split"]):
+        for _, block in view.iter_rows(["labels", "split"]):
             for s in range(3):
                 sel = block["split"] == s
                 hist[s] += np.bincount(block["labels"][sel], minlength=k + 1)[: k + 1]
         n_train = int(hist[0].sum())
         # second pass over the split codes: the rows of 100 random ranks among the train rows
-        rng = np.random.default_rng(reader.spec.seed)
+        rng = np.random.default_rng(view.spec.seed)
         ranks = np.sort(rng.choice(n_train, size=min(100, n_train), replace=False))
         pick, seen = [], 0
-        for start, block in reader.iter_rows(["split"]):
+        for start, block in view.iter_rows(["split"]):
             rows = start + np.flatnonzero(block["split"] == 0)
             inside = ranks[(ranks >= seen) & (ranks < seen + rows.size)]
             pick.append(rows[inside - seen])
             seen += rows.size
         pick = np.concatenate(pick) if pick else np.zeros(0, np.int64)
-        images = reader.h5["images"][pick] if pick.size else np.zeros((0, 1, 1), np.uint8)
-        labels = reader.h5["labels"][pick] if pick.size else np.zeros(0, np.uint8)
+        images = view.read("images", pick) if pick.size else np.zeros((0, 1, 1), np.uint8)
+        labels = view.read("labels", pick) if pick.size else np.zeros(0, np.uint8)
         draw_report(
             images,
             labels,
             hist,
             Path(out),
-            f"{Path(reader.path).name}: {n_train} training images, {pick.size} at random",
+            f"{Path(view.path).name}: {n_train} training images, {pick.size} at random",
         )

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 
-import h5py
 import numpy as np
 import scipy.ndimage as ndi
 
@@ -390,9 +389,9 @@ class EnergyVerifier(Verifier):
         ]
 
 
-def layout_result(h5: h5py.File) -> CheckResult:
+def layout_result(src: well.Source) -> CheckResult:
     """The Well layout check as one verify line."""
-    problems = well.check_layout(h5)
+    problems = well.check_layout(src)
     return CheckResult(
         "The Well layout (attributes and shapes)",
         not problems,
@@ -401,12 +400,12 @@ def layout_result(h5: h5py.File) -> CheckResult:
     )
 
 
-def virtual_result(h5: h5py.File) -> CheckResult:
+def virtual_result(src: well.Source) -> CheckResult:
     """Whether the energy field is a virtual dataset (the shards route's ``merge --virtual``).
     Reported, not failed: hpcgen reads such files, but The Well's WellDataset opens files through
     fsspec file objects, where HDF5 cannot follow a virtual dataset to its sources."""
-    d = h5.get(well.ENERGY)
-    virtual = isinstance(d, h5py.Dataset) and d.is_virtual
+    d = well.node_of(src, well.ENERGY)
+    virtual = d is not None and d.virtual
     return CheckResult(
         "plain datasets for The Well's loader (reported)",
         True,

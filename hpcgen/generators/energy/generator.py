@@ -27,11 +27,13 @@ from hpcgen.generators.base import (
     Device,
     Exporter,
     FieldSpec,
+    FileView,
     Generator,
     StaticData,
     Verifier,
 )
 from hpcgen.generators.energy import kernels, patterns, well
+from hpcgen.generators.energy.options import OPTIONS
 from hpcgen.generators.energy.params import EnergyParams
 from hpcgen.generators.energy.sequence import evolve, evolve_batch
 
@@ -41,6 +43,7 @@ class EnergyGenerator(Generator):
     Params = EnergyParams
     #: a 10 x 256 x 256 float32 trajectory is 2.6 MB: 8 per chunk is ~21 MB per collective write
     default_chunk_size: ClassVar[int] = 8
+    cli_option_table = OPTIONS
 
     params: EnergyParams
 
@@ -164,13 +167,13 @@ class EnergyGenerator(Generator):
 
         return EnergyVerifier(self.params)
 
-    def file_checks(self, reader: Any) -> list[CheckResult]:
-        """Checks on the whole file (``hpcgen verify`` calls this with its Reader)."""
+    def file_checks(self, view: FileView) -> list[CheckResult]:
+        """Checks on the whole file: The Well's layout, and whether its energy field is virtual."""
         from hpcgen.generators.energy.checks import layout_result, virtual_result
 
-        return [layout_result(reader.h5), virtual_result(reader.h5)]
+        return [layout_result(view), virtual_result(view)]
 
-    def plot(self, reader: Any, out: Path, options: Mapping[str, Any]) -> None:
+    def plot(self, view: FileView, out: Path, options: Mapping[str, Any]) -> None:
         from hpcgen.generators.energy.plot import plot_file
 
-        plot_file(reader.h5, Path(out), options)
+        plot_file(view, Path(out), options)

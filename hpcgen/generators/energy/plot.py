@@ -54,23 +54,31 @@ def params_line(attrs: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def read_strip(h5: h5py.File, trajectory: int = 0) -> Strip:
-    """Trajectory ``trajectory`` of an energy file (The Well layout) as a Strip."""
-    if well.ENERGY not in h5:
-        raise UserError(f"{h5.filename}: no {well.ENERGY} dataset (not an energy file)")
-    n = h5[well.ENERGY].shape[0]
+def read_strip(src: well.Source, trajectory: int = 0) -> Strip:
+    """Trajectory ``trajectory`` of an energy file (The Well layout: an open HDF5 file or a
+    hook's FileView) as a Strip."""
+    energy = well.node_of(src, well.ENERGY)
+    if energy is None or energy.kind != "dataset":
+        raise UserError(f"{well.source_name(src)}: no {well.ENERGY} dataset (not an energy file)")
+    n = energy.shape[0]
     if not 0 <= trajectory < n:
         raise UserError(f"trajectory {trajectory} out of range: the file holds 0..{n - 1}")
-    frames = h5[well.ENERGY][trajectory]
+    frames = well.read_row(src, well.ENERGY, trajectory)
     ent = (
-        h5["scalars/entropy"][trajectory]
-        if "scalars/entropy" in h5
+        well.read_row(src, "scalars/entropy", trajectory)
+        if well.node_of(src, "scalars/entropy") is not None
         else np.full(len(frames), np.nan)
     )
-    domain = str(h5.attrs.get("domain", h5.attrs.get("dataset_name", "?")))
+    attrs = _root_attrs(src)
+    domain = str(attrs.get("domain", attrs.get("dataset_name", "?")))
     t, hgt, wid = frames.shape
     label = f"{domain}, trajectory {trajectory} of {n} ({t} frames of {wid} x {hgt} px)"
-    return Strip(label, frames, ent, params_line(h5.attrs))
+    return Strip(label, frames, ent, params_line(attrs))
+
+
+def _root_attrs(src: well.Source) -> Mapping[str, Any]:
+    root = well.node_of(src, "")
+    return root.attrs if root is not None else {}
 
 
 def figure(strips: Sequence[Strip], max_frames: int = 10) -> Any:
@@ -122,17 +130,19 @@ def plot_strips(strips: Sequence[Strip], out: Path, max_frames: int = 10) -> Non
     plt.close(fig)
 
 
-def plot_file(h5: h5py.File, out: Path, options: Mapping[str, Any]) -> None:
+def plot_file(src: well.Source, out: Path, options: Mapping[str, Any]) -> None:
     """``hpcgen plot FILE``: a file holds one domain, so the figure is that domain's sequence
-    (trajectory ``options["sample"]``, default 0). ``--domain`` must name the file's domain."""
+    (trajectory ``options["sample"]``, default 0). ``--domain`` must name the file's domain.
+    ``src``: the hook's FileView (or an open HDF5 energy file)."""
     domain = options.get("domain")
-    if domain and domain != h5.attrs.get("domain"):
+    held = _root_attrs(src).get("domain")
+    if domain and domain != held:
         raise UserError(
-            f"{h5.filename} holds domain {h5.attrs.get('domain')!r}, not {domain!r} "
+            f"{well.source_name(src)} holds domain {held!r}, not {domain!r} "
             "(one file per domain; `hpcgen catalog DIR --plot PNG` draws every domain)"
         )
     trajectory = int(options.get("sample") or 0)
-    plot_strips([read_strip(h5, trajectory)], out)
+    plot_strips([read_strip(src, trajectory)], out)
 
 
 def plot_domains(paths: Sequence[Path], out: Path) -> None:

@@ -49,7 +49,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from hpcgen.generators.base import FieldSpec, StaticData
+from hpcgen.generators.base import FieldSpec, FileView, Node, StaticData
 from hpcgen.generators.energy.params import SIMULATION_PARAMETERS, EnergyParams
 from hpcgen.generators.energy.patterns import PATTERN_PARAMETERS
 
@@ -190,6 +190,44 @@ def apply_group_attrs(h5: h5py.File, attrs: dict[str, dict[str, Any]]) -> None:
             group.attrs[k] = v
 
 
+# --- reading: an h5py file or a hook's view ------------------------------------------------------
+#: an energy file to read: an open HDF5 file in The Well's layout (an export, a catalog file) or
+#: the FileView ``hpcgen verify`` / ``hpcgen plot`` hand to the generator's hooks
+Source = h5py.Group | FileView
+
+
+def node_of(src: Source, path: str) -> Node | None:
+    """The group or dataset at ``path`` of ``src`` ("" is the root), None where there is none."""
+    if not isinstance(src, h5py.Group):
+        return src.node(path)
+    key = path.strip("/")
+    obj = src if key == "" else src.get(key)
+    if isinstance(obj, h5py.Group):
+        return Node(key, "group", dict(obj.attrs.items()), children=tuple(sorted(obj.keys())))
+    if isinstance(obj, h5py.Dataset):
+        return Node(
+            key,
+            "dataset",
+            dict(obj.attrs.items()),
+            shape=tuple(obj.shape),
+            dtype=obj.dtype,
+            virtual=bool(obj.is_virtual),
+        )
+    return None
+
+
+def read_row(src: Source, name: str, row: int) -> np.ndarray:
+    """Row ``row`` of dataset ``name`` (its first axis)."""
+    if isinstance(src, h5py.Group):
+        return src[name][row]
+    return src.read(name, slice(row, row + 1))[0]
+
+
+def source_name(src: Source) -> str:
+    """The file's name, for messages."""
+    return str(src.file.filename) if isinstance(src, h5py.Group) else str(src.path)
+
+
 # --- checker -------------------------------------------------------------------------------------
 def _strs(v: Any) -> list[str]:
     if isinstance(v, (str, bytes)):
@@ -201,8 +239,9 @@ def _is_bool(v: Any) -> bool:
     return isinstance(v, (bool, np.bool_))
 
 
-def check_layout(h5: h5py.File) -> list[str]:
-    """Problems of an open HDF5 file against The Well's format specification (empty: conforms).
+def check_layout(src: Source) -> list[str]:
+    """Problems of a file against The Well's format specification (empty: conforms). ``src``:
+    an open HDF5 file (any file in The Well's layout, e.g. an export) or a hook's FileView.
 
     Checks the root attributes, the dimensions, boundary_conditions, scalars and t0/t1/t2_fields
     groups with their required attributes, and every dataset's shape against its varying flags
@@ -210,7 +249,8 @@ def check_layout(h5: h5py.File) -> list[str]:
     dimensions/<spatial_dims>), and float32 for coordinates, scalars and fields.
     """
     problems: list[str] = []
-    a = h5.attrs
+    root = node_of(src, "")
+    a = root.attrs if root is not None else {}
     for key in (
         "dataset_name",
         "grid_type",
@@ -229,14 +269,18 @@ def check_layout(h5: h5py.File) -> list[str]:
             problems.append(f"root: simulation parameter {p} listed but has no attribute")
     n_traj = int(a["n_trajectories"])
     ndims = int(a["n_spatial_dims"])
+    groups: dict[str, Node] = {}
     for g in ("dimensions", "boundary_conditions", "scalars", *FIELD_GROUPS):
-        if not isinstance(h5.get(g), h5py.Group):
+        node = node_of(src, g)
+        if node is None or node.kind != "group":
             problems.append(f"missing group {g}/")
+        else:
+            groups[g] = node
     if problems:
         return problems
 
     # dimensions
-    dims = h5["dimensions"]
+    dims = groups["dimensions"]
     if "spatial_dims" not in dims.attrs:
         return [*problems, "dimensions: missing attribute spatial_dims"]
     spatial = _strs(dims.attrs["spatial_dims"])
@@ -244,8 +288,8 @@ def check_layout(h5: h5py.File) -> list[str]:
         problems.append(f"dimensions: {len(spatial)} spatial_dims but n_spatial_dims = {ndims}")
     sizes: dict[str, int] = {}
     for name in ("time", *spatial):
-        d = dims.get(name)
-        if not isinstance(d, h5py.Dataset):
+        d = node_of(src, f"dimensions/{name}")
+        if d is None or d.kind != "dataset":
             problems.append(f"dimensions: missing dataset {name}")
             continue
         flags = ("sample_varying",) if name == "time" else ("sample_varying", "time_varying")
@@ -254,15 +298,16 @@ def check_layout(h5: h5py.File) -> list[str]:
                 problems.append(f"dimensions/{name}: missing boolean attribute {f}")
         if d.dtype != np.float32:
             problems.append(f"dimensions/{name}: dtype {d.dtype}, expected float32")
-        sizes[name] = d.shape[-1] if d.ndim else 0
+        sizes[name] = d.shape[-1] if d.shape else 0
     if problems:
         return problems
     n_time = sizes["time"]
 
     # boundary conditions
-    for bc_name, bc in h5["boundary_conditions"].items():
+    for bc_name in groups["boundary_conditions"].children:
         where = f"boundary_conditions/{bc_name}"
-        if not isinstance(bc, h5py.Group):
+        bc = node_of(src, where)
+        if bc is None or bc.kind != "group":
             problems.append(f"{where}: not a group")
             continue
         for key in ("associated_dims", "associated_fields", "bc_type"):
@@ -277,22 +322,22 @@ def check_layout(h5: h5py.File) -> list[str]:
         if not set(assoc) <= set(spatial):
             problems.append(f"{where}: associated_dims {assoc} not in spatial_dims {spatial}")
             continue
-        mask = bc.get("mask")
-        if not isinstance(mask, h5py.Dataset) or mask.dtype != bool:
+        mask = node_of(src, f"{where}/mask")
+        if mask is None or mask.kind != "dataset" or mask.dtype != bool:
             problems.append(f"{where}: missing boolean dataset mask")
         elif mask.shape[-len(assoc) :] != tuple(sizes[d] for d in assoc):
             problems.append(f"{where}/mask: shape {mask.shape} does not match {assoc}")
 
     # scalars and fields
-    problems += _check_group(h5["scalars"], "scalars", n_traj, n_time, [], sizes, 0)
+    problems += _check_group(src, groups["scalars"], n_traj, n_time, [], sizes, 0)
     for order, g in enumerate(FIELD_GROUPS):
-        problems += _check_group(h5[g], g, n_traj, n_time, spatial, sizes, order)
+        problems += _check_group(src, groups[g], n_traj, n_time, spatial, sizes, order)
     return problems
 
 
 def _check_group(
-    group: h5py.Group,
-    where: str,
+    src: Source,
+    group: Node,
     n_traj: int,
     n_time: int,
     spatial: list[str],
@@ -300,13 +345,14 @@ def _check_group(
     order: int,
 ) -> list[str]:
     problems: list[str] = []
+    where = group.path
     if "field_names" not in group.attrs:
         return [f"{where}: missing attribute field_names"]
     is_field = where != "scalars"
     for name in _strs(group.attrs["field_names"]):
-        d = group.get(name)
         w = f"{where}/{name}"
-        if not isinstance(d, h5py.Dataset):
+        d = node_of(src, w)
+        if d is None or d.kind != "dataset":
             problems.append(f"{w}: listed in field_names but missing")
             continue
         required = ["sample_varying", "time_varying"] + (["dim_varying"] if is_field else [])

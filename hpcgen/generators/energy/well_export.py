@@ -19,7 +19,8 @@ files through fsspec file objects, and HDF5 cannot follow a virtual dataset (the
 gives them no dimension), whatever the source held. Root attributes are kept except the engine's
 run description (``hpcgen_spec``, ``hpcgen_chunk_range``: the file is no longer a run's rows);
 ``n_trajectories`` is the split's count and ``hpcgen_export`` (JSON) names the source file, its row
-range and the split. ``_hpcgen/`` (the engine's bookkeeping) is not copied.
+range and the split. The engine's bookkeeping (done flags, checksums) is not part of the file's
+view, so it is not copied.
 
 stats.yaml holds, for every field of ``t0_fields`` (here ``energy``), what The Well's
 ``ZScoreNormalization`` (``mean``, ``std``, ``mean_delta``, ``std_delta``) and
@@ -44,9 +45,9 @@ import numpy as np
 import yaml
 
 from hpcgen.errors import UserError
+from hpcgen.generators.base import FileView, Node
 from hpcgen.generators.energy.reader import RunningStats
 from hpcgen.io import layout
-from hpcgen.io.reader import Reader
 
 SPLITS = ("train", "valid", "test")
 #: train, valid, test
@@ -136,9 +137,7 @@ def stats_document(stats: Mapping[str, FieldStats]) -> dict[str, dict[str, float
 
 
 # --- copying --------------------------------------------------------------------------------------
-def _attrs(
-    src: h5py.AttributeManager, dst: h5py.AttributeManager, drop: Sequence[str] = ()
-) -> None:
+def _attrs(src: Mapping[str, Any], dst: h5py.AttributeManager, drop: Sequence[str] = ()) -> None:
     for k, v in src.items():
         if k not in drop:
             dst[k] = v
@@ -148,79 +147,94 @@ def _strs(v: Any) -> list[str]:
     return [x.decode() if isinstance(x, bytes) else str(x) for x in np.atleast_1d(v)]
 
 
-def _is_row_dataset(d: h5py.Dataset) -> bool:
+def _is_row_dataset(d: Node) -> bool:
     """The engine marks every per-sample dataset with sample_axis = 0."""
     return "sample_axis" in d.attrs
 
 
-def _is_constant_scalar(name: str, d: h5py.Dataset) -> bool:
+def _is_constant_scalar(name: str, d: Node) -> bool:
     a = d.attrs
     return name.startswith("scalars/") and not a.get("sample_varying") and not a.get("time_varying")
 
 
-def _layout(src: h5py.File, dst: h5py.File) -> list[str]:
+def _walk(src: FileView, group: str = "") -> list[Node]:
+    """Every group and dataset below ``group``, depth first, members in name order (the order
+    of h5py's ``visititems``)."""
+    node = src.node(group)
+    out: list[Node] = []
+    for name in node.children if node is not None else ():
+        child = src.node(f"{group}/{name}" if group else name)
+        if child is None:
+            continue
+        out.append(child)
+        if child.kind == "group":
+            out += _walk(src, child.path)
+    return out
+
+
+def _layout(src: FileView, dst: h5py.File) -> list[Node]:
     """Copy every group and attribute and every dataset without a sample axis (constant scalars
-    made 0-d); create the per-sample datasets empty. Returns the per-sample dataset names."""
-    rows: list[str] = []
-
-    def visit(name: str, obj: h5py.Group | h5py.Dataset) -> None:
-        if name == layout.GROUP or name.startswith(layout.GROUP + "/"):
-            return
-        if isinstance(obj, h5py.Group):
-            _attrs(obj.attrs, dst.require_group(name).attrs)
-            return
+    made 0-d); create the per-sample datasets empty. Returns the per-sample datasets."""
+    rows: list[Node] = []
+    for obj in _walk(src):
+        if obj.kind == "group":
+            _attrs(obj.attrs, dst.require_group(obj.path).attrs)
+            continue
         if _is_row_dataset(obj):
-            rows.append(name)
-            return
-        data = obj[()]
-        if _is_constant_scalar(name, obj):
+            rows.append(obj)
+            continue
+        data = src.static(obj.path)
+        if _is_constant_scalar(obj.path, obj):
             data = np.asarray(data).reshape(())
-        d = dst.create_dataset(name, data=data)
+        d = dst.create_dataset(obj.path, data=data)
         _attrs(obj.attrs, d.attrs)
-
-    src.visititems(visit)
     return rows
 
 
 def _write_split(
-    r: Reader,
+    src: FileView,
     split: str,
     rows: tuple[int, int],
     path: Path,
     stats: dict[str, FieldStats] | None,
 ) -> None:
-    src = r.h5
     a, b = rows
     with h5py.File(path, "w") as dst:
         _attrs(src.attrs, dst.attrs, DROPPED_ROOT_ATTRS)
         dst.attrs["n_trajectories"] = b - a
         dst.attrs[EXPORT_ATTR] = json.dumps(
-            {"source": r.path.name, "rows": [a, b], "split": split}, sort_keys=True
+            {"source": src.path.name, "rows": [a, b], "split": split}, sort_keys=True
         )
-        names = _layout(src, dst)
-        for name in names:
-            s = src[name]
-            d = dst.create_dataset(name, shape=(b - a, *s.shape[1:]), dtype=s.dtype)
+        row_sets = _layout(src, dst)
+        for s in row_sets:
+            d = dst.create_dataset(s.path, shape=(b - a, *s.shape[1:]), dtype=s.dtype)
             _attrs(s.attrs, d.attrs)
             d.attrs["first_sample"] = int(s.attrs.get("first_sample", 0)) + a
         tracked = {f"{FIELD_GROUP}/{f}": f for f in stats or {}}
-        row_bytes = sum(src[n].dtype.itemsize * math.prod(src[n].shape[1:]) for n in names)
+        row_bytes = sum(np.dtype(s.dtype).itemsize * math.prod(s.shape[1:]) for s in row_sets)
         block = max(1, BLOCK_BYTES // max(row_bytes, 1))
         for start in range(a, b, block):
             stop = min(start + block, b)
-            for name in names:
-                values = src[name][start:stop]
-                dst[name][start - a : stop - a] = values
-                if stats is not None and name in tracked:
-                    stats[tracked[name]].add(values)
+            for s in row_sets:
+                values = src.read(s.path, slice(start, stop))
+                dst[s.path][start - a : stop - a] = values
+                if stats is not None and s.path in tracked:
+                    stats[tracked[s.path]].add(values)
 
 
-def _t0_fields(h5: h5py.File) -> list[str]:
-    g = h5.get(FIELD_GROUP)
-    return _strs(g.attrs.get("field_names", [])) if isinstance(g, h5py.Group) else []
+def _t0_fields(src: FileView) -> list[str]:
+    g = src.node(FIELD_GROUP)
+    return _strs(g.attrs.get("field_names", [])) if g is not None and g.kind == "group" else []
 
 
-def _check_sources(readers: Sequence[Reader]) -> None:
+def _energy_shape(src: FileView) -> tuple[int, ...]:
+    d = src.node(f"{FIELD_GROUP}/energy")
+    if d is None:
+        raise UserError(f"{src.path}: no {FIELD_GROUP}/energy dataset")
+    return d.shape
+
+
+def _check_sources(readers: Sequence[FileView]) -> None:
     """Energy files, complete, one dataset name and map size (WellDataset refuses a split
     directory mixing them), distinct file names."""
     if not readers:
@@ -235,8 +249,8 @@ def _check_sources(readers: Sequence[Reader]) -> None:
                 f"{r.path}: incomplete ({int(done.sum())} of {done.size} chunks written); "
                 "finish the run first"
             )
-        names.add(str(r.h5.attrs["dataset_name"]))
-        sizes.add(tuple(r.h5[f"{FIELD_GROUP}/energy"].shape[2:]))
+        names.add(str(r.attrs["dataset_name"]))
+        sizes.add(_energy_shape(r)[2:])
         if r.path.stem in stems:
             raise UserError(f"two input files named {r.path.stem}: rename one")
         stems.add(r.path.stem)
@@ -267,7 +281,7 @@ def _replace(tmp: Path, out: Path, overwrite: bool) -> None:
 
 
 def export_readers(
-    readers: Sequence[Reader],
+    readers: Sequence[FileView],
     out: Path,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     overwrite: bool = False,
@@ -284,7 +298,7 @@ def export_readers(
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)  # a previous export that did not finish
-    stats = {name: FieldStats() for name in _t0_fields(readers[0].h5)}
+    stats = {name: FieldStats() for name in _t0_fields(readers[0])}
     totals = dict.fromkeys(SPLITS, 0)
     for split in SPLITS:
         (tmp / "data" / split).mkdir(parents=True)
@@ -306,15 +320,19 @@ def export_well(
     overwrite: bool = False,
 ) -> dict[str, int]:
     """:func:`export_readers` on energy files given by path."""
+    from hpcgen.io.reader import Reader
+
     with ExitStack() as stack:
         readers = [stack.enter_context(Reader(p)) for p in paths]
         return export_readers(readers, Path(out), fractions, overwrite)
 
 
-def export_well_format(r: Reader | Sequence[Reader], out: Path, options: Mapping[str, Any]) -> None:
+def export_well_format(
+    r: FileView | Sequence[FileView], out: Path, options: Mapping[str, Any]
+) -> None:
     """The ``well`` format of ``hpcgen export``: one open file (or several). Options:
     ``overwrite``; ``split`` "train,valid,test" fractions (default 0.8,0.1,0.1)."""
-    readers = [r] if isinstance(r, Reader) else list(r)
+    readers = list(r) if isinstance(r, Sequence) else [r]
     totals = export_readers(
         readers, Path(out), parse_fractions(options.get("split")), bool(options.get("overwrite"))
     )

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from hpcgen.generators.base import CheckResult, Verifier
+from hpcgen.generators.base import CheckResult, FileView, Verifier
 from hpcgen.generators.illumination.model import Model
 from hpcgen.generators.illumination.recast import (
     GRAZING,
@@ -199,13 +199,13 @@ RECAST_CHECK = "lit fractions re-cast independently"
 
 
 def file_checks(
-    reader: Any, model: Model, params: Any, rows: int | None = None
+    view: FileView, model: Model, params: Any, rows: int | None = None
 ) -> list[CheckResult]:
     """The stored geometry against the model file, then the re-cast of ``rows`` random rows
     (default :data:`RECAST_ROWS`)."""
     rows = RECAST_ROWS if rows is None else rows
-    stored = np.asarray(reader.h5["model_triangles"][...], dtype=np.float64)
-    stored_face = np.asarray(reader.h5["model_triangle_face"][...], dtype=np.int64)
+    stored = np.asarray(view.static("model_triangles"), dtype=np.float64)
+    stored_face = np.asarray(view.static("model_triangle_face"), dtype=np.int64)
     rest, tri_face, tri_comp = body_triangles(model)
     size = float(np.linalg.norm(np.ptp(rest.reshape(-1, 3), axis=0))) or 1.0
     same = stored.shape == rest.shape and np.array_equal(stored_face, tri_face)
@@ -217,22 +217,22 @@ def file_checks(
         + (f", max |difference| {err:.3g} m" if same else ""),
         "" if same else "the model file changed since the run: the checks use the stored copy",
     )
-    return [geometry, recast_check(reader, model, params, stored, stored_face, tri_comp, rows)]
+    return [geometry, recast_check(view, model, params, stored, stored_face, tri_comp, rows)]
 
 
-def sample_rows(reader: Any, rows: int) -> np.ndarray:
+def sample_rows(view: FileView, rows: int) -> np.ndarray:
     """Sorted local indices of ``rows`` random rows of the file's written chunks (all of them
     when fewer), from a stream seeded by the run seed. Memory: O(chunks + rows)."""
-    done = reader.done
-    chunk = reader.spec.chunk_size
+    done = view.done
+    chunk = view.spec.chunk_size
     # local rows of the file's chunk i: [i * chunk, (i + 1) * chunk), clipped to the file
     starts = np.arange(len(done), dtype=np.int64)[done] * chunk
-    lengths = np.minimum(starts + chunk, reader.n_rows) - starts
+    lengths = np.minimum(starts + chunk, view.n_rows) - starts
     total = int(lengths.sum())
     if total <= rows:
         parts = [np.arange(a, a + n) for a, n in zip(starts, lengths)]
         return np.concatenate(parts) if parts else np.zeros(0, np.int64)
-    rng = np.random.default_rng([RECAST_SALT, int(reader.spec.seed)])
+    rng = np.random.default_rng([RECAST_SALT, int(view.spec.seed)])
     rank = np.sort(rng.choice(total, size=rows, replace=False))  # among the written rows
     before = np.cumsum(lengths) - lengths  # written rows ahead of each written chunk
     k = np.searchsorted(before, rank, side="right") - 1
@@ -240,7 +240,7 @@ def sample_rows(reader: Any, rows: int) -> np.ndarray:
 
 
 def recast_check(
-    reader: Any,
+    view: FileView,
     model: Model,
     params: Any,
     stored: np.ndarray,
@@ -251,30 +251,33 @@ def recast_check(
     """Re-cast random rows with :class:`.recast.Recaster`, on the stored geometry and the
     definition the file states (``lit_fractions`` attributes ``convention``, ``level``,
     ``sun_tracking``; root attribute ``illumination_ray_offset_m``)."""
-    lit_ds = reader.h5["lit_fractions"]
-    convention = str(lit_ds.attrs.get("convention", params.convention))
-    level = int(lit_ds.attrs.get("level", params.level))
-    offset = float(reader.h5.attrs["illumination_ray_offset_m"])
-    tracking = bool(lit_ds.attrs.get("sun_tracking", params.sun_tracking))
+    lit_node = view.node("lit_fractions")
+    if lit_node is None or lit_node.kind != "dataset":
+        return CheckResult(RECAST_CHECK, False, "no lit_fractions dataset")
+    lit_attrs = lit_node.attrs
+    convention = str(lit_attrs.get("convention", params.convention))
+    level = int(lit_attrs.get("level", params.level))
+    offset = float(view.attrs["illumination_ray_offset_m"])
+    tracking = bool(lit_attrs.get("sun_tracking", params.sun_tracking))
     if len(stored_face) != len(tri_comp):
         tri_comp = np.zeros(len(stored_face), np.int64)  # geometry check failed; no tracking
         tracking = False
     recaster = Recaster(
         stored,
         stored_face,
-        lit_ds.shape[1],
+        lit_node.shape[1],
         trackers_of(model, tri_comp, tracking),
         convention,
         level,
         offset,
     )
-    pick = sample_rows(reader, rows)
+    pick = sample_rows(view, rows)
     if len(pick) == 0:
         return CheckResult(RECAST_CHECK, True, "skipped (no written rows)")
-    sun = np.asarray(reader.h5["sun_vectors"][pick], dtype=np.float64)
-    lit = np.asarray(lit_ds[pick], dtype=np.float64)
-    tol = VALUE_TOL.get(np.dtype(lit_ds.dtype), 1e-6)
-    names = [str(n) for n in lit_ds.attrs["face_names"]]
+    sun = np.asarray(view.read("sun_vectors", pick), dtype=np.float64)
+    lit = np.asarray(view.read("lit_fractions", pick), dtype=np.float64)
+    tol = VALUE_TOL.get(np.dtype(lit_node.dtype), 1e-6)
+    names = [str(n) for n in lit_attrs["face_names"]]
     bad_values, bad_rows, shown, open_values = 0, 0, [], 0
     for row, s, v in zip(pick, sun, lit):
         lo, hi = recaster.bounds(s)
@@ -287,7 +290,7 @@ def recast_check(
                 f = int(np.flatnonzero(bad)[0])
                 expect = f"{lo[f]:.6g}" if hi[f] == lo[f] else f"[{lo[f]:.6g}, {hi[f]:.6g}]"
                 shown.append(
-                    f"row {reader.row_range[0] + int(row)} {names[f]}: {v[f]:.6g}, recast "
+                    f"row {view.row_range[0] + int(row)} {names[f]}: {v[f]:.6g}, recast "
                     f"{expect}" + (f" (+{int(bad.sum()) - 1} faces)" if bad.sum() > 1 else "")
                 )
     n = len(pick)

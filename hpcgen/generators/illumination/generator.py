@@ -22,6 +22,7 @@ from hpcgen.generators.base import (
     Device,
     Exporter,
     FieldSpec,
+    FileView,
     Generator,
     StaticData,
     Verifier,
@@ -33,6 +34,7 @@ from hpcgen.generators.illumination.model import (
     resolve_model_path,
     unshadowable_faces,
 )
+from hpcgen.generators.illumination.options import OPTIONS
 from hpcgen.generators.illumination.raycast import RAY_OFFSET
 
 MAX_LEVEL = 7
@@ -92,6 +94,7 @@ class IlluminationGenerator(Generator):
     #: 2 MB of output per chunk at the bundled model's face count; 100 chunks per million
     #: samples keep up to 100 ranks busy
     default_chunk_size = 10_000
+    cli_option_table = OPTIONS
 
     def __init__(self, params: Params, float_dtype: str = "float64") -> None:
         super().__init__(params, float_dtype)
@@ -222,19 +225,19 @@ class IlluminationGenerator(Generator):
 
         return IlluminationVerifier(self.model, self.params, self.float_dtype)
 
-    def file_checks(self, reader: Any) -> list[CheckResult]:
+    def file_checks(self, view: FileView) -> list[CheckResult]:
         """The stored geometry against the model file, and an independent re-cast of random
         rows (see :mod:`.checks`)."""
         from hpcgen.generators.illumination.checks import file_checks
 
-        return file_checks(reader, self.model, self.params)
+        return file_checks(view, self.model, self.params)
 
     def exporters(self) -> dict[str, Exporter]:
         from hpcgen.generators.illumination.export import export_csv
 
         return {"csv": export_csv}
 
-    def plot(self, reader: Any, out: Path, options: Mapping[str, Any]) -> None:
+    def plot(self, view: FileView, out: Path, options: Mapping[str, Any]) -> None:
         from hpcgen.generators.illumination.plot import plot_sky
 
-        plot_sky(reader, Path(out), options)
+        plot_sky(view, Path(out), options)

@@ -1,9 +1,9 @@
 """``hpcgen plot FILE --face NAME --out PNG`` for illumination files: the lit fraction of one face
 over the sky of sun directions (Mollweide map of the body frame).
 
-``sky_map`` streams the file block by block (``Reader.iter_rows``), so a 10M-row file is never held
-in memory; ``figure`` draws the map; ``plot_sky`` does both and writes the PNG. Face names come
-from the file's own ``face_names`` attribute, so they always match the columns on disk.
+``sky_map`` streams the file block by block (``FileView.iter_rows``), so a 10M-row file is never
+held in memory; ``figure`` draws the map; ``plot_sky`` does both and writes the PNG. Face names
+come from the file's own ``face_names`` attribute, so they always match the columns on disk.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from hpcgen.errors import UserError
+from hpcgen.generators.base import FileView
 from hpcgen.generators.illumination.export import _require_complete, face_names
 
 #: sky-map bins at most: azimuth x sin(elevation), so every bin covers the same solid angle
@@ -33,20 +34,20 @@ def sky_bins(n_samples: int) -> tuple[int, int]:
 
 
 def sky_map(
-    reader: Any, face: str, bins: tuple[int, int] = SKY_BINS
+    view: FileView, face: str, bins: tuple[int, int] = SKY_BINS
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean lit fraction of ``face`` per sky bin: (mean (n_el, n_az), azimuth edges in rad
     [-pi, pi], sin(elevation) edges [-1, 1]); NaN in bins without a sample. ``bins``: (n_az,
     n_el)."""
-    names = face_names(reader)
+    names = face_names(view)
     if face not in names:
-        raise UserError(f"no face {face!r} in {reader.path} (faces: {', '.join(names)})")
+        raise UserError(f"no face {face!r} in {view.path} (faces: {', '.join(names)})")
     j = names.index(face)
     n_az, n_el = bins
     total = np.zeros((n_el, n_az))
     count = np.zeros((n_el, n_az))
     rng = [[-1.0, 1.0], [-np.pi, np.pi]]
-    for _, block in reader.iter_rows(["sun_vectors", "lit_fractions"]):
+    for _, block in view.iter_rows(["sun_vectors", "lit_fractions"]):
         s = np.asarray(block["sun_vectors"], dtype=np.float64)
         az = np.arctan2(s[:, 1], s[:, 0])
         sin_el = np.clip(s[:, 2] / np.linalg.norm(s, axis=1), -1, 1)
@@ -58,17 +59,16 @@ def sky_map(
     return mean, np.linspace(-np.pi, np.pi, n_az + 1), np.linspace(-1, 1, n_el + 1)
 
 
-def face_normal(reader: Any, face: str) -> np.ndarray | None:
+def face_normal(view: FileView, face: str) -> np.ndarray | None:
     """Area-weighted outward unit normal of ``face`` in the body frame at rest (from the file's
     model_triangles, counter-clockwise = outward); None when the file has no triangles, the face
     turns with the sun (sun_tracking: no fixed normal) or is not planar enough to have one."""
-    h5 = reader.h5
-    if "model_triangles" not in h5 or "model_triangle_face" not in h5:
+    if view.node("model_triangles") is None or view.node("model_triangle_face") is None:
         return None
-    if bool(h5["lit_fractions"].attrs.get("sun_tracking", False)):
+    if bool(view.dataset_attrs("lit_fractions").get("sun_tracking", False)):
         return None
-    j = face_names(reader).index(face)
-    tri = h5["model_triangles"][...][h5["model_triangle_face"][...] == j]
+    j = face_names(view).index(face)
+    tri = view.static("model_triangles")[view.static("model_triangle_face") == j]
     n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]).sum(axis=0)
     norm = float(np.linalg.norm(n))
     return n / norm if norm > 0 else None
@@ -140,20 +140,20 @@ def figure(
     return fig
 
 
-def plot_sky(reader: Any, out: Path, options: Mapping[str, Any]) -> None:
+def plot_sky(view: FileView, out: Path, options: Mapping[str, Any]) -> None:
     """Lit fraction of ``options["face"]`` over the sky of sun directions (Mollweide map)."""
     face = options.get("face")
     if not face:
-        raise UserError(f"plot needs --face NAME (faces: {', '.join(face_names(reader))})")
-    _require_complete(reader)
-    n_az, n_el = sky_bins(reader.n_rows)
-    mean, az_edges, sin_edges = sky_map(reader, face, (n_az, n_el))
-    model = str(reader.h5.attrs.get("illumination_model", "model"))
+        raise UserError(f"plot needs --face NAME (faces: {', '.join(face_names(view))})")
+    _require_complete(view)
+    n_az, n_el = sky_bins(view.n_rows)
+    mean, az_edges, sin_edges = sky_map(view, face, (n_az, n_el))
+    model = str(view.attrs.get("illumination_model", "model"))
     title = (
         f"{model}, face {face}: lit fraction over sun directions\n"
-        f"{reader.n_rows:,} samples in {n_az} x {n_el} equal-area bins; grey: no sample"
+        f"{view.n_rows:,} samples in {n_az} x {n_el} equal-area bins; grey: no sample"
     )
-    fig = figure(mean, az_edges, sin_edges, title, face_normal(reader, face))
+    fig = figure(mean, az_edges, sin_edges, title, face_normal(view, face))
     import matplotlib.pyplot as plt
 
     Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -41,6 +41,7 @@ import numpy as np
 
 from hpcgen.engine.provenance import sha256_file
 from hpcgen.errors import UserError
+from hpcgen.generators.base import FileView, Node
 from hpcgen.generators.ptycho.metadata import (
     METADATA_KEY,
     build_metadata,
@@ -267,9 +268,9 @@ def validate_split(train: Path, test: Path) -> list[str]:
 # --- the exporter ---------------------------------------------------------------------------------
 
 
-def export_data001(reader: Any, out: Path, options: Mapping[str, Any]) -> None:
+def export_data001(view: FileView, out: Path, options: Mapping[str, Any]) -> None:
     """Write DIR/dose_<d>/patched_{train,test}.npz and DIR/run_manifest.json (module doc)."""
-    gen = reader.generator
+    gen = view.generator
     p = gen.params
     out = Path(out)
     if out.exists():
@@ -279,29 +280,29 @@ def export_data001(reader: Any, out: Path, options: Mapping[str, Any]) -> None:
                 f"{out} exists and is not a data001 export (no {MANIFEST}); remove it yourself"
             )
         shutil.rmtree(out)
-    if not reader.complete:
+    if not view.complete:
         raise UserError(
-            f"{reader.path}: some chunks are not written (done bitmap); finish the "
+            f"{view.path}: some chunks are not written (done bitmap); finish the "
             "run with --resume before exporting"
         )
-    y = reader.read("ycoords")
+    y = view.read("ycoords")
     train, split = split_masks(y)
     n = len(y)
-    n_ch = reader.h5["Y"].shape[1]
-    obj = reader.h5["objectGuess"][...]
-    probe = reader.h5["probeGuess"][...]
-    block = reader.spec.chunk_size
-    run = _run_record(reader)
+    n_ch = _node(view, "Y").shape[1]
+    obj = view.static("objectGuess")
+    probe = view.static("probeGuess")
+    block = view.spec.chunk_size
+    run = _run_record(view)
     out.mkdir(parents=True)
 
     def rows(name: str, mask: np.ndarray) -> Callable[[], Iterator[np.ndarray]]:
         def it() -> Iterator[np.ndarray]:
-            for start, b in reader.iter_rows([name], block):
+            for start, b in view.iter_rows([name], block):
                 yield b[name][mask[start : start + len(b[name])]]
 
         return it
 
-    energy = reader.read("exit_energy")
+    energy = view.read("exit_energy")
     files: list[dict[str, Any]] = []
     doses: list[dict[str, Any]] = []
     study: dict[str, dict[str, Any]] = {}
@@ -311,7 +312,7 @@ def export_data001(reader: Any, out: Path, options: Mapping[str, Any]) -> None:
         scale = gen.amplitude_scale(dose)
         scales = {"amplitude_scale": scale, "photons_per_unit_intensity": scale * scale}
         entry: dict[str, Any] = {"dose": dose, "group": tag, **scales, "splits": {}}
-        photons = reader.read(f"{tag}/photons")
+        photons = view.read(f"{tag}/photons")
         for split_name, mask in (("train", train), ("test", ~train)):
             k = int(mask.sum())
             path = out / tag / SPLIT_FILES[split_name]
@@ -320,7 +321,7 @@ def export_data001(reader: Any, out: Path, options: Mapping[str, Any]) -> None:
                 "split_fraction": SPLIT_FRACTION,
                 "split_axis": "y",
                 "split_point": split,
-                "parent_file": str(reader.path),
+                "parent_file": str(view.path),
                 "train_count": int(train.sum()),
                 "test_count": int(n - train.sum()),
             }
@@ -376,12 +377,12 @@ def export_data001(reader: Any, out: Path, options: Mapping[str, Any]) -> None:
             "intermediate_dir": str(out / tag),
         }
 
-    spec = reader.spec
+    spec = view.spec
     manifest = {
         **study,
         "format": "PtychoPINN NPZ (DATA-001 + diff3d, *_start, _metadata), normalised amplitude",
-        "source_file": str(reader.path),
-        "data_hash": reader.h5.attrs.get("hpcgen_data_hash"),
+        "source_file": str(view.path),
+        "data_hash": view.data_hash,
         "generator": spec.generator,
         "params": spec.params,
         "seeds": {
@@ -425,9 +426,16 @@ def _photon_statistics(photons: np.ndarray, energy: np.ndarray, scale: float) ->
     }
 
 
-def _run_record(reader: Any) -> dict[str, Any]:
+def _node(view: FileView, name: str) -> Node:
+    node = view.node(name)
+    if node is None:
+        raise UserError(f"{view.path}: no dataset {name!r}")
+    return node
+
+
+def _run_record(view: FileView) -> dict[str, Any]:
     """Seed, streams, parameters and provenance of the run, for each file's _metadata."""
-    spec, prov = reader.spec, reader.provenance
+    spec, prov = view.spec, view.provenance
     return {
         "seed": spec.seed,
         "n_samples": spec.n_samples,
@@ -435,9 +443,9 @@ def _run_record(reader: Any) -> dict[str, Any]:
         "positions_stream": 'chunk.rng("positions") (random scans)',
         "generator": spec.generator,
         "params": spec.params,
-        "mean_exit_energy": reader.generator.mean_energy,
-        "source_file": str(reader.path),
-        "data_hash": reader.h5.attrs.get("hpcgen_data_hash"),
+        "mean_exit_energy": view.generator.mean_energy,
+        "source_file": str(view.path),
+        "data_hash": view.data_hash,
         "hpcgen_version": prov.get("versions", {}).get("hpcgen"),
         "git_commit": prov.get("git_commit"),
         "start_time": prov.get("start_time"),

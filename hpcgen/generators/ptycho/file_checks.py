@@ -24,11 +24,11 @@ checks.Y_RTOL of max |objectGuess|.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hpcgen.generators.base import CheckResult
+from hpcgen.generators.base import CheckResult, FileView
 from hpcgen.generators.ptycho import reference
 from hpcgen.generators.ptycho.checks import Y_RTOL, Z_LIMIT
 from hpcgen.generators.ptycho.params import dose_tag
@@ -48,32 +48,31 @@ CALIBRATION_RTOL = 1e-5
 BLOCK = 32
 
 
-def file_checks(gen: PtychoGenerator, reader: Any) -> list[CheckResult]:
+def file_checks(gen: PtychoGenerator, view: FileView) -> list[CheckResult]:
     """Checks of one file from its stored ground truth and a random sample of its rows."""
-    h5 = reader.h5
-    truth = _truth_result(gen, h5)
+    truth = _truth_result(gen, view)
     if not truth.passed and truth.value.startswith("missing"):
         return [truth]
-    obj = h5["objectGuess"][...]
-    probe = h5["probeGuess"][...]
+    obj = view.static("objectGuess")
+    probe = view.static("probeGuess")
     n = gen.params.N
     if probe.shape != (n, n) or obj.ndim != 2 or obj.shape[0] != obj.shape[1] or len(obj) < n + 2:
         return [truth]  # the shapes are wrong: nothing below can be computed
-    out = [truth, _calibration_result(gen, h5, obj, probe)]
-    rows = sample_rows(reader)
+    out = [truth, _calibration_result(gen, view, obj, probe)]
+    rows = sample_rows(view)
     if not len(rows):
         return [*out, CheckResult("sampled rows", False, "no written rows")]
-    out += _sampled_results(gen, h5, obj, probe, rows, reader.n_rows)
+    out += _sampled_results(gen, view, obj, probe, rows)
     return out
 
 
-def sample_rows(reader: Any, k: int = SAMPLE_ROWS, seed: int = SAMPLE_SEED) -> np.ndarray:
+def sample_rows(view: FileView, k: int = SAMPLE_ROWS, seed: int = SAMPLE_SEED) -> np.ndarray:
     """``k`` distinct rows (local indices, sorted) drawn uniformly from the rows of the chunks
     marked done (rows of unwritten chunks hold no data)."""
-    done = np.asarray(reader.done, bool)
-    cs = reader.spec.chunk_size
+    done = np.asarray(view.done, bool)
+    cs = view.spec.chunk_size
     starts = np.arange(len(done), dtype=np.int64) * cs
-    sizes = np.where(done, np.minimum(cs, reader.n_rows - starts), 0)
+    sizes = np.where(done, np.minimum(cs, view.n_rows - starts), 0)
     total = int(sizes.sum())
     picks = np.sort(np.random.default_rng(seed).choice(total, min(k, total), replace=False))
     ends = np.cumsum(sizes)
@@ -81,15 +80,15 @@ def sample_rows(reader: Any, k: int = SAMPLE_ROWS, seed: int = SAMPLE_SEED) -> n
     return starts[chunk] + picks - (ends[chunk] - sizes[chunk])
 
 
-def _truth_result(gen: PtychoGenerator, h5: Any) -> CheckResult:
+def _truth_result(gen: PtychoGenerator, view: FileView) -> CheckResult:
     name = "objectGuess, probeGuess = the run's base"
     detail = f"source: {gen.base.source}"
-    missing = [k for k in ("objectGuess", "probeGuess") if k not in h5]
+    missing = [k for k in ("objectGuess", "probeGuess") if view.node(k) is None]
     if missing:
         return CheckResult(name, False, f"missing {', '.join(missing)}", detail)
     wrong = []
     for key, want in (("objectGuess", gen.base.object), ("probeGuess", gen.base.probe)):
-        got = h5[key][...]
+        got = view.static(key)
         if got.shape != want.shape or got.dtype != want.dtype:
             wrong.append(f"{key} {got.dtype}{got.shape} vs {want.dtype}{want.shape}")
         elif not np.array_equal(got, want):
@@ -99,7 +98,7 @@ def _truth_result(gen: PtychoGenerator, h5: Any) -> CheckResult:
 
 
 def _calibration_result(
-    gen: PtychoGenerator, h5: Any, obj: np.ndarray, probe: np.ndarray
+    gen: PtychoGenerator, view: FileView, obj: np.ndarray, probe: np.ndarray
 ) -> CheckResult:
     name = "amplitude_scale^2 * mean energy = dose"
     if gen.scan_list is None:
@@ -111,7 +110,7 @@ def _calibration_result(
     worst, where = 0.0, ""
     for dose in gen.params.doses:
         tag = dose_tag(dose)
-        scale = h5[f"{tag}/diffraction"].attrs.get("amplitude_scale")
+        scale = view.dataset_attrs(f"{tag}/diffraction").get("amplitude_scale")
         rel = math.inf if scale is None else abs(float(scale) ** 2 * energy - dose) / dose
         if not rel <= worst:
             worst, where = rel, tag
@@ -153,35 +152,36 @@ class _Fit:
 
 def _sampled_results(
     gen: PtychoGenerator,
-    h5: Any,
+    view: FileView,
     obj: np.ndarray,
     probe: np.ndarray,
     rows: np.ndarray,
-    n_rows: int,
 ) -> list[CheckResult]:
     n, m = probe.shape[0], obj.shape[0]
     padded = reference.pad_object(obj, n)
     p = probe.astype(np.complex128)
     obj_max = max(float(np.abs(obj).max()), 1e-30)
     tags = [dose_tag(d) for d in gen.params.doses]
-    scales = [float(h5[f"{t}/diffraction"].attrs.get("amplitude_scale", math.nan)) for t in tags]
+    scales = [
+        float(view.dataset_attrs(f"{t}/diffraction").get("amplitude_scale", math.nan)) for t in tags
+    ]
     fits = [_Fit() for _ in tags]
     y_err, off = 0.0, 0
     for s in range(0, len(rows), BLOCK):
         sel = rows[s : s + BLOCK]
-        xs, ys = h5["xcoords"][sel], h5["ycoords"][sel]
+        xs, ys = view.read("xcoords", sel), view.read("ycoords", sel)
         placed = reference.on_object(xs, ys, m)
         off += int((~placed).sum())
         sel, xs, ys = sel[placed], xs[placed], ys[placed]
         if not len(sel):
             continue
         patches = reference.object_patches(padded, n, xs, ys)
-        y_err = max(y_err, float(np.abs(h5["Y"][sel] - patches).max()) / obj_max)
+        y_err = max(y_err, float(np.abs(view.read("Y", sel) - patches).max()) / obj_max)
         model = reference.far_field(patches * p)
         for tag, scale, fit in zip(tags, scales, fits, strict=True):
-            counts = (h5[f"{tag}/diffraction"][sel].astype(np.float64) * scale) ** 2
+            counts = (view.read(f"{tag}/diffraction", sel).astype(np.float64) * scale) ** 2
             fit.add(np.rint(counts), scale * scale * model)
-    where = f"{len(rows)} random rows of {n_rows}"
+    where = f"{len(rows)} random rows of {view.n_rows}"
     out = [
         CheckResult(
             "Y = objectGuess patch at (x, y), sampled rows",

@@ -24,6 +24,7 @@ from hpcgen.generators.base import (
     Device,
     Exporter,
     FieldSpec,
+    FileView,
     Generator,
     StaticData,
     Verifier,
@@ -36,6 +37,7 @@ from hpcgen.generators.ptycho.base_data import (
     load_base_npz,
 )
 from hpcgen.generators.ptycho.forward import Forward, expected_energy_uniform
+from hpcgen.generators.ptycho.options import OPTIONS
 from hpcgen.generators.ptycho.params import PtychoParams, dose_tag
 from hpcgen.generators.ptycho.poisson import sample_into
 
@@ -47,6 +49,7 @@ class PtychoGenerator(Generator):
     Params = PtychoParams
     #: 512 patterns: ~25 MB per chunk for one dose, ~41 MB for three (Y is 32 kB a pattern)
     default_chunk_size = 512
+    cli_option_table = OPTIONS
 
     params: PtychoParams
 
@@ -280,19 +283,19 @@ class PtychoGenerator(Generator):
 
         return PtychoVerifier(self)
 
-    def file_checks(self, reader: Any) -> list[CheckResult]:
+    def file_checks(self, view: FileView) -> list[CheckResult]:
         """The stored objectGuess/probeGuess against the run's base, the dose calibration and a
         random sample of rows recomputed from the stored data (file_checks.py)."""
         from hpcgen.generators.ptycho.file_checks import file_checks
 
-        return file_checks(self, reader)
+        return file_checks(self, view)
 
     def exporters(self) -> dict[str, Exporter]:
         from hpcgen.generators.ptycho.export import export_data001
 
         return {"data001": export_data001}
 
-    def plot(self, reader: Any, out: Path, options: Mapping[str, Any]) -> None:
+    def plot(self, view: FileView, out: Path, options: Mapping[str, Any]) -> None:
         from hpcgen.generators.ptycho.plot import plot_file
 
-        plot_file(reader, out, options)
+        plot_file(view, out, options)

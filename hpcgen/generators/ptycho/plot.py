@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from hpcgen.errors import UserError
+from hpcgen.generators.base import FileView
 from hpcgen.generators.ptycho.params import dose_tag
 
 #: scan positions drawn at most (a denser cloud says nothing more)
@@ -61,26 +62,26 @@ def draw_wheel(ax: Any) -> None:
     ax.set_title("hue: phase [rad]\nbrightness: |·| / max", fontsize=9)
 
 
-def figure(reader: Any, sample: int = 0) -> Any:
+def figure(view: FileView, sample: int = 0) -> Any:
     """The figure (matplotlib Figure, Agg) for pattern ``sample`` of the file."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if not 0 <= sample < reader.n_rows:
-        raise UserError(f"--sample {sample} out of range: the file holds 0..{reader.n_rows - 1}")
-    gen = reader.generator
+    if not 0 <= sample < view.n_rows:
+        raise UserError(f"--sample {sample} out of range: the file holds 0..{view.n_rows - 1}")
+    gen = view.generator
     doses = list(gen.params.doses)
-    obj = reader.h5["objectGuess"][...]
-    probe = reader.h5["probeGuess"][...]
-    patch = reader.read("Y", slice(sample, sample + 1))[0]
-    n_show = min(reader.n_rows, N_POSITIONS)
-    xs = reader.read("xcoords", slice(0, n_show))
-    ys = reader.read("ycoords", slice(0, n_show))
+    obj = view.static("objectGuess")
+    probe = view.static("probeGuess")
+    patch = view.read("Y", slice(sample, sample + 1))[0]
+    n_show = min(view.n_rows, N_POSITIONS)
+    xs = view.read("xcoords", slice(0, n_show))
+    ys = view.read("ycoords", slice(0, n_show))
     x0, y0 = (
-        float(reader.read("xcoords", slice(sample, sample + 1))[0]),
-        float(reader.read("ycoords", slice(sample, sample + 1))[0]),
+        float(view.read("xcoords", slice(sample, sample + 1))[0]),
+        float(view.read("ycoords", slice(sample, sample + 1))[0]),
     )
     n = probe.shape[0]
 
@@ -88,7 +89,7 @@ def figure(reader: Any, sample: int = 0) -> Any:
     fig = plt.figure(figsize=(4.3 * n_cols, 8.6), layout="constrained")
     top, bottom = fig.subfigures(2, 1, height_ratios=[1.0, 1.0])
     fig.suptitle(
-        f"{Path(reader.path).name}: {reader.n_rows:,} patterns, object {obj.shape[1]} x "
+        f"{Path(view.path).name}: {view.n_rows:,} patterns, object {obj.shape[1]} x "
         f"{obj.shape[0]}, probe {n} x {n}, doses {', '.join(f'{d:g}' for d in doses)}",
         fontsize=13,
     )
@@ -128,8 +129,9 @@ def figure(reader: Any, sample: int = 0) -> Any:
     cols = bottom.subplots(1, n_cols)
     cmap = plt.get_cmap("magma").with_extremes(bad="black")
     for k, dose in enumerate(doses):
-        ds = reader.h5[f"{dose_tag(dose)}/diffraction"]
-        counts = photons(ds[sample], float(ds.attrs["amplitude_scale"]))
+        name = f"{dose_tag(dose)}/diffraction"
+        scale = float(view.dataset_attrs(name)["amplitude_scale"])
+        counts = photons(view.read(name, slice(sample, sample + 1))[0], scale)
         ax = cols[k]
         with np.errstate(divide="ignore"):
             logc = np.ma.masked_invalid(np.where(counts > 0, np.log10(counts), np.nan))
@@ -140,9 +142,9 @@ def figure(reader: Any, sample: int = 0) -> Any:
         ax.set_ylabel("detector row − N/2 [pixel]")
         bottom.colorbar(im, ax=ax, shrink=0.8, label="photons (log10); black: 0")
     ax = cols[len(doses)]
-    n_cal = min(reader.n_rows, N_POSITIONS)
+    n_cal = min(view.n_rows, N_POSITIONS)
     for dose in doses:
-        ph = reader.read(f"{dose_tag(dose)}/photons", slice(0, n_cal)) / dose
+        ph = view.read(f"{dose_tag(dose)}/photons", slice(0, n_cal)) / dose
         ax.hist(ph, bins=40, histtype="step", lw=1.5, label=f"{dose:g}: mean {ph.mean():.3f}")
     ax.axvline(1.0, color="0.3", ls="--", lw=1)
     ax.set_xlabel("photons per pattern / dose")
@@ -155,11 +157,11 @@ def figure(reader: Any, sample: int = 0) -> Any:
     return fig
 
 
-def plot_file(reader: Any, out: Path, options: Mapping[str, Any]) -> None:
+def plot_file(view: FileView, out: Path, options: Mapping[str, Any]) -> None:
     """``hpcgen plot FILE --out PNG``: the figure for pattern ``options["sample"]`` (default 0)."""
     import matplotlib.pyplot as plt
 
-    fig = figure(reader, int(options.get("sample") or 0))
+    fig = figure(view, int(options.get("sample") or 0))
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=80)
     plt.close(fig)
