@@ -77,14 +77,15 @@ def verify_file(path: str | Path) -> tuple[bool, dict[str, Any]]:
             checks.append(checksum_result(sums))
             checks += v.results()
             checks += r.generator.file_checks(r)
+        passed = all(c.passed for c in checks)
         report = {
             "file": str(r.path),
             "generator": r.spec.generator,
             "n_rows": r.n_rows,
-            "passed": all(c.passed for c in checks),
+            "passed": passed,
             "checks": [c.__dict__ for c in checks],
         }
-    return report["passed"], report
+    return passed, report
 
 
 def missing_sources(checks: list[CheckResult]) -> bool:

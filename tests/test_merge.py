@@ -204,3 +204,12 @@ def test_export_of_several_files_needs_a_format_that_joins_them(setup, tmp_path)
     assert proc.returncode == 2
     assert "export --format npz takes one file, got 2" in proc.stderr
     assert not out.exists()
+
+
+def test_coverage_names_a_negative_chunk_range():
+    # a damaged hpcgen_chunk_range attribute: refused as out of range, not an internal error
+    from hpcgen.io.merge import coverage
+
+    problems, gaps = coverage([(-2, 3, "bad.h5"), (3, 5, "good.h5")], 5)
+    assert problems == ["out of range: bad.h5 holds chunks [-2,3) of a 5-chunk plan"]
+    assert gaps == []

@@ -33,7 +33,7 @@ class Plan:
         )
 
     def chunks_of(self, rank: int) -> list[int]:
-        return [r[rank] for r in self.rounds if r[rank] is not None]
+        return [k for r in self.rounds if (k := r[rank]) is not None]
 
 
 def round_robin(pending: list[int], n_ranks: int) -> list[list[int | None]]:

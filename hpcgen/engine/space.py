@@ -20,6 +20,7 @@ import ctypes.util
 import errno
 import os
 from pathlib import Path
+from typing import Any
 
 #: room asked for HDF5's own metadata (superblock, object headers, attributes) of one file and
 #: the sidecar metadata.json, on top of the data (bytes)
@@ -136,10 +137,12 @@ def is_enospc(e: BaseException) -> bool:
 
 # --- reserving blocks -----------------------------------------------------------------------------
 
-_libc = None
+#: the C library once loaded; False where it or its fallocate cannot be had
+_libc: ctypes.CDLL | bool | None = None
 
 
-def _fallocate_fn():
+def _fallocate_fn() -> Any:
+    """libc's fallocate(2) as a ctypes function, or None where there is none."""
     global _libc
     if _libc is None:
         try:
@@ -147,7 +150,7 @@ def _fallocate_fn():
             _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
         except (OSError, AttributeError):
             _libc = False
-    return _libc.fallocate if _libc else None
+    return _libc.fallocate if isinstance(_libc, ctypes.CDLL) else None
 
 
 def reserve(path: str | os.PathLike, size: int) -> bool:

@@ -48,7 +48,8 @@ def inspect_shard(path: Path) -> Shard:
         with h5py.File(path, "r") as f:
             s.spec = RunSpec.from_dict(json.loads(f.attrs[layout.ATTR_SPEC]))
             s.data_hash = str(f.attrs[layout.ATTR_DATA_HASH])
-            s.chunk_range = tuple(int(x) for x in f.attrs[layout.ATTR_CHUNK_RANGE])
+            a, b = (int(x) for x in f.attrs[layout.ATTR_CHUNK_RANGE])
+            s.chunk_range = (a, b)
             s.inputs = json.loads(f.attrs.get(layout.ATTR_INPUTS, "{}"))
             done = f[layout.DONE][...]
             if not done.all():
@@ -99,11 +100,11 @@ def coverage(
     for a, b, name in sorted(ranges):
         if prev is not None and (a, b) == prev[:2]:
             problems.append(f"duplicate: chunks [{a},{b}) in both {prev[2]} and {name}")
-        elif a < pos:
+        elif prev is not None and a < pos:
             problems.append(f"overlap: chunks [{a},{min(b, pos)}) in both {prev[2]} and {name}")
         elif a > pos:
             gaps.append((pos, a))
-        if b > n_chunks:
+        if a < 0 or b > n_chunks:  # a negative start: a damaged chunk-range attribute
             problems.append(
                 f"out of range: {name} holds chunks [{a},{b}) of a {n_chunks}-chunk plan"
             )
@@ -134,6 +135,7 @@ def plan_merge(
             s.problem = f"another spec (data hash {s.data_hash[:12]}, expected {ref_hash[:12]})"
     bad = [s for s in shards if s.problem]
     usable = [s for s in shards if not s.problem]
+    assert ref.spec is not None  # a shard without a problem had its spec read
     n_chunks = ref.spec.n_chunks
     problems, gaps = coverage([(*s.chunk_range, s.path.name) for s in usable], n_chunks)
     for s in bad:
@@ -141,9 +143,9 @@ def plan_merge(
     report += problems
     report += [f"gap: chunks [{a},{b}) missing" for a, b in gaps]
     # a corrupt or foreign shard is refused even with --allow-partial: it is not "missing"
-    refuse = problems or any(s.problem.startswith(("another spec", "corrupt")) for s in bad)
+    refuse = bool(problems) or any(s.problem.startswith(("another spec", "corrupt")) for s in bad)
     if not allow_partial:
-        refuse = refuse or bad or gaps
+        refuse = refuse or bool(bad) or bool(gaps)
     if refuse:
         head = f"refusing to merge {shard_dir}: {len(report)} problem(s)"
         raise MergeError(head + "\n" + "\n".join("  " + line for line in report))

@@ -350,7 +350,8 @@ class FileWriter:
         """Collective. The rows of chunk k; their checksums are computed here, from the arrays in
         memory in the dtype on disk, and written at the next checkpoint, before its flush."""
         start = None if k is None else k * self.spec.chunk_size - self.row0
-        if data is None:
+        if k is None or data is None:
+            # this rank has nothing to write this round but joins the collective call
             for dset in self.dsets:
                 write_rows(dset, start, None, self.collective)
             return
