@@ -24,6 +24,7 @@ test: setup lint test-serial test-mpi
 lint:
 	$(BIN)/ruff check hpcgen tests bench
 	$(BIN)/ruff format --check hpcgen tests bench
+	$(BIN)/mypy
 
 test-serial:
 	$(BIN)/python -m pytest -q -ra

@@ -11,7 +11,7 @@ import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -58,7 +58,7 @@ def export_npz(
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for name in names:
             ds = r.node(name)
-            if ds is None or ds.kind != "dataset":
+            if ds is None or ds.kind != "dataset" or ds.dtype is None:
                 raise UserError(f"{r.path}: no dataset {name!r}")
             header = {
                 "descr": np.lib.format.dtype_to_descr(ds.dtype),
@@ -139,7 +139,8 @@ def export(
         if len(readers) > 1:
             if fn is None or not getattr(fn, "many_files", False):
                 raise UserError(f"export --format {fmt} takes one file, got {len(readers)}")
-            fn(readers, out, options)
+            # a many_files exporter takes the list, outside the Exporter signature
+            cast(Callable[..., None], fn)(readers, out, options)
         elif fn is not None:
             fn(r, out, options)
         else:
