@@ -14,6 +14,15 @@ A spec file looks like::
     [params]                     # the generator's parameters; unknown keys are refused
     field = "gaussian"
 
+Paths: ``output`` is relative to the directory hpcgen runs in. An input file named in
+``[params]`` (``field_map``, ``base_npz``, ``model``, ``articulation``, ``sun_file``: the
+generator's *path parameters*) is relative to the spec file's directory, so a spec and its inputs
+can move together; an absolute path (or ``~/...``) is taken as it is, and a path given with
+``--set`` is relative to the working directory. The spec holds each resolved path re-expressed
+relative to the working directory (``jobs/maps/f.txt`` for ``maps/f.txt`` in ``jobs/x.toml``),
+normalised: for a spec in the working directory its (normalised) paths, and so its data
+identity, are what they were before spec-relative paths.
+
 The data written is a pure function of the *data identity* (generator, full params, n_samples,
 seed, chunk_size, dtype): output path, rank count, batch split and io route do not change a byte
 of data. The device does not change the inputs (always drawn on the CPU); GPU outputs agree with
@@ -27,7 +36,7 @@ import json
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +52,46 @@ IO_ROUTES = ("auto", "mpio", "shards")
 MAX_SAMPLES = 2**62
 #: keys that define the data (everything else only says where/how it is produced)
 DATA_KEYS = ("generator", "params", "n_samples", "seed", "chunk_size", "dtype")
+#: a Params field whose metadata holds this key (true) names an input file: a relative path in a
+#: spec file is relative to the spec file's directory. ``field(default="", metadata={PATH: True})``
+PATH = "hpcgen_path"
+#: path parameters of generators whose Params do not mark them with ``PATH`` metadata
+PATH_PARAMS: dict[str, tuple[str, ...]] = {
+    "tracks": ("field_map",),
+    "ptycho": ("base_npz",),
+    "illumination": ("model", "articulation", "sun_file"),
+}
+
+
+def path_params(generator: str) -> tuple[str, ...]:
+    """Names of the generator's parameters that are input-file paths (empty for an unknown
+    generator: the spec's validation reports that)."""
+    try:
+        cls = get_generator_class(generator)
+    except SpecError:
+        return ()
+    marked = [f.name for f in fields(cls.Params) if f.metadata.get(PATH)]
+    return tuple(dict.fromkeys([*marked, *PATH_PARAMS.get(generator, ())]))
+
+
+def resolve_path(value: Any, base: str | os.PathLike) -> Any:
+    """A path parameter's value from a spec file in directory ``base``, as a normalised path
+    relative to the working directory (``./a/../b.txt`` is ``b.txt``). Unchanged: an absolute
+    path, ``~...``, "" or None (the parameter's "none" / "bundled default") and a non-string
+    (validation reports it)."""
+    if not isinstance(value, str) or not value or value.startswith("~") or os.path.isabs(value):
+        return value
+    return os.path.relpath(os.path.abspath(os.path.join(base, value)))
+
+
+def relocate_path(value: Any, base: str | os.PathLike) -> Any:
+    """The inverse of :func:`resolve_path`: a path relative to the working directory, written
+    relative to ``base`` (the directory a spec file is written to)."""
+    if not isinstance(value, str) or not value or value.startswith("~") or os.path.isabs(value):
+        return value
+    if os.path.abspath(base) == os.path.abspath(os.curdir):
+        return value
+    return os.path.relpath(os.path.abspath(value), os.path.abspath(base))
 
 
 @dataclass(frozen=True)
@@ -78,7 +127,17 @@ class RunSpec:
         return cls(params=dict(params), **kw).validated()
 
     @classmethod
-    def load(cls, path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> RunSpec:
+    def load(
+        cls,
+        path: str | os.PathLike,
+        overrides: dict[str, Any] | None = None,
+        relative_to: str | os.PathLike | None = None,
+    ) -> RunSpec:
+        """Read a spec file, apply ``overrides`` (``--set``, ``--n`` ...), validate.
+
+        Relative input-file paths in the file's ``[params]`` are relative to ``relative_to``
+        (default: the spec file's directory); those in ``overrides`` to the working directory
+        (module doc)."""
         p = Path(path)
         if not p.is_file():
             raise SpecError(f"spec file not found: {p}")
@@ -86,7 +145,18 @@ class RunSpec:
             d = tomllib.loads(p.read_text())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise SpecError(f"{p}: not valid TOML: {e}") from None
-        apply_overrides(d, overrides or {})
+        overrides = dict(overrides or {})
+        params = d.get("params")
+        generator = overrides.get("generator", d.get("generator"))
+        if isinstance(generator, str):
+            base = p.parent if relative_to is None else Path(relative_to)
+            for name in path_params(generator):
+                if isinstance(params, dict) and name in params:
+                    params[name] = resolve_path(params[name], base)
+                for key in (name, f"params.{name}"):
+                    if key in overrides:
+                        overrides[key] = resolve_path(overrides[key], os.curdir)
+        apply_overrides(d, overrides)
         return cls.from_dict(d, where=str(p))
 
     # --- validation ------------------------------------------------------------------------------
@@ -174,14 +244,22 @@ class RunSpec:
         blob = json.dumps(identity, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
 
-    def to_toml(self) -> str:
-        """Write the spec back as TOML (used to freeze a spec next to batch jobs)."""
+    def to_toml(self, relative_to: str | os.PathLike | None = None) -> str:
+        """Write the spec back as TOML (used to freeze a spec next to batch jobs).
+
+        ``relative_to``: the directory the TOML is read from later (``RunSpec.load``'s
+        ``relative_to``, by default the file's directory): relative input-file paths are
+        written relative to it, so that loading the text from the working directory of now
+        gives back this spec. None: as they are (the file lies in the working directory)."""
         lines = []
         for k in TOP_LEVEL:
             lines.append(f"{k} = {_toml_value(getattr(self, k))}")
         lines.append("")
         lines.append("[params]")
+        paths = path_params(self.generator) if relative_to is not None else ()
         for k, v in self.params.items():
+            if k in paths:
+                v = relocate_path(v, relative_to)
             if v is not None:
                 lines.append(f"{k} = {_toml_value(v)}")
         return "\n".join(lines) + "\n"

@@ -194,7 +194,9 @@ def _check_path(path: Path, what: str) -> None:
         )
 
 
-def _check_existing(out: Path, frozen: RunSpec, ranges: str, overwrite: bool) -> None:
+def _check_existing(
+    out: Path, frozen: RunSpec, ranges: str, overwrite: bool, relative_to: str | None = None
+) -> None:
     """Re-rendering a directory is fine for the same data and job split (new resources, say);
     anything else must not mix with shards already there."""
     if not out.exists():
@@ -209,7 +211,7 @@ def _check_existing(out: Path, frozen: RunSpec, ranges: str, overwrite: bool) ->
             f"--out {out} is not empty and holds no hpcgen jobs (no spec.toml): "
             "choose a new directory"
         )
-    old = RunSpec.load(spec_file)
+    old = RunSpec.load(spec_file, relative_to=relative_to)
     old_ranges = (out / "ranges.txt").read_text() if (out / "ranges.txt").is_file() else ""
     if old.data_hash() == frozen.data_hash() and old_ranges == ranges:
         return
@@ -230,24 +232,27 @@ def prepare(
     out: str | os.PathLike,
     n_jobs: int,
     overwrite: bool = False,
+    transfer: bool = False,
 ) -> tuple[Path, RunSpec, list[tuple[int, int]]]:
     """Create DIR with the frozen spec, ranges.txt, shards/ and logs/. Returns (DIR, frozen spec,
-    chunk range per job)."""
+    chunk range per job). The frozen spec's input paths are relative to DIR (where the jobs read
+    it), or with ``transfer`` to the current directory (in a job's scratch directory the spec
+    lies beside the inputs, which keep their paths relative to the current directory)."""
     directory = Path(os.path.abspath(out))
     _check_path(directory, "--out")
     ranges = job_ranges(spec.n_chunks, n_jobs)
     frozen = replace(spec, output=str(directory / Path(spec.output).name))
     _check_path(Path(frozen.output), "output")
     text = ranges_text(ranges)
-    _check_existing(directory, frozen, text, overwrite)
+    _check_existing(directory, frozen, text, overwrite, os.curdir if transfer else None)
     (directory / "logs").mkdir(parents=True, exist_ok=True)
     (directory / "shards").mkdir(exist_ok=True)
     (directory / "spec.toml").write_text(
         f"# Frozen by hpcgen {__version__} `hpcgen jobs`: the batch jobs in this folder read only "
-        "this file.\n" + frozen.to_toml()
+        "this file.\n" + frozen.to_toml(relative_to=os.curdir if transfer else directory)
     )
     (directory / "ranges.txt").write_text(text)
-    back = RunSpec.load(directory / "spec.toml")
+    back = RunSpec.load(directory / "spec.toml", relative_to=os.curdir if transfer else None)
     if back.data_hash() != frozen.data_hash():  # to_toml must round-trip the data identity
         raise RuntimeError(f"{directory / 'spec.toml'} does not reproduce the spec's data hash")
     return directory, frozen, ranges
@@ -484,7 +489,7 @@ def render_condor(
     if transfer:  # before prepare(): refused inputs leave nothing behind
         _check_path(Path(os.getcwd()), "the current directory (the jobs' initialdir)")
         inputs = transfer_inputs(spec)
-    directory, frozen, ranges = prepare(spec, out, n_jobs, overwrite)
+    directory, frozen, ranges = prepare(spec, out, n_jobs, overwrite, transfer=transfer)
     cmd = hpcgen or hpcgen_command()
     values = _common_values(directory, frozen, ranges, res, cmd, virtual, site)
     values["CONDOR_FILES"] = _condor_files(directory, inputs)
