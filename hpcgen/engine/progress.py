@@ -1,8 +1,11 @@
 """One global progress report on rank 0 for the samples of all ranks.
 
 Rank 0 learns the global count after each collective round (the engine all-reduces it anyway to
-mark chunks done), so no extra communication is spent on progress. On a terminal: a tqdm bar with
-rate and ETA; otherwise (batch logs): one line every ``interval`` seconds; ``quiet``: nothing.
+mark chunks done), so no extra communication is spent on progress. Before the first round, one
+line says what runs (generator, samples, chunks, output), where (hosts, device), on how many ranks,
+and, for a resumed run, how many chunks were already done. Then, on a terminal: a tqdm bar with
+rate, ETA, chunks done and ranks, drawn at once and redrawn every second while a round runs;
+otherwise (batch logs): one line every ``interval`` seconds; ``quiet``: nothing.
 
 Under a launcher no rank's stderr is a terminal, even when the user watches one: MPICH's hydra
 and Open MPI forward the ranks' output through pipes, and hydra starts each rank in a session of
@@ -16,6 +19,7 @@ from __future__ import annotations
 import io
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import TextIO
@@ -83,7 +87,59 @@ def watched_terminal(stream: TextIO) -> bool:
     return launcher_terminal()
 
 
+def describe_run(
+    generator: str,
+    n_samples: int,
+    n_chunks: int,
+    output: str,
+    ranks: int,
+    hosts: list[str],
+    device: str,
+    *,
+    chunk_range: tuple[int, int] | None = None,
+    rows: int | None = None,
+    chunks_done: int = 0,
+) -> list[str]:
+    """The lines rank 0 prints before the first round: what runs (generator, samples, chunks,
+    output), where (hosts, device), on how many ranks, and how much a resumed run finds done.
+
+    ``chunk_range``: the slice of the plan's ``n_chunks`` a batch job writes (None: all of them);
+    ``rows``: the samples of that slice; ``hosts``: the host name of every rank."""
+    first, stop = chunk_range or (0, n_chunks)
+    count = stop - first
+    if (first, stop) == (0, n_chunks):
+        what = f"{n_samples:,} samples in {n_chunks:,} chunk{_s(n_chunks)}"
+    else:
+        what = (
+            f"{rows if rows is not None else n_samples:,} samples in chunks {first}:{stop} "
+            f"of {n_chunks:,}"
+        )
+    distinct = sorted(set(hosts))
+    if len(distinct) == 1:
+        where = f"host {distinct[0]}"
+    else:
+        shown = ", ".join(distinct[:3]) + (", ..." if len(distinct) > 3 else "")
+        where = f"{len(distinct)} hosts ({shown})"
+    lines = [
+        f"[hpcgen] {generator}: {what} -> {output}, {ranks} rank{_s(ranks)} on {where} ({device})"
+    ]
+    if chunks_done:
+        lines.append(f"[hpcgen] resuming: {chunks_done:,}/{count:,} chunks done")
+    return lines
+
+
+def _s(n: int) -> str:
+    return "" if n == 1 else "s"
+
+
 class Progress:
+    """Rank 0's report. ``chunks_total``/``chunks_done`` and ``ranks`` add "chunks n/N, R ranks"
+    to the bar's postfix and to the log lines; ``header``: lines printed at once (in both modes),
+    before the bar is drawn."""
+
+    #: seconds between redraws of the bar while a round runs (elapsed time and rate move on)
+    TICK_S = 1.0
+
     def __init__(
         self,
         total: int,
@@ -93,8 +149,13 @@ class Progress:
         interval: float = 30.0,
         stream: TextIO | None = None,
         label: str = "samples",
+        chunks_total: int = 0,
+        chunks_done: int = 0,
+        ranks: int = 0,
+        header: list[str] | None = None,
     ) -> None:
         self.total, self.done, self.label = total, done, label
+        self.chunks_total, self.chunks_done, self.ranks = chunks_total, chunks_done, ranks
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.interval = interval
@@ -102,7 +163,13 @@ class Progress:
         self.start_done = done
         self.last_log = self.t0
         self.bar = None
-        if enabled and watched_terminal(self.stream):
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        if not enabled:
+            return
+        for line in header or []:
+            print(line, file=self.stream, flush=True)
+        if watched_terminal(self.stream):
             from tqdm import tqdm
 
             cols = _terminal_columns(self.stream)
@@ -117,13 +184,39 @@ class Progress:
                 ncols=None if cols != 0 else 100,
                 nrows=None if cols != 0 else 24,
                 smoothing=0.1,
-            )
+                # every update may redraw (tqdm's adaptive miniters skips the updates of a run
+                # whose rounds are fast at first, e.g. a kernel compiled in the first round)
+                miniters=1,
+                postfix=self.postfix(),
+            )  # drawn now, before the first round
+            self._ticker = threading.Thread(target=self._tick, name="hpcgen-progress", daemon=True)
+            self._ticker.start()
 
-    def update(self, done: int) -> None:
-        """Set the global number of finished samples."""
+    def postfix(self) -> str:
+        """ "chunks 12/150, 2 ranks" (the parts that are known)."""
+        parts = []
+        if self.chunks_total:
+            parts.append(f"chunks {self.chunks_done}/{self.chunks_total}")
+        if self.ranks:
+            parts.append(f"{self.ranks} rank{_s(self.ranks)}")
+        return ", ".join(parts)
+
+    def _tick(self) -> None:
+        # a round can take minutes (a first-round compile, a big chunk): redraw meanwhile so
+        # that the elapsed time moves and the user sees the run is alive
+        while not self._stop.wait(self.TICK_S):
+            bar = self.bar
+            if bar is not None:
+                bar.refresh()
+
+    def update(self, done: int, chunks_done: int | None = None) -> None:
+        """Set the global number of finished samples (and chunks)."""
         if not self.enabled:
             return
+        if chunks_done is not None:
+            self.chunks_done = chunks_done
         if self.bar is not None:
+            self.bar.set_postfix_str(self.postfix(), refresh=False)
             self.bar.update(done - self.done)
         self.done = done
         now = time.monotonic()
@@ -136,11 +229,19 @@ class Progress:
         rate = (self.done - self.start_done) / elapsed if elapsed > 0 else 0.0
         eta = (self.total - self.done) / rate if rate > 0 else float("inf")
         pct = 100.0 * self.done / self.total
+        chunks = f" chunks {self.chunks_done}/{self.chunks_total}" if self.chunks_total else ""
         return (
-            f"[hpcgen] {self.done}/{self.total} {self.label} ({pct:5.1f}%) "
+            f"[hpcgen] {self.done}/{self.total} {self.label} ({pct:5.1f}%){chunks} "
             f"{rate:,.0f}/s elapsed {elapsed:,.0f}s eta {eta:,.0f}s"
         )
 
     def close(self) -> None:
+        """Stop the redraws and leave the bar on the screen; safe to call twice."""
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+            self._ticker = None
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
+        self.enabled = False

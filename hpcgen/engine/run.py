@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -44,7 +45,7 @@ from hpcgen.engine.comm import (
 )
 from hpcgen.engine.device import select_device
 from hpcgen.engine.lock import OutputLock
-from hpcgen.engine.progress import Progress
+from hpcgen.engine.progress import Progress, describe_run
 from hpcgen.engine.provenance import base_record, hash_inputs, now_iso
 from hpcgen.errors import OutputExistsError, UserError
 from hpcgen.generators.base import Generator
@@ -471,11 +472,28 @@ def _loop(
     r0, r1 = layout.rows_of(c.chunk_range, spec.chunk_size, spec.n_samples)
     rows_left = comm.allreduce(sum(plan.chunk(k).count for k in my_chunks))
     chunks_left = comm.allreduce(len(my_chunks))
+    total = c.chunk_range[1] - c.chunk_range[0]
+    hosts = comm.allgather(socket.gethostname())
     progress = Progress(
         total=r1 - r0,
         done=(r1 - r0) - rows_left,
         enabled=(comm.rank == 0 and not c.opts.quiet),
         interval=c.opts.log_interval,
+        chunks_total=total,
+        chunks_done=total - chunks_left,
+        ranks=comm.size,
+        header=describe_run(
+            gen.name,
+            spec.n_samples,
+            spec.n_chunks,
+            str(spec.output),
+            comm.size,
+            hosts,
+            c.device.kind,
+            chunk_range=c.chunk_range,
+            rows=r1 - r0,
+            chunks_done=total - chunks_left,
+        ),
     )
     crash_after = int(os.environ.get(CRASH_ENV, "0"))
     out = Path(spec.output)
@@ -483,57 +501,59 @@ def _loop(
     written_rows = 0
     written_chunks = 0
     last_checkpoint = time.monotonic()
-    for rnd in range(n_rounds):
-        k = my_chunks[rnd] if rnd < len(my_chunks) else None
-        data = None
-        err: str | None = None
-        if k is not None:
-            chunk = plan.chunk(k)
-            t0 = time.perf_counter()
-            try:
-                inputs = gen.sample(chunk)
-                t1 = time.perf_counter()
-                outputs = gen.compute(inputs, chunk, c.device)
-                data = {**inputs, **outputs}
-            except UserError as e:  # still join this round's collective write, empty-handed
-                err, k, t1 = str(e), None, time.perf_counter()
+    try:
+        for rnd in range(n_rounds):
+            k = my_chunks[rnd] if rnd < len(my_chunks) else None
+            data = None
+            err: str | None = None
+            if k is not None:
+                chunk = plan.chunk(k)
+                t0 = time.perf_counter()
+                try:
+                    inputs = gen.sample(chunk)
+                    t1 = time.perf_counter()
+                    outputs = gen.compute(inputs, chunk, c.device)
+                    data = {**inputs, **outputs}
+                except UserError as e:  # still join this round's collective write, empty-handed
+                    err, k, t1 = str(e), None, time.perf_counter()
+                t2 = time.perf_counter()
+                t["sample_s"] += t1 - t0
+                t["compute_s"] += t2 - t1
             t2 = time.perf_counter()
-            t["sample_s"] += t1 - t0
-            t["compute_s"] += t2 - t1
-        t2 = time.perf_counter()
-        if writer is not None:
-            try:
-                writer.write(k, data)
-            except OSError as e:
-                err = err or _write_error(e, writer.path)
-                k = None
-        due = comm.rank == 0 and time.monotonic() - last_checkpoint >= c.opts.checkpoint_s
-        flags = comm.allreduce(
-            (_ERROR if err else 0) | (_STOP if c.stop.hit else 0) | (_CHECKPOINT if due else 0),
-            op=bor_op(),
-        )
-        if flags & _ERROR:
-            errs = comm.allgather(err)
-            raise CollectiveError(next(e for e in errs if e is not None))
-        if flags & (_CHECKPOINT | _STOP):
-            agree(comm, _checkpoint, writer)
-            last_checkpoint = time.monotonic()
-        t["write_s"] += time.perf_counter() - t2
-        if k is not None:
-            written_rows += plan.chunk(k).count
-            written_chunks += 1
-        progress.update((r1 - r0) - rows_left + comm.allreduce(written_rows))
-        if crash_after and rnd + 1 >= crash_after and comm.rank == 0:
-            os.kill(os.getpid(), signal.SIGKILL)
-        if comm.rank == 0:
-            _fill_hook(out, rnd + 1)
-        if flags & _STOP:
-            progress.close()
-            agree(comm, _close, writer)
-            total = c.chunk_range[1] - c.chunk_range[0]
-            done = total - chunks_left + comm.allreduce(written_chunks)
-            raise RunInterrupted(done, total)
-    progress.close()
+            if writer is not None:
+                try:
+                    writer.write(k, data)
+                except OSError as e:
+                    err = err or _write_error(e, writer.path)
+                    k = None
+            due = comm.rank == 0 and time.monotonic() - last_checkpoint >= c.opts.checkpoint_s
+            flags = comm.allreduce(
+                (_ERROR if err else 0) | (_STOP if c.stop.hit else 0) | (_CHECKPOINT if due else 0),
+                op=bor_op(),
+            )
+            if flags & _ERROR:
+                errs = comm.allgather(err)
+                raise CollectiveError(next(e for e in errs if e is not None))
+            if flags & (_CHECKPOINT | _STOP):
+                agree(comm, _checkpoint, writer)
+                last_checkpoint = time.monotonic()
+            t["write_s"] += time.perf_counter() - t2
+            if k is not None:
+                written_rows += plan.chunk(k).count
+                written_chunks += 1
+            rows_done, chunks_done = comm.allreduce(np.array([written_rows, written_chunks]))
+            progress.update(
+                (r1 - r0) - rows_left + int(rows_done), total - chunks_left + int(chunks_done)
+            )
+            if crash_after and rnd + 1 >= crash_after and comm.rank == 0:
+                os.kill(os.getpid(), signal.SIGKILL)
+            if comm.rank == 0:
+                _fill_hook(out, rnd + 1)
+            if flags & _STOP:
+                agree(comm, _close, writer)
+                raise RunInterrupted(total - chunks_left + int(chunks_done), total)
+    finally:
+        progress.close()  # also on an error: the redraws stop
     agree(comm, _checkpoint, writer)
     agree(comm, _close, writer)
     return t, written_rows
