@@ -9,8 +9,8 @@ OPTIONS: dict[str, tuple[Option, ...]] = {
     "export": (
         Option(
             "--dedup",
-            "dataset: drop val images also found in train, and test images found in train or "
-            "val (counts in metadata.json 'dedup')",
+            "drop val images also found in train, and test images found in train or val "
+            "(format dataset; counts in metadata.json 'dedup')",
             action="store_true",
         ),
     ),

@@ -13,7 +13,7 @@ OPTIONS: dict[str, tuple[Option, ...]] = {
     "export": (
         Option(
             "--split",
-            "well: trajectory fractions of the splits (default 0.8,0.1,0.1)",
+            "trajectory fractions of the splits (format well; default 0.8,0.1,0.1)",
             metavar="TRAIN,VALID,TEST",
         ),
     ),
