@@ -8,6 +8,7 @@ import importlib
 import json
 import os
 import sys
+import textwrap
 import traceback
 from pathlib import Path
 from typing import Any
@@ -112,12 +113,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         size = sample_bytes(spec, spec.make_generator()) * spec.n_samples
         if size <= CONFIRM_BYTES:
             return True
-        answer = input(f"hpcgen: write {human_bytes(size)} to {spec.output}? [y/N] ")
-        return answer.strip().lower() in ("y", "yes")
+        return ask(f"hpcgen: write {human_bytes(size)} to {spec.output}? [y/N] ")
 
+    if bcast_result(comm, already_complete, spec, chunks, args.overwrite):
+        if comm.rank == 0 and not args.quiet:
+            print(f"hpcgen: {spec.output}: already complete, nothing to do", file=sys.stderr)
+        return 0
     if not bcast_result(comm, confirm):
         print("hpcgen: aborted, nothing written", file=sys.stderr)
         return 1
+    bcast_result(comm, make_output_dir, spec)
     opts = RunOptions(
         resume=args.resume,
         overwrite=args.overwrite,
@@ -128,7 +133,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     res = run(spec, opts, comm)
     if comm.rank == 0 and not args.quiet:
-        if res.skipped:
+        if res.skipped:  # "already complete" (--atomic onto a finished output)
             print(f"hpcgen: {res.output}: {res.skipped}, nothing to do", file=sys.stderr)
         else:
             rate = res.samples_written / res.wall_s if res.wall_s > 0 else 0.0
@@ -142,58 +147,163 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def ask(question: str) -> bool:
+    """A yes/no question on the terminal; Ctrl-D (end of input) answers no. Ctrl-C raises
+    KeyboardInterrupt after ending the prompt's line, so that main's one-line message stands
+    on a line of its own."""
+    try:
+        answer = input(question)
+    except EOFError:
+        print(file=sys.stderr)
+        return False
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        raise
+    return answer.strip().lower() in ("y", "yes")
+
+
+def already_complete(spec: Any, chunks: tuple[int, int] | None, overwrite: bool) -> bool:
+    """Whether the output exists and already holds every chunk of this spec's data (same data
+    hash, input files' contents included, same chunk range, every chunk marked done), so that
+    ``run`` has nothing to do. False whenever in doubt: the run then decides as usual."""
+    out = Path(spec.output)
+    if overwrite or not out.is_file():
+        return False
+    import h5py
+
+    from hpcgen.engine.provenance import hash_inputs
+    from hpcgen.io import layout
+
+    gen = spec.make_generator()
+    data_hash = spec.data_hash(hash_inputs(gen.input_files()))
+    chunk_range = chunks or (0, spec.n_chunks)
+    try:
+        with h5py.File(out, "r") as f:
+            return (
+                f.attrs.get(layout.ATTR_DATA_HASH) == data_hash
+                and tuple(int(x) for x in f.attrs[layout.ATTR_CHUNK_RANGE]) == chunk_range
+                and bool(f[layout.DONE][...].all())
+            )
+    except (OSError, KeyError, TypeError, ValueError):
+        return False
+
+
+def make_output_dir(spec: Any) -> None:
+    """Create the output's directory (and its parents) if missing, once the generator has been
+    built and its input files checked, so that a spec that cannot run leaves no directory."""
+    parent = Path(spec.output).parent
+    if parent.is_dir():
+        return
+    gen = spec.make_generator()
+    gen.check_n_samples(spec.n_samples)
+    gen.input_files()
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(
+            f"output directory does not exist and cannot be created: {parent}: {e.strerror or e}"
+        ) from None
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
-    from hpcgen.engine import partition
+    from hpcgen.engine import estimate, partition
+    from hpcgen.engine.device import select_device
     from hpcgen.engine.run import sample_bytes
 
     spec = load_spec(args)
+    if args.ranks < 1:
+        raise UserError(f"--ranks must be >= 1, got {args.ranks}")
     gen = spec.make_generator()
     gen.check_n_samples(spec.n_samples)
+    device = select_device(spec.device, gen)
     per_sample = sample_bytes(spec, gen)
     n_chunks = spec.n_chunks
-    chunk_bytes = per_sample * spec.chunk_size
-    info = {
+    cpr = [b - a for a, b in partition.contiguous(0, n_chunks, args.ranks)]
+    memory = estimate.estimate_memory(spec, gen, device)
+    info: dict[str, Any] = {
         "generator": spec.generator,
         "samples": spec.n_samples,
         "chunk_size": spec.chunk_size,
         "chunks": n_chunks,
         "bytes_per_sample": per_sample,
         "bytes_on_disk": per_sample * spec.n_samples,
-        # inputs + outputs of one chunk, the write buffer and the kernel's temporaries
-        "memory_per_rank_bytes": 3 * chunk_bytes,
+        # measured: interpreter, libraries, inputs, kernels + one chunk in flight (estimate.py)
+        "memory_per_rank_bytes": memory.peak_bytes,
+        "memory": memory.to_dict(),
+        "device": device.kind,
         "ranks": args.ranks,
-        "chunks_per_rank": [b - a for a, b in partition.contiguous(0, n_chunks, args.ranks)],
+        "chunks_per_rank": cpr,
         "output": spec.output,
     }
+    if args.calibrate:
+        cal = estimate.calibrate(spec, gen, device, args.ranks, cpr, seconds=args.calibrate_seconds)
+        info["calibration"] = cal.to_dict()
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    cpr = info["chunks_per_rank"]
-    print(f"generator        {spec.generator}")
+    print(f"generator        {spec.generator} ({device.kind})")
     print(f"samples          {spec.n_samples:,}")
     print(f"chunks           {n_chunks:,} x {spec.chunk_size:,} samples")
     print(f"bytes on disk    {human_bytes(info['bytes_on_disk'])} ({per_sample} B/sample)")
     print(
-        f"memory per rank  ~{human_bytes(info['memory_per_rank_bytes'])} (3 x one chunk, "
-        "independent of the sample count)"
+        f"memory per rank  ~{human_bytes(memory.peak_bytes)} peak (measured here; independent "
+        f"of the sample count):\n{'':17}{human_bytes(memory.resident_bytes)} resident "
+        f"(interpreter, libraries, inputs) + {human_bytes(memory.chunk_bytes)} per chunk of "
+        f"{memory.chunk_samples:,}"
     )
     print(f"chunks per rank  {min(cpr)}-{max(cpr)} with {args.ranks} rank(s)")
+    if args.calibrate:
+        c = info["calibration"]
+        print(
+            f"measured         {c['samples_per_s_per_rank']:,.0f} samples/s per rank "
+            f"({c['samples_timed']:,} samples in {c['compute_s']:.2f} s, after a warm-up); "
+            f"writes {human_bytes(int(c['write_bytes_per_s']))}/s"
+        )
+        print(
+            f"time             ~{_duration(c['est_wall_s'])} with {args.ranks} rank(s): "
+            f"compute {_duration(c['est_compute_s'])} + write {_duration(c['est_write_s'])}"
+        )
+        print(
+            textwrap.fill(
+                f"assuming {estimate.ASSUMPTIONS}",
+                100,
+                initial_indent=" " * 17,
+                subsequent_indent=" " * 17,
+            )
+        )
     print(f"output           {spec.output}")
     return 0
+
+
+def _duration(seconds: float) -> str:
+    """3.2 s, 4 min 10 s, 2 h 05 min."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from hpcgen.verify import print_table, verify_file, write_report
 
     passed, report = verify_file(args.file)
-    print_table(report, sys.stdout)
-    path = Path(args.json) if args.json else Path(args.file).with_suffix(".verify.json")
+    if args.json:  # stdout holds the report alone, for a pipe
+        print(json.dumps(report, indent=2, default=_plain))
+    else:
+        print_table(report, sys.stdout)
+    path = Path(args.report) if args.report else Path(args.file).with_suffix(".verify.json")
     try:
         write_report(report, path)
-        print(f"report: {path}")
+        print(f"report: {path}", file=sys.stderr if args.json else sys.stdout)
     except OSError as e:
         print(f"hpcgen: could not write the JSON report {path}: {e}", file=sys.stderr)
     return 0 if passed else 1
+
+
+def _plain(v: Any) -> Any:
+    # numpy scalars (np.bool_, np.float64) from generator checks, as in the report file
+    return v.item() if hasattr(v, "item") else str(v)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -241,6 +351,47 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 # --- parser ---------------------------------------------------------------------------------------
 
+#: one line per export format where the exporter's docstring does not say it in one line
+EXPORT_FORMATS: dict[tuple[str, str], str] = {
+    ("*", "npz"): "one array per field, every generator (the default)",
+    ("tracks", "npz"): "X, Y, P, Z as the seed trainers read them; --only-ok drops flagged tracks",
+    ("illumination", "csv"): "LCAS's CSV: sun vector, then one lit fraction per face",
+    ("atoms", "dataset"): "train/val/test NPZ + metadata.json (--dedup drops repeated images)",
+    ("ptycho", "data001"): "PtychoPINN's data001 tree: DIR/dose_<d>/patched_{train,test}.npz",
+    ("energy", "well"): "The Well's dataset tree (several files join; --split sets the splits)",
+}
+
+
+def export_formats() -> list[tuple[str, str, str]]:
+    """(generator, format, one-line description) of every ``hpcgen export`` format: the
+    generic npz, then each generator's ``exporters()`` (of a generator with default params)."""
+    from hpcgen.generators import REGISTRY, get_generator_class
+
+    rows = [("*", "npz", EXPORT_FORMATS[("*", "npz")])]
+    for name in REGISTRY:
+        cls = get_generator_class(name)
+        try:
+            formats = cls(cls.Params()).exporters()
+        except Exception:  # a generator that cannot be built with defaults: skip it, never fail
+            continue
+        for fmt, fn in sorted(formats.items()):
+            doc = (fn.__doc__ or "").strip().split("\n")[0].replace("``", "")
+            rows.append((name, fmt, EXPORT_FORMATS.get((name, fmt), doc)))
+    return rows
+
+
+class _ExportParser(_Parser):
+    """``hpcgen export``: the format list is built only when the help is shown (it imports every
+    generator)."""
+
+    def format_help(self) -> str:
+        rows = export_formats()
+        w = max(len(f"{g} {f}") for g, f, _ in rows)
+        lines = ["formats (generator format: description):"]
+        lines += [f"  {f'{g} {f}':<{w}}  {d}" for g, f, d in rows]
+        self.epilog = "\n".join(lines)
+        return super().format_help()
+
 
 def build_parser() -> argparse.ArgumentParser:
     from hpcgen.generators import CLI_EXTENSIONS
@@ -250,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Physics-based training data for ML surrogates, "
         "from one core (python) to a cluster (mpiexec, SLURM, HTCondor).",
     )
-    p.add_argument("--version", action="version", version=f"hpcgen {__version__}")
+    p.add_argument("-V", "--version", action="version", version=f"hpcgen {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     r = sub.add_parser("run", help="generate a file (SPMD: run it under mpiexec for N ranks)")
@@ -279,21 +430,44 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plan", help="size, chunks and memory of a spec, before running it")
     add_spec_args(pl)
     pl.add_argument("--ranks", type=int, default=1, help="ranks (or jobs) to plan for")
-    pl.add_argument("--json", action="store_true", help="print JSON")
+    pl.add_argument("--json", action="store_true", help="print the plan as JSON on stdout")
+    pl.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="time whole chunks here (at least one, at most 3, about --calibrate-seconds) and "
+        "estimate the run's wall time on --ranks ranks",
+    )
+    pl.add_argument(
+        "--calibrate-seconds",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="stop timing chunks after S seconds (default 10)",
+    )
     pl.set_defaults(func=cmd_plan)
 
     v = sub.add_parser("verify", help="physics sanity checks: table + JSON, exit 1 on failure")
     v.add_argument("file")
-    v.add_argument("--json", help="JSON report path (default: FILE with .verify.json)")
+    v.add_argument(
+        "--json",
+        action="store_true",
+        help="print the report as JSON on stdout instead of the table (exit status unchanged)",
+    )
+    v.add_argument(
+        "--report",
+        metavar="PATH",
+        help="where to write the JSON report (default: FILE with .verify.json)",
+    )
     v.set_defaults(func=cmd_verify)
 
     e = sub.add_parser(
         "export",
         help="convert a file for trainers (npz, csv, data001, dataset, well)",
-        description="Formats: npz (every generator: one array per field); tracks: npz (X, Y, "
-        "P, Z); illumination: csv (LCAS); atoms: dataset (train/val/test NPZ + metadata.json); "
-        "ptycho: data001 (PtychoPINN); energy: well (The Well's dataset tree, several files).",
+        description="Convert an hpcgen file into what a trainer reads. The formats of every "
+        "generator are listed below.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    e.__class__ = _ExportParser  # add_parser builds every subparser with one class
     e.add_argument("file", nargs="+", help="hpcgen file(s); several only where the format joins")
     e.add_argument("--format", "-f", default="npz")
     e.add_argument("--out", "-o", required=True)
@@ -344,6 +518,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     rank, size = _rank_size()
+    if not (sys.argv[1:] if argv is None else argv):
+        # a command is missing: the commands are what helps, on stderr (stdout stays for
+        # results); 2, the status of every other usage error
+        if rank == 0:
+            build_parser().print_help(sys.stderr)
+        return 2
     try:
         args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)

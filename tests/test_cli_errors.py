@@ -46,11 +46,12 @@ BAD = [
 def test_bad_spec_one_line_exit_2(tmp_path: Path, text: str, message: str):
     spec = tmp_path / "bad.toml"
     spec.write_text(text)
+    (tmp_path / "afile").write_text("")  # a directory below a file cannot be made, even by root
     proc = run_hpcgen(
         "run",
         spec,
         "--out",
-        tmp_path / "x.h5" if "output" not in text else "/nonexistent/dir/x.h5",
+        tmp_path / "x.h5" if "output" not in text else tmp_path / "afile" / "dir" / "x.h5",
         cwd=tmp_path,
     )
     assert proc.returncode == 2, proc.stderr

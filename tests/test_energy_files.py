@@ -117,7 +117,7 @@ def test_layout_checker_accepts_the_layout_and_names_each_violation(atlas_dir, t
 
 def test_verify_passes_and_catches_broken_conservation(atlas_dir, tmp_path):
     good = run_hpcgen(
-        "verify", atlas_dir / "energy_fluid_dynamics.h5", "--json", tmp_path / "good.json"
+        "verify", atlas_dir / "energy_fluid_dynamics.h5", "--report", tmp_path / "good.json"
     )
     assert good.returncode == 0, good.stdout + good.stderr
     report = json.loads((tmp_path / "good.json").read_text())
@@ -131,7 +131,7 @@ def test_verify_passes_and_catches_broken_conservation(atlas_dir, tmp_path):
         e = h5["t0_fields/energy"]
         e[1, 2] = e[1, 2] * np.float32(1.1)  # trajectory 1, frame 2 gains 10 %
         e[3, 1, 0, 0] = -1.0
-    res = run_hpcgen("verify", bad, "--json", tmp_path / "bad.json")
+    res = run_hpcgen("verify", bad, "--report", tmp_path / "bad.json")
     assert res.returncode == 1
     checks = {c["name"]: c for c in json.loads((tmp_path / "bad.json").read_text())["checks"]}
     conservation = checks["energy conserved at every step"]

@@ -118,7 +118,7 @@ def test_unrenormalised_frames_fail_the_conservation_check(hundred, tmp_path, fr
         growth = (1 + 2.5e-3) ** np.arange(t, dtype=np.float64)
         for i in rows:
             e[i] = (e[i].astype(np.float64) * growth[:, None, None]).astype(np.float32)
-    res = run_hpcgen("verify", bad, "--json", tmp_path / "bad.json")
+    res = run_hpcgen("verify", bad, "--report", tmp_path / "bad.json")
     assert res.returncode == 1, res.stdout + res.stderr
     report = {c["name"]: c for c in json.loads((tmp_path / "bad.json").read_text())["checks"]}
     assert failed(report) == {CONSERVATION}

@@ -228,7 +228,7 @@ def test_export_of_a_virtual_merged_file_copies_plain_data(exported, tmp_path):
     run_hpcgen("merge", shards, "--out", vds, "--virtual", check=True)
     with h5py.File(vds, "r") as f:
         assert f["t0_fields/energy"].is_virtual
-    res = run_hpcgen("verify", vds, "--json", tmp_path / "v.json")
+    res = run_hpcgen("verify", vds, "--report", tmp_path / "v.json")
     assert res.returncode == 0, res.stdout + res.stderr
     checks = {c["name"]: c for c in json.loads((tmp_path / "v.json").read_text())["checks"]}
     assert checks["plain datasets for The Well's loader (reported)"]["value"] == "virtual"

@@ -122,7 +122,7 @@ def test_disk_filled_during_the_run_stops_cleanly_and_resumes(tmp_path, ref, ran
         (disk / "f.h5.fill").unlink()
         run_hpcgen("run", spec, "--out", out, "--resume", "-q", ranks=ranks, check=True)
         assert_same_data(ref_file, out)
-        assert run_hpcgen("verify", out, "--json", tmp_path / "v.json").returncode == 0
+        assert run_hpcgen("verify", out, "--report", tmp_path / "v.json").returncode == 0
         assert (disk / "f.metadata.json").is_file()
 
 
@@ -224,7 +224,7 @@ def test_two_runs_started_together_never_corrupt_the_file(tmp_path, ref, extra):
         else:  # one after the other (only possible when the second may replace the first)
             assert codes == [0, 0] and extra == ("--overwrite",), [r.stderr for r in results]
         assert_same_data(ref_file, out)
-        assert run_hpcgen("verify", out, "--json", tmp_path / "v.json").returncode == 0
+        assert run_hpcgen("verify", out, "--report", tmp_path / "v.json").returncode == 0
 
 
 # --- 3. input files are part of the data identity ------------------------------------------------
@@ -429,7 +429,7 @@ def test_flipped_byte_fails_verify_and_export(tmp_path, ref):
     bad = tmp_path / "bad.h5"
     shutil.copy(ref_file, bad)
     flip_byte(bad, "y", 3 * 100 + 17)  # chunk 3
-    proc = run_hpcgen("verify", bad, "--json", tmp_path / "v.json")
+    proc = run_hpcgen("verify", bad, "--report", tmp_path / "v.json")
     assert proc.returncode == 1
     report = json.loads((tmp_path / "v.json").read_text())
     failed = [c for c in report["checks"] if not c["passed"]]
@@ -473,7 +473,7 @@ def test_data_changed_in_place_fails_verify(tmp_path, ref):
     shutil.copy(ref_file, bad)
     with h5py.File(bad, "r+") as f:
         f["n"][5] = f["n"][5] + 1
-    proc = run_hpcgen("verify", bad, "--json", tmp_path / "v.json")
+    proc = run_hpcgen("verify", bad, "--report", tmp_path / "v.json")
     assert proc.returncode == 1
     checks = json.loads((tmp_path / "v.json").read_text())["checks"]
     assert next(c for c in checks if c["name"] == "checksums match")["detail"] == (

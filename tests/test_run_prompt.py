@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pty
+import signal
 import subprocess
 import sys
 import time
@@ -93,3 +94,49 @@ def test_not_a_terminal_never_waits_and_logs_progress(tmp_path: Path, tiny_spec:
 def test_quiet_prints_nothing(tmp_path: Path, tiny_spec: Path):
     proc = run_hpcgen("run", tiny_spec, "--out", tmp_path / "q.h5", "--quiet")
     assert proc.returncode == 0 and proc.stderr == ""
+
+
+def test_terminal_end_of_input_cancels_cleanly(tmp_path: Path, tiny_spec: Path):
+    out = tmp_path / "big.h5"
+    # Ctrl-D at the start of a line: the terminal ends the input, input() raises EOFError
+    code, text = run_on_terminal(["run", str(tiny_spec), "--out", str(out)], b"\x04", BIG)
+    assert code == 1, text
+    assert "hpcgen: aborted, nothing written" in text
+    assert "Traceback" not in text and "EOFError" not in text
+    assert not out.exists()
+
+
+def test_terminal_interrupt_at_the_prompt_is_one_line(tmp_path: Path, tiny_spec: Path):
+    out = tmp_path / "big.h5"
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hpcgen", "run", str(tiny_spec), "--out", str(out)],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env={**os.environ, **BIG},
+        close_fds=True,
+    )
+    os.close(slave)
+    seen = b""
+    deadline = time.monotonic() + 120
+    while b"[y/N]" not in seen and time.monotonic() < deadline:
+        seen += os.read(master, 1024)
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends the terminal's foreground process
+    proc.wait(timeout=120)
+    os.set_blocking(master, False)  # the process has ended: read what it left, never wait
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    text = seen.decode(errors="replace")
+    assert proc.returncode == 130, text
+    after = text.split("[y/N]", 1)[1]
+    # one line of its own: the prompt's line is ended first
+    assert [x.strip() for x in after.splitlines()] == ["", "hpcgen: interrupted"], text
+    assert not out.exists()
