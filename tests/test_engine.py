@@ -184,14 +184,14 @@ def test_verify_passes_and_catches_corruption(tmp_path, reference):
     spec, _ = reference
     out = tmp_path / "v.h5"
     run_ok("run", spec, "--out", out)
-    proc = run_hpcgen("verify", out, "--json", tmp_path / "v.json")
+    proc = run_hpcgen("verify", out, "--report", tmp_path / "v.json")
     assert proc.returncode == 0, proc.stdout
     report = json.loads((tmp_path / "v.json").read_text())
     assert report["passed"] and report["n_rows"] == 2500
     with h5py.File(out, "r+") as f:
         f["Y"][10, 0] = np.nan
         f["P"][11] = -1.0
-    proc = run_hpcgen("verify", out, "--json", tmp_path / "v2.json")
+    proc = run_hpcgen("verify", out, "--report", tmp_path / "v2.json")
     assert proc.returncode == 1
     failed = {
         c["name"]
@@ -208,7 +208,7 @@ def test_verify_flags_an_unfinished_file(tmp_path, reference):
     run_hpcgen(
         "run", spec, "--out", out, "--quiet", "--checkpoint-every", "0", env={CRASH_ENV: "1"}
     )
-    proc = run_hpcgen("verify", out, "--json", tmp_path / "u.json")
+    proc = run_hpcgen("verify", out, "--report", tmp_path / "u.json")
     assert proc.returncode == 1
     assert "FAIL  every chunk written" in proc.stdout
     # only the unwritten chunks fail: the physics checks ran on the chunks marked done
@@ -241,4 +241,5 @@ def test_plan_reports_size_chunks_and_memory(reference):
     per_sample = (6 + 4 + 1 + 2) * 8 + 1 + 4  # X, Y, P, Z float64; status u1; n_steps i4
     assert info["bytes_on_disk"] == 2500 * per_sample
     assert info["chunks_per_rank"] == [3, 2, 2]
-    assert info["memory_per_rank_bytes"] == 3 * 400 * per_sample
+    # measured (tests/test_plan.py): libraries and inputs besides the chunk, never 3 chunks
+    assert info["memory_per_rank_bytes"] == info["memory"]["peak_bytes"] > 3 * 400 * per_sample
