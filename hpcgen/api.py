@@ -247,7 +247,7 @@ class HpcgenFile:
         self.fields: list[FieldInfo] = []
         for fs in self._reader.fields:
             node = self._reader.node(fs.name)
-            if node is None:
+            if node is None or node.dtype is None:
                 raise UserError(f"{self.path}: no dataset {fs.name!r} (the spec's field)")
             self.fields.append(
                 FieldInfo(
