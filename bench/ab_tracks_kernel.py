@@ -34,22 +34,40 @@ from hpcgen.generators.tracks.stepper import StepperSettings  # noqa: E402
 PKG = "hpcgen/generators/tracks"
 
 
+#: the commit's own modules the base kernel runs with (rk4.py where the commit still has it);
+#: the rest of the package is the working tree's
+LOCAL = ("simd", "rk4", "kernels_numba")
+
+
+def _localise(src: str) -> str:
+    """Imports of LOCAL modules point at their base_ copies."""
+
+    def package_import(m: re.Match) -> str:
+        names = [n.strip() for n in m.group(1).split(",")]
+        keep = [n for n in names if n not in LOCAL]
+        lines = [f"from hpcgen.generators.tracks import {', '.join(keep)}"] if keep else []
+        return "\n".join(lines + [f"import base_{n} as {n}" for n in names if n in LOCAL])
+
+    src = re.sub(
+        r"from hpcgen\.generators\.tracks import ([\w, ]+)$", package_import, src, flags=re.M
+    )
+    for n in LOCAL:
+        src = src.replace(f"from hpcgen.generators.tracks.{n} import", f"from base_{n} import")
+    return src
+
+
 def base_kernel(commit: str, where: Path):
     """The commit's kernels_numba module, importing the commit's simd as base_simd."""
-    for name in ("simd", "kernels_numba"):
-        src = subprocess.run(
+    for name in LOCAL:
+        got = subprocess.run(
             ["git", "-C", str(ROOT), "show", f"{commit}:{PKG}/{name}.py"],
-            check=True,
             capture_output=True,
             text=True,
-        ).stdout
-        src = re.sub(r'name="(\w+)"', r'name="base_\1"', src)  # distinct numba type names
-        src = src.replace(
-            "from hpcgen.generators.tracks import fields, rk4, simd, stepper",
-            "from hpcgen.generators.tracks import fields, rk4, stepper\nimport base_simd as simd",
         )
-        src = src.replace("from hpcgen.generators.tracks.simd import", "from base_simd import")
-        (where / f"base_{name}.py").write_text(src)
+        if got.returncode != 0:
+            continue  # a module the commit does not have
+        src = re.sub(r'name="(\w+)"', r'name="base_\1"', got.stdout)  # distinct numba type names
+        (where / f"base_{name}.py").write_text(_localise(src))
     sys.path.insert(0, str(where))
     path = where / "base_kernels_numba.py"
     spec = importlib.util.spec_from_file_location("base_kernels_numba", path)

@@ -5,12 +5,13 @@ log-uniform, both charges, adaptive Cash-Karp with LHCb's defaults (1 um per ste
 one run, so the ratios compare like with like on the same (shared, loaded) machine:
 
 - throughput of the compiled kernel (numba, one thread): Gaussian model, synthetic map with
-  grid_steps off / z / xyz, the other schemes; tracks/s from process CPU time and from wall time;
+  grid_steps off / z / xyz / cell, the other schemes; tracks/s from process CPU time and from
+  wall time;
 - accuracy: analytic fields against scipy DOP853 at rtol 1e-12; the map against a fine fixed-step
   RK4 (0.5 mm) through the same trilinear interpolant - for each grid_steps mode (the
   accuracy/speed trade-off through a map's kinks);
 - ratios: scipy solve_ivp per track (RK45, rtol 1e-8 / atol 1e-6 mm, ~1 um) and the vectorised
-  numpy fixed RK4 at 5 mm (the first slice), against the numba Cash-Karp;
+  numpy fixed RK4 at 5 mm (stepper.propagate_reference), against the numba Cash-Karp;
 - GPU kernel throughput when cupy sees a device;
 - with --e2e: ``mpiexec -n 2 hpcgen run jobs/tracks_10M.toml`` end to end: wall time, file size
   and the share of time in sampling / compute / writing from the file's provenance.
@@ -38,10 +39,10 @@ import numpy as np  # noqa: E402
 from scipy.integrate import solve_ivp  # noqa: E402
 
 from hpcgen.generators.tracks import fieldmap as fm  # noqa: E402
+from hpcgen.generators.tracks.constants import C_LIGHT  # noqa: E402
 from hpcgen.generators.tracks.fields import FieldMap, GaussianDipole, UniformField  # noqa: E402
 from hpcgen.generators.tracks.propagate import Propagator  # noqa: E402
-from hpcgen.generators.tracks.rk4 import C_LIGHT, propagate_rk4  # noqa: E402
-from hpcgen.generators.tracks.stepper import StepperSettings  # noqa: E402
+from hpcgen.generators.tracks.stepper import StepperSettings, propagate_reference  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 GAUSS = GaussianDipole(-1.0182, 5007.0, 1744.0)
@@ -162,7 +163,7 @@ def accuracy_map(field, n: int, n_rate: int) -> dict:
     state, z0, z1 = standard_tracks(n, seed=12)
     ref, s_ref, _ = Propagator(field, StepperSettings("rk4", step=0.5), "numba")(state, z0, z1)
     out = {}
-    for mode in ("off", "z", "xy", "xyz"):
+    for mode in ("off", "z", "xy", "xyz", "cell"):
         for max_step in (1000.0, 250.0) if mode == "off" else (1000.0,):
             st = StepperSettings(grid_steps=mode, max_step=max_step)
             y, status, _ = Propagator(field, st, "numba")(state, z0, z1)
@@ -182,7 +183,7 @@ def ratios(n_scipy: int, n_numpy: int, numba_rate: float) -> dict:
     _, _, cpu = timed(scipy_tracks, GAUSS, state, z0, z1, "RK45", 1e-8, 1e-6)
     scipy_rate = n_scipy / cpu
     state, z0, z1 = standard_tracks(n_numpy, seed=14)
-    _, _, cpu = timed(propagate_rk4, state, z0, z1, GAUSS, 5.0, np)
+    _, _, cpu = timed(propagate_reference, state, z0, z1, GAUSS, StepperSettings("rk4", step=5.0))
     numpy_rate = n_numpy / cpu
     return {
         "scipy_solve_ivp_RK45_per_track_tracks_per_s": scipy_rate,
@@ -201,8 +202,9 @@ def gpu(n: int, map_field) -> dict | None:
     except Exception:
         return None
     out = {}
-    for name, field in (("gaussian", GAUSS), ("map_xyz", map_field), ("map_off", map_field)):
-        st = StepperSettings(grid_steps="off" if name == "map_off" else "xyz")
+    maps = (("map_cell", "cell"), ("map_xyz", "xyz"), ("map_off", "off"))
+    for name, field, mode in (("gaussian", GAUSS, "off"), *((k, map_field, m) for k, m in maps)):
+        st = StepperSettings(grid_steps=mode)
         prop = Propagator(field, st, "cuda")
         state, z0, z1 = standard_tracks(n)
         prop(state[:1000], z0[:1000], z1[:1000])
@@ -263,6 +265,19 @@ def end_to_end(spec: Path, ranks: int) -> dict:
     }
 
 
+def map_accuracy(res: dict, map_field, a: argparse.Namespace) -> None:
+    res["accuracy_map_vs_rk4_0.5mm"] = accuracy_map(map_field, a.n_map_accuracy, a.n_map // 4)
+    for k, v in res["accuracy_map_vs_rk4_0.5mm"].items():
+        print(
+            f"map {k:30s} max {v['max_mm']:.2e} p99 {v['p99_mm']:.2e} mm  "
+            f"{v['tracks_per_s_cpu']:>10,.0f} tracks/s/core (best of {v['repeat']})  "
+            f"{v['steps_mean']:.1f} steps",
+            flush=True,
+        )
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=2) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=1_000_000, help="tracks for the Gaussian throughput")
@@ -272,6 +287,9 @@ def main() -> None:
     ap.add_argument("--e2e", action="store_true", help="also run jobs/tracks_10M.toml, 2 ranks")
     ap.add_argument("--spec", default=str(ROOT / "jobs" / "tracks_10M.toml"))
     ap.add_argument("--json", help="write the results here as JSON")
+    ap.add_argument(
+        "--map-only", action="store_true", help="only the map's grid_steps trade-off table"
+    )
     a = ap.parse_args()
 
     res: dict = {
@@ -287,6 +305,9 @@ def main() -> None:
         fm.prime_cache(path, grid)
         map_field = FieldMap(fm.load_map(path))
 
+    if a.map_only:
+        map_accuracy(res, map_field, a)
+        return
     res["throughput"] = {}
     for name, field, st, n in (
         ("gaussian/cashkarp", GAUSS, StepperSettings(), a.n),
@@ -296,6 +317,12 @@ def main() -> None:
         ("map/cashkarp/grid_steps=off", map_field, StepperSettings(grid_steps="off"), a.n_map),
         ("map/cashkarp/grid_steps=z", map_field, StepperSettings(grid_steps="z"), a.n_map // 4),
         ("map/cashkarp/grid_steps=xyz", map_field, StepperSettings(grid_steps="xyz"), a.n_map // 4),
+        (
+            "map/cashkarp/grid_steps=cell",
+            map_field,
+            StepperSettings(grid_steps="cell"),
+            a.n_map // 4,
+        ),
     ):
         r = throughput(field, st, n)
         res["throughput"][name] = r
@@ -308,13 +335,7 @@ def main() -> None:
     res["accuracy_analytic_vs_dop853"] = accuracy_analytic(a.n_accuracy)
     for k, v in res["accuracy_analytic_vs_dop853"].items():
         print(f"{k:36s} max {v['max_mm']:.2e} p99 {v['p99_mm']:.2e} median {v['median_mm']:.2e} mm")
-    res["accuracy_map_vs_rk4_0.5mm"] = accuracy_map(map_field, a.n_map_accuracy, a.n_map // 4)
-    for k, v in res["accuracy_map_vs_rk4_0.5mm"].items():
-        print(
-            f"map {k:30s} max {v['max_mm']:.2e} p99 {v['p99_mm']:.2e} mm  "
-            f"{v['tracks_per_s_cpu']:>10,.0f} tracks/s/core (best of {v['repeat']})  "
-            f"{v['steps_mean']:.1f} steps"
-        )
+    map_accuracy(res, map_field, a)
     res["ratios"] = ratios(300, 20_000, res["throughput"]["gaussian/cashkarp"]["tracks_per_s_cpu"])
     for k, v in res["ratios"].items():
         print(f"{k:48s} {v:,.1f}")

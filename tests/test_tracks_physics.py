@@ -7,13 +7,19 @@ import pytest
 from scipy.integrate import solve_ivp
 
 from hpcgen.generators.tracks.checks import helix_uniform_by
+from hpcgen.generators.tracks.constants import C_LIGHT
 from hpcgen.generators.tracks.fields import SLOPE, STEP_LIMIT, GaussianDipole, UniformField
 from hpcgen.generators.tracks.propagate import Propagator
-from hpcgen.generators.tracks.rk4 import C_LIGHT, propagate_rk4
-from hpcgen.generators.tracks.stepper import StepperSettings
+from hpcgen.generators.tracks.stepper import StepperSettings, propagate_reference
 
 GAUSS = GaussianDipole(-1.0182, 5007.0, 1744.0)
 SCHEMES = ["rk4", "cashkarp", "dopri5", "bs32"]
+
+
+def propagate_rk4(state, z0, z1, field, step: float) -> np.ndarray:
+    """The numpy reference's fixed-step RK4 (steps of ``step`` mm and a final partial step)."""
+    y, _, _ = propagate_reference(state, z0, z1, field, StepperSettings(scheme="rk4", step=step))
+    return y
 
 
 def exact_uniform_by(x0, tx0, qop, by, dz):
@@ -70,9 +76,7 @@ def test_uniform_field_ty0_matches_exact_solution_to_1e_6_mm():
     qop = rng.choice([-1.0, 1.0], n) / (p * 1000)
     state = np.stack([x0, np.zeros(n), tx0, np.zeros(n), qop], axis=1)
     by = -1.0
-    out = propagate_rk4(
-        state, np.full(n, 3000.0), np.full(n, 9000.0), UniformField(0, by, 0), 5.0, np
-    )
+    out = propagate_rk4(state, np.full(n, 3000.0), np.full(n, 9000.0), UniformField(0, by, 0), 5.0)
     x_ex, tx_ex = exact_uniform_by(x0, tx0, qop, by, 6000.0)
     assert np.max(np.abs(out[:, 0] - x_ex)) < 1e-6
     assert np.max(np.abs(out[:, 2] - tx_ex)) < 1e-9
@@ -113,9 +117,7 @@ def test_bending_radius_10_GeV_in_1_T_is_33_36_m():
     # z-parametrisation: sin(theta) changes by kappa*B*L.
     qop = 1.0 / 10_000.0  # 10 GeV, positive
     state = np.array([[0.0, 0.0, 0.0, 0.0, qop]])
-    out = propagate_rk4(
-        state, np.array([0.0]), np.array([1000.0]), UniformField(0, 1.0, 0), 1.0, np
-    )
+    out = propagate_rk4(state, np.array([0.0]), np.array([1000.0]), UniformField(0, 1.0, 0), 1.0)
     radius_m = 1000.0 / abs(np.sin(np.arctan(out[0, 2]))) / 1000.0
     assert radius_m == pytest.approx(33.356, rel=1e-4)
 
@@ -176,18 +178,38 @@ def test_partial_final_step_and_per_track_lengths():
     state = np.array([[10.0, -5.0, 0.1, -0.05, 1 / 3000], [0.0, 0.0, -0.2, 0.1, -1 / 8000]])
     z0 = np.array([3000.0, 4000.0])
     z1 = np.array([8123.4, 2500.7])  # forward and backward
-    both = propagate_rk4(state, z0, z1, GAUSS, 5.0, np)
+    both = propagate_rk4(state, z0, z1, GAUSS, 5.0)
     for i in range(2):
-        one = propagate_rk4(state[i : i + 1], z0[i : i + 1], z1[i : i + 1], GAUSS, 5.0, np)
+        one = propagate_rk4(state[i : i + 1], z0[i : i + 1], z1[i : i + 1], GAUSS, 5.0)
         np.testing.assert_allclose(both[i], one[0], rtol=0, atol=1e-12)
 
 
-def test_fixed_rk4_kernels_equal_the_vectorised_rk4():
-    """The fixed-step scheme of the kernels is the first slice's RK4, step for step."""
+def classic_rk4(state, z0, z1, field, step: float) -> np.ndarray:
+    """The textbook RK4 (k1..k4, weights 1/6, 1/3, 1/3, 1/6) written out here, apart from the
+    package's tableau-driven stepper: floor(|dz|/step) steps and a final partial step."""
+    f = rhs(field)
+    out = []
+    for s, a, b in zip(state, z0, z1):
+        y, z, qop = np.array(s[:4]), a, s[4]
+        n_full = int(np.floor(abs(b - a) / step))
+        for h in [np.sign(b - a) * step] * n_full + [None]:
+            h = b - z if h is None else h
+            k1 = np.array(f(z, y, qop))
+            k2 = np.array(f(z + h / 2, y + h / 2 * k1, qop))
+            k3 = np.array(f(z + h / 2, y + h / 2 * k2, qop))
+            k4 = np.array(f(z + h, y + h * k3, qop))
+            y, z = y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4), z + h
+        out.append(y)
+    return np.array(out)
+
+
+def test_fixed_rk4_kernels_are_the_classic_rk4():
+    """The fixed-step scheme of the kernels (the rk4 tableau) is the textbook RK4, step for
+    step."""
     state = random_tracks(40, seed=9)
     z0 = np.full(40, 3000.0)
     z1 = z0 + np.linspace(-4000, 6000, 40)
-    ref = propagate_rk4(state, z0, z1, GAUSS, 5.0, np)
+    ref = classic_rk4(state, z0, z1, GAUSS, 5.0)
     for kernel in ("numpy", "numba"):
         out, _, nsteps = Propagator(GAUSS, StepperSettings(scheme="rk4"), kernel)(state, z0, z1)
         np.testing.assert_allclose(out, ref, rtol=0, atol=1e-9)

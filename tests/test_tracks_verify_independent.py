@@ -108,7 +108,7 @@ def test_clean_file_passes_every_check_including_the_independent_ones(clean: Pat
 
 
 def test_a_1000x_too_small_bending_constant_fails(clean: Path, tmp_path: Path) -> None:
-    """Y as rk4.py with C / 1000 would make it: q/p / 1000 in the propagation, X as drawn."""
+    """Y as the generator with C / 1000 would make it: q/p / 1000 in the propagation, X as drawn."""
     weak = repropagated(clean, None, qop_scale=1e-3)
 
     def store(f: h5py.File) -> None:
@@ -280,9 +280,9 @@ def test_map_rows_corrupted_fail_the_turn_check(map_block, corrupt: str) -> None
 
 
 def test_verify_shares_no_constant_equation_or_integrator_with_the_generator() -> None:
-    """checks.py and independent.py import neither rk4.py (the constant, the equations) nor the
-    stepper, tableaus or kernels; independent.py takes only the parsed map grid and the params
-    class from the generator; the constant is c from scipy.constants."""
+    """checks.py and independent.py import neither constants.py (the constant) nor the stepper
+    (the equations), tableaus or kernels; independent.py takes only the parsed map grid and the
+    params class from the generator; the constant is c from scipy.constants."""
     from scipy import constants
 
     def imports(path: Path) -> set[str]:
@@ -298,7 +298,7 @@ def test_verify_shares_no_constant_equation_or_integrator_with_the_generator() -
     shared = tuple(
         f"{pkg}.{m}"
         for m in (
-            "rk4",
+            "constants",
             "stepper",
             "tableaus",
             "kernels_numba",

@@ -2,9 +2,10 @@
 
 Verify is a third party: what it judges with comes from ``independent.py`` (the bending constant
 from scipy.constants, the equations of motion from the Lorentz force, the field from the
-parameters or the parsed map grid, scipy's DOP853), never from the generator's rk4.py, stepper or
-kernels. Where a check runs the generator's own kernel (closed form, bending power, reproduce,
-reverse) it judges that kernel against the independent constant, or only its determinism.
+parameters or the parsed map grid, scipy's DOP853), never from the generator's constants.py,
+stepper or kernels. Where a check runs the generator's own kernel (closed form, bending power,
+reproduce, reverse) it judges that kernel against the independent constant, or only its
+determinism.
 
 Every row (streamed, bounded memory): the seed workflow's checks (finite, P > 0, |x_f| < 10 m,
 |tx_f| < 1, opposite bending), |q/p| P 1000 = 1, the turn of the unit direction against q/p and

@@ -3,9 +3,9 @@
 A check that imports the generator's constant, equations or kernel passes whatever mistake they
 share. Here, written afresh for verify alone:
 
-- the bending constant from scipy.constants (c), not from rk4.py;
+- the bending constant from scipy.constants (c), not from constants.py;
 - the equations of motion from the Lorentz force on the unit direction u, du/ds = kappa u x B
-  (kappa = C q/p), turned into d(x, y, tx, ty)/dz here (rk4.py writes the component form);
+  (kappa = C q/p), turned into d(x, y, tx, ty)/dz here (stepper.py writes the component form);
 - the field from the parameters (Gaussian and uniform models) or, for a map, a trilinear
   interpolation of the parsed grid (``MapGrid``, the text's float64 values) written here; the
   parse of the map text (fieldmap.load_map) is the one thing shared with the generator;

@@ -13,19 +13,30 @@ from typing import Any
 
 import numpy as np
 
-CUDA_SOURCE = r"""
-#define LEFT_VOLUME 1
-#define MASKED_CELL 2
-#define STEP_LIMIT 4
-#define SLOPE 8
-#define KIND_UNIFORM 0
-#define KIND_GAUSSIAN 1
-#define KIND_MAP 2
-#define C_LIGHT 0.299792458
-#define EPS_Z 1e-6
-#define EPS_XY 1.0
-#define EPS_CELL 0.1
-#define CELL_MARGIN 0.25
+from hpcgen.generators.tracks import fields, stepper
+from hpcgen.generators.tracks.constants import C_LIGHT
+
+
+def defines() -> str:
+    """The #defines the CUDA source reads, from the Python definitions (status bits, field
+    kinds, the imap header, the settings slots, the stepper's constants): written once, in Python.
+    Floats as repr, the shortest decimal that reads back as the same double."""
+    names = {
+        **{k: getattr(fields, k) for k in ("LEFT_VOLUME", "MASKED_CELL", "STEP_LIMIT", "SLOPE")},
+        **{k: getattr(fields, k) for k in ("ABORTED", "KIND_UNIFORM", "KIND_GAUSSIAN", "KIND_MAP")},
+        **{k: getattr(fields, k) for k in dir(fields) if k.startswith("IM_")},
+        "CELL_MARGIN": fields.CELL_MARGIN,
+        "C_LIGHT": C_LIGHT,
+        **{k: getattr(stepper, k) for k in ("EPS_Z", "EPS_XY", "EPS_CELL", "CELL")},
+        **{k: getattr(stepper, k) for k in ("LOG2E", "LN2_HI", "LN2_LO", "SQRT2")},
+        **{k: getattr(stepper, k) for k in dir(stepper) if k.startswith("SP_")},
+    }
+    return "".join(f"#define {k} {v!r}\n" for k, v in names.items())
+
+
+CUDA_SOURCE = (
+    defines()
+    + r"""
 #ifndef INFINITY
 #define INFINITY __longlong_as_double(0x7ff0000000000000LL)
 #endif
@@ -34,12 +45,6 @@ CUDA_SOURCE = r"""
 #endif
 
 // imap header (fields.py IM_*): n[3], off_B, off_ax[3], off_inv[3], off_tab[3], ntab[3]
-#define IM_N 0
-#define IM_OFF_B 3
-#define IM_OFF_AX 4
-#define IM_OFF_INV 7
-#define IM_OFF_TAB 10
-#define IM_NTAB 13
 
 struct FieldArgs {
     int kind;
@@ -270,8 +275,8 @@ __device__ bool steep(double tx, double ty, double m) {
 __device__ double exp_series(double x) {
     double xc = -708.0 > x ? -708.0 : x;
     xc = 709.0 < xc ? 709.0 : xc;
-    double k = rint(xc * 1.4426950408889634);
-    double r = (xc - k * 6.93147180369123816490e-01) - k * 1.90821492927058770002e-10;
+    double k = rint(xc * LOG2E);
+    double r = (xc - k * LN2_HI) - k * LN2_LO;
     double r2 = r * r;
     double r4 = r2 * r2;
     double e0 = 0.5 + r * (1.0 / 6.0);
@@ -289,7 +294,7 @@ __device__ double log_series(double x) {
     long long bits = __double_as_longlong(x);
     double e = (double)((bits >> 52) - 1023);
     double m = __longlong_as_double((bits & ((1LL << 52) - 1)) | (1023LL << 52));
-    if (m > 1.4142135623730951) { m = m * 0.5; e = e + 1.0; }
+    if (m > SQRT2) { m = m * 0.5; e = e + 1.0; }
     double s = (m - 1.0) / (m + 1.0);
     double s2 = s * s;
     double s4 = s2 * s2;
@@ -301,7 +306,7 @@ __device__ double log_series(double x) {
     double d4 = 1.0 / 19.0 + s2 * (1.0 / 21.0);
     double q = (d0 + d1 * s4) + ((d2 + d3 * s4) + (d4 + s4 * (1.0 / 23.0)) * s8) * s8;
     double logm = 2.0 * s + (2.0 * s) * (s2 * q);
-    return e * 6.93147180369123816490e-01 + (logm + e * 1.90821492927058770002e-10);
+    return e * LN2_HI + (logm + e * LN2_LO);
 }
 __device__ double step_power(double x, double p) {
     double xc = 1e-300 > x ? 1e-300 : x;
@@ -320,13 +325,15 @@ extern "C" __global__ void propagate_tracks(
     if (t >= n) return;
     FieldArgs f;
     f.kind = kind; f.fpar = fpar; f.fmap = fmap; f.imap = imap; f.mask = mask; f.bmap = bmap;
-    const bool adaptive = sp[0] != 0.0;
-    const int ns = (int)sp[1];
-    const double step = sp[2], tol = sp[3], rel = sp[4], hmin = sp[5], hmax = sp[6], h0 = sp[7];
-    const long max_steps = (long)sp[8];
-    const double max_slope = sp[9];
-    const int grid = kind == KIND_MAP ? (int)sp[10] : 0;
-    const double pshrink = sp[11], pgrow = sp[12], fmin_ = sp[13], fmax_ = sp[14], safety = sp[15];
+    const bool adaptive = sp[SP_ADAPTIVE] != 0.0;
+    const int ns = (int)sp[SP_STAGES];
+    const double step = sp[SP_STEP], tol = sp[SP_TOL], rel = sp[SP_REL_TOL];
+    const double hmin = sp[SP_MIN_STEP], hmax = sp[SP_MAX_STEP], h0 = sp[SP_INITIAL_STEP];
+    const long max_steps = (long)sp[SP_MAX_STEPS];
+    const double max_slope = sp[SP_MAX_SLOPE];
+    const int grid = kind == KIND_MAP ? (int)sp[SP_GRID] : 0;
+    const double pshrink = sp[SP_PSHRINK], pgrow = sp[SP_PGROW];
+    const double fmin_ = sp[SP_SCALE_MIN], fmax_ = sp[SP_SCALE_MAX], safety = sp[SP_SAFETY];
     double k[7][4], s[4], nw[4], err[4];
     for (int c = 0; c < 4; ++c) s[c] = state[t * 5 + c];
     const double kap = C_LIGHT * state[t * 5 + 4];
@@ -367,17 +374,17 @@ extern "C" __global__ void propagate_tracks(
             bool last = hc >= rem;
             if (grid != 0) {
                 double dp = plane_distance(f, grid, s[0], s[1], z, s[2], s[3], dir,
-                                           (grid & 4) ? EPS_CELL : EPS_XY);
+                                           (grid & CELL) ? EPS_CELL : EPS_XY);
                 if (dp < h) { h = dp; last = false; }
             }
             bool shortened = h < hc;
             CellPoly cp;
-            if (grid & 4) {  // "cell": the cell of the step's straight-line midpoint
+            if (grid & CELL) {  // "cell": the cell of the step's straight-line midpoint
                 double half = 0.5 * (dir * h);
                 cell_polynomial(f, s[0] + half * s[2], s[1] + half * s[3], z + half, &cp);
             }
-            int fl = rk_step(f, (grid & 4) ? &cp : nullptr, A, bw, ew, cw, ns, z, s, kap, dir * h,
-                             k, nw, err);
+            int fl = rk_step(f, (grid & CELL) ? &cp : nullptr, A, bw, ew, cw, ns, z, s, kap,
+                             dir * h, k, nw, err);
             attempts++;
             double ex = fabs(err[0]) / tol;
             double ey = fabs(err[1]) / tol;
@@ -385,7 +392,7 @@ extern "C" __global__ void propagate_tracks(
             double ety = fabs(err[3]) / (tol_t + rel * fabs(nw[3] - s[3]));
             double eot = maxd(maxd(ex, ey), maxd(etx, ety));
             // "cell": a step whose stage points strayed from its cell is retried at half its length
-            bool stray = (grid & 4) && cp.inside && cp.strayed;
+            bool stray = (grid & CELL) && cp.inside && cp.strayed;
             bool accept = (eot <= 1.0 && !stray) || h <= hmin;
             double factor;
             if (eot > 1.0) factor = maxd(fmin_, safety * step_power(eot, pshrink));
@@ -405,11 +412,12 @@ extern "C" __global__ void propagate_tracks(
             }
         }
     }
-    for (int c = 0; c < 4; ++c) out[t * 4 + c] = (st & (STEP_LIMIT | SLOPE)) ? NAN : s[c];
+    for (int c = 0; c < 4; ++c) out[t * 4 + c] = (st & ABORTED) ? NAN : s[c];
     status[t] = (unsigned char)st;
     nsteps[t] = nst;
 }
 """
+)
 
 #: what the host C++ build of CUDA_SOURCE puts in front (tests; see module docstring)
 HOST_SHIM = r"""

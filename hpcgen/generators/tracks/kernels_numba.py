@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from hpcgen.generators.tracks import fields, rk4, simd, stepper
+from hpcgen.generators.tracks import constants, fields, simd, stepper
+from hpcgen.generators.tracks.constants import C_LIGHT
 from hpcgen.generators.tracks.fields import (
     ABORTED,
     CELL_MARGIN,
@@ -35,7 +36,6 @@ from hpcgen.generators.tracks.fields import (
     SLOPE,
     STEP_LIMIT,
 )
-from hpcgen.generators.tracks.rk4 import C_LIGHT
 from hpcgen.generators.tracks.simd import (
     LANES,
     gather,
@@ -59,21 +59,44 @@ from hpcgen.generators.tracks.simd import (
     vmin,
     vminimum,
     vpow,
-    vsqrt,
     vstore,
     vtrunc,
     zpair,
 )
-from hpcgen.generators.tracks.stepper import CELL, EPS_CELL, EPS_XY, EPS_Z
+from hpcgen.generators.tracks.stepper import (
+    CELL,
+    EPS_CELL,
+    EPS_XY,
+    EPS_Z,
+    SP_GRID,
+    SP_INITIAL_STEP,
+    SP_MAX_SLOPE,
+    SP_MAX_STEP,
+    SP_MAX_STEPS,
+    SP_MIN_STEP,
+    SP_PGROW,
+    SP_PSHRINK,
+    SP_REL_TOL,
+    SP_SAFETY,
+    SP_SCALE_MAX,
+    SP_SCALE_MIN,
+    SP_STEP,
+    SP_TOL,
+)
 from hpcgen.generators.tracks.tableaus import TABLEAUS, Tableau
 from hpcgen.kernel_cache import njit
 
 #: a digest of the modules the kernels inline or freeze constants from (simd, stepper, fields,
-#: rk4) in every kernel's closure: numba's on-disk cache keys on the kernel's own bytecode and
+#: constants) in every kernel's closure: numba's on-disk cache keys on the kernel's own bytecode and
 #: closure, not on what it takes from other modules, so without it an edit there would leave the
 #: cached machine code of the old arithmetic or layout in use
-_SOURCES = b"".join(Path(m.__file__).read_bytes() for m in (simd, stepper, fields, rk4))
+_SOURCES = b"".join(Path(m.__file__).read_bytes() for m in (simd, stepper, fields, constants))
 _SOURCE_KEY = int(hashlib.sha256(_SOURCES).hexdigest()[:15], 16)
+
+
+#: the equations of motion are stepper's, compiled for vectors: the same operations by
+#: construction
+_slope_derivatives = njit(cache=True, _nrt=False, inline="always")(stepper.slope_derivatives)
 
 
 @njit(cache=True, _nrt=False)
@@ -332,11 +355,11 @@ def _cell_stage(i, A, CW, K, hs, s0, s1, s2, s3, zz, kap, org, top, outside, cfx
     bx = select(outside, 0.0, _cell_eval_v(cfx, u, v, w))
     by = select(outside, 0.0, _cell_eval_v(cfy, u, v, w))
     bz = select(outside, 0.0, _cell_eval_v(cfz, u, v, w))
-    kn = kap * vsqrt(1.0 + tx * tx + ty * ty)
+    dtx, dty = _slope_derivatives(tx, ty, bx, by, bz, kap)
     vstore(K, 4 * i, tx)
     vstore(K, 4 * i + 1, ty)
-    vstore(K, 4 * i + 2, kn * (tx * ty * bx - (1.0 + tx * tx) * by + ty * bz))
-    vstore(K, 4 * i + 3, kn * ((1.0 + ty * ty) * bx - tx * ty * by - tx * bz))
+    vstore(K, 4 * i + 2, dtx)
+    vstore(K, 4 * i + 3, dty)
     far = mor(vlt(u, -CELL_MARGIN), vgt(u, top[0]))
     far = mor(far, mor(vlt(v, -CELL_MARGIN), vgt(v, top[1])))
     return mor(far, mor(vlt(w, -CELL_MARGIN), vgt(w, top[2])))
@@ -558,20 +581,20 @@ def _make_kernel(tab: Tableau) -> Any:
         bad = rows != (4, 4 * NS, 4, 4, 13, 11) or cols != (L, L, L, L, L, L)
         if bad or FL.size != L or FLAGS.size != L:
             raise ValueError("work arrays do not fit this kernel: use work_arrays(stages)")
-        step = sp[2]
-        tol = sp[3]
-        rel = sp[4]
-        hmin = sp[5]
-        hmax = sp[6]
-        h0 = sp[7]
-        max_steps = int(sp[8])
-        max_slope = sp[9]
-        grid = int(sp[10]) if kind == KIND_MAP else 0
-        pshrink = sp[11]
-        pgrow = sp[12]
-        fmin = sp[13]
-        fmax = sp[14]
-        safety = sp[15]
+        step = sp[SP_STEP]
+        tol = sp[SP_TOL]
+        rel = sp[SP_REL_TOL]
+        hmin = sp[SP_MIN_STEP]
+        hmax = sp[SP_MAX_STEP]
+        h0 = sp[SP_INITIAL_STEP]
+        max_steps = int(sp[SP_MAX_STEPS])
+        max_slope = sp[SP_MAX_SLOPE]
+        grid = int(sp[SP_GRID]) if kind == KIND_MAP else 0
+        pshrink = sp[SP_PSHRINK]
+        pgrow = sp[SP_PGROW]
+        fmin = sp[SP_SCALE_MIN]
+        fmax = sp[SP_SCALE_MAX]
+        safety = sp[SP_SAFETY]
         has_mask = fpar[0] != 0.0
         if kind == KIND_MAP:
             gi, gf = _geometry(fmap, imap)
@@ -940,9 +963,7 @@ def _make_kernel(tab: Tableau) -> Any:
                             FLAGS[ln] = fl
                         else:
                             FLAGS[ln] |= fl
-                kn = kap * vsqrt(1.0 + tx * tx + ty * ty)
-                k2 = kn * (tx * ty * bx - (1.0 + tx * tx) * by + ty * bz)
-                k3 = kn * ((1.0 + ty * ty) * bx - tx * ty * by - tx * bz)
+                k2, k3 = _slope_derivatives(tx, ty, bx, by, bz, kap)
                 if i == 0:
                     tx = select(keep0, vload(K, 0), tx)
                     ty = select(keep0, vload(K, 1), ty)

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from hpcgen.errors import UserError
+from hpcgen.generators.tracks.constants import C_LIGHT
 from hpcgen.generators.tracks.fields import ABORTED, STATUS_NAMES
-from hpcgen.generators.tracks.rk4 import C_LIGHT
 
 #: rows read for the distributions (the first rows of the file)
 N_SAMPLE = 200_000

@@ -229,6 +229,16 @@ def _unary_intrinsic(llvm_name):
 
 
 vsqrt = _unary_intrinsic(f"llvm.sqrt.v{LANES}f64")
+
+
+@overload(np.sqrt, inline="always")
+def _np_sqrt(a):
+    """np.sqrt of a Vec is vsqrt: functions written for numpy arrays (stepper.slope_derivatives)
+    compile for vectors unchanged."""
+    if isinstance(a, VecType):
+        return lambda a: vsqrt(a)
+
+
 vabs = _unary_intrinsic(f"llvm.fabs.v{LANES}f64")
 vrint = _unary_intrinsic(f"llvm.rint.v{LANES}f64")  # round half to even (the default rounding mode)
 vtrunc = _unary_intrinsic(f"llvm.trunc.v{LANES}f64")  # toward zero (Python's int() of a float)

@@ -3,7 +3,16 @@ kernels (numba on the CPU, CUDA on a GPU) compute, track for track and bit for b
 arithmetic (same operations in the same order; only the Gaussian field's exp may differ in the
 last ulp: libm's here, a vector version in numba's kernel, CUDA's on a GPU).
 
-State (x, y, tx, ty) at z, q/p constant; equations of motion in rk4.py. Two schemes:
+State (x, y, tx, ty) at z (tx = dx/dz, ty = dy/dz), q/p constant; units mm, T, q/p in 1/MeV.
+The equations of motion in the z-parametrisation (``slope_derivatives``, written once for numpy
+here and numba's vectors in kernels_numba; kernels_cuda's rk_step is their C copy):
+
+    dx/dz  = tx,   dy/dz = ty
+    dtx/dz = kappa N (tx ty Bx - (1 + tx^2) By + ty Bz)
+    dty/dz = kappa N ((1 + ty^2) Bx - tx ty By - tx Bz)
+    N = sqrt(1 + tx^2 + ty^2),  kappa = C_LIGHT q/p  (constants.py)
+
+Two schemes:
 
 - fixed step (``rk4``): floor(|dz|/step) steps of ``step`` mm and a final partial step;
 - adaptive embedded Runge-Kutta (``cashkarp``, ``dopri5``, ``bs32``), step control as LHCb's
@@ -40,7 +49,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hpcgen.generators.tracks import rk4
+from hpcgen.generators.tracks.constants import C_LIGHT
 from hpcgen.generators.tracks.fields import ABORTED, KIND_MAP, SLOPE, STEP_LIMIT
 from hpcgen.generators.tracks.tableaus import TABLEAUS, Tableau
 
@@ -53,6 +62,28 @@ CELL = 4
 EPS_Z = 1e-6  # mm: a z plane closer than this is the one we are on
 EPS_XY = 1.0  # mm: x/y planes closer than this are not worth a step of their own
 EPS_CELL = 0.1  # mm: the same for "cell" (each step's field must stay one cell's)
+
+#: slots of the settings vector (StepperSettings.packed) that the compiled kernels read; the
+#: CUDA source gets them as #defines of the same names (kernels_cuda.defines)
+(
+    SP_ADAPTIVE,  # 1.0 for an embedded (adaptive) scheme, 0.0 for fixed steps
+    SP_STAGES,  # the tableau's stages
+    SP_STEP,  # mm, the fixed step
+    SP_TOL,  # mm, tolerance
+    SP_REL_TOL,  # rel_tolerance
+    SP_MIN_STEP,  # mm
+    SP_MAX_STEP,  # mm
+    SP_INITIAL_STEP,  # mm
+    SP_MAX_STEPS,  # attempts per track
+    SP_MAX_SLOPE,  # |tx|, |ty| limit
+    SP_GRID,  # GRID_MODES[grid_steps]
+    SP_PSHRINK,  # the step scale's exponent where the error is over the tolerance: -1/q
+    SP_PGROW,  # ... and where it is within: -1/(q + 1)
+    SP_SCALE_MIN,  # the step scale's clamp
+    SP_SCALE_MAX,
+    SP_SAFETY,  # SAFETY
+) = range(16)
+SP_SIZE = 16
 
 # step_power's constants (fdlibm's split of ln 2: k * LN2_HI is exact for |k| < 2**20)
 LOG2E = 1.4426950408889634
@@ -83,28 +114,26 @@ class StepperSettings:
         return TABLEAUS[self.scheme]
 
     def packed(self) -> np.ndarray:
-        """float64 vector the compiled kernels read (layout shared with kernels_numba and CUDA)."""
+        """The float64 vector the compiled kernels read, slot by slot (SP_* above)."""
         t = self.tableau
-        return np.array(
-            [
-                1.0 if t.adaptive else 0.0,  # 0
-                float(t.stages),  # 1
-                self.step,  # 2
-                self.tolerance,  # 3
-                self.rel_tolerance,  # 4
-                self.min_step,  # 5
-                self.max_step,  # 6
-                self.initial_step,  # 7
-                float(self.max_steps),  # 8
-                self.max_slope,  # 9
-                float(GRID_MODES[self.grid_steps]),  # 10
-                -1.0 / t.order,  # 11 shrink exponent
-                -1.0 / (t.order + 1),  # 12 grow exponent
-                self.scale_min,  # 13
-                self.scale_max,  # 14
-                SAFETY,  # 15
-            ]
-        )
+        sp = np.empty(SP_SIZE)
+        sp[SP_ADAPTIVE] = 1.0 if t.adaptive else 0.0
+        sp[SP_STAGES] = float(t.stages)
+        sp[SP_STEP] = self.step
+        sp[SP_TOL] = self.tolerance
+        sp[SP_REL_TOL] = self.rel_tolerance
+        sp[SP_MIN_STEP] = self.min_step
+        sp[SP_MAX_STEP] = self.max_step
+        sp[SP_INITIAL_STEP] = self.initial_step
+        sp[SP_MAX_STEPS] = float(self.max_steps)
+        sp[SP_MAX_SLOPE] = self.max_slope
+        sp[SP_GRID] = float(GRID_MODES[self.grid_steps])
+        sp[SP_PSHRINK] = -1.0 / t.order
+        sp[SP_PGROW] = -1.0 / (t.order + 1)
+        sp[SP_SCALE_MIN] = self.scale_min
+        sp[SP_SCALE_MAX] = self.scale_max
+        sp[SP_SAFETY] = SAFETY
+        return sp
 
     def tableau_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(a (7x7), b (7), e = b - bhat (7), c (7)), zero padded to 7 stages."""
@@ -202,12 +231,21 @@ def step_power(x, p):
 # --- the reference ------------------------------------------------------------------------------
 
 
-def _derivs(field, z, x, y, tx, ty, kap):
-    """(dx, dy, dtx, dty)/dz and the lookup flags, with the kernels' operation order."""
-    bx, by, bz, fl = field.lookup(x, y, z)
+def slope_derivatives(tx, ty, bx, by, bz, kap):
+    """(dtx/dz, dty/dz) at slopes (tx, ty) in the field (bx, by, bz) (T), kap = C_LIGHT q/p
+    (1/(T mm)): the equations of motion (module doc). + - * and np.sqrt only, so the same
+    function serves numpy arrays here and numba's vectors in kernels_numba (simd gives np.sqrt a
+    vector version): one sequence of operations."""
     kn = kap * np.sqrt(1.0 + tx * tx + ty * ty)
     dtx = kn * (tx * ty * bx - (1.0 + tx * tx) * by + ty * bz)
     dty = kn * ((1.0 + ty * ty) * bx - tx * ty * by - tx * bz)
+    return dtx, dty
+
+
+def _derivs(field, z, x, y, tx, ty, kap):
+    """(dx, dy, dtx, dty)/dz and the lookup flags."""
+    bx, by, bz, fl = field.lookup(x, y, z)
+    dtx, dty = slope_derivatives(tx, ty, bx, by, bz, kap)
     return (tx, ty, dtx, dty), fl
 
 
@@ -278,7 +316,7 @@ def propagate_reference(state, z0, z1, field, st: StepperSettings):
     z1 = np.asarray(z1, dtype=np.float64)
     n = len(state)
     s = [state[:, c].copy() for c in range(4)]
-    kap = rk4.C_LIGHT * state[:, 4]
+    kap = C_LIGHT * state[:, 4]
     z = z0.copy()
     status = np.zeros(n, np.uint8)
     nsteps = np.zeros(n, np.int32)
