@@ -95,9 +95,9 @@ def main() -> None:
             fm.write_text(path, grid)
             fm.prime_cache(path, grid)
             field = FieldMap(fm.load_map(path))
-            st = StepperSettings(grid_steps=a.grid_steps)
-        else:
-            field, st = GAUSS, StepperSettings()
+            st = StepperSettings(tolerance=0.001, rel_tolerance=5e-5, grid_steps=a.grid_steps)
+        else:  # LHCb's tolerances, as this comparison has always used
+            field, st = GAUSS, StepperSettings(tolerance=0.001, rel_tolerance=5e-5)
         state, z0, z1 = standard_tracks(a.n)
         kernels = {f"base {a.base}": base.propagate_numba, "tree": kernels_numba.propagate_numba}
         times = {k: [] for k in kernels}

@@ -41,8 +41,9 @@ import numpy as np  # noqa: E402
 
 from hpcgen.generators.tracks import independent  # noqa: E402
 from hpcgen.generators.tracks.params import LHCB_T_ACCEPTANCE, TracksParams  # noqa: E402
-from hpcgen.generators.tracks.propagate import Propagator, make_field, settings_of  # noqa: E402
+from hpcgen.generators.tracks.propagate import Propagator, make_field  # noqa: E402
 from hpcgen.generators.tracks.sampling import sample_tracks  # noqa: E402
+from hpcgen.generators.tracks.stepper import StepperSettings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OLD = {"tolerance": 0.001, "rel_tolerance": 5e-5}
@@ -121,7 +122,9 @@ def accuracy(p: TracksParams, settings: dict[str, dict], n: int, seed: int) -> d
     out: dict = {"n": n, "judge_s": judge_s, "judge_self_um": self_um, "inside": int(inside.sum())}
     for label, over in settings.items():
         q = replace(p, **over)
-        Y, status, nsteps = Propagator(field, settings_of(q), "numba")(X[:, :5], Z[:, 0], Z[:, 1])
+        Y, status, nsteps = Propagator(field, StepperSettings.from_params(q), "numba")(
+            X[:, :5], Z[:, 0], Z[:, 1]
+        )
         ok = status == 0
         err = np.abs(Y[:, :2] - ref[:, :2]).max(axis=1) * 1000
         worst = int(np.argmax(np.where(ok, err, -1)))
@@ -141,7 +144,8 @@ def speed(p: TracksParams, settings: dict[str, dict], n: int, repeats: int, seed
     X, Z = raw["X"][:, :5], raw["Z"]
     field = make_field(p)
     props = {
-        k: Propagator(field, settings_of(replace(p, **v)), "numba") for k, v in settings.items()
+        k: Propagator(field, StepperSettings.from_params(replace(p, **v)), "numba")
+        for k, v in settings.items()
     }
     for prop in props.values():  # compile / warm up outside the timing
         prop(X[:1000], Z[:1000, 0], Z[:1000, 1])

@@ -23,7 +23,7 @@ from hpcgen.generators.tracks.fields import (
     FieldMap,
 )
 from hpcgen.generators.tracks.params import TracksParams
-from hpcgen.generators.tracks.propagate import Propagator, settings_of
+from hpcgen.generators.tracks.propagate import Propagator
 from hpcgen.generators.tracks.stepper import StepperSettings, plane_distance
 
 
@@ -187,7 +187,7 @@ def test_cell_mode_is_within_a_micron_of_an_independent_integration(grid, synth_
         assert not ref.failed
         err = {}
         for mode in ("xyz", "cell"):
-            st = replace(settings_of(p), grid_steps=mode)  # the defaults but grid_steps
+            st = replace(StepperSettings.from_params(p), grid_steps=mode)  # the defaults, but
             y, s, _ = Propagator(field, st, "numba")(state, z0, z1)
             ok = (s == 0) & np.isfinite(ref.Y[:, 0])
             assert ok.sum() > 60

@@ -21,8 +21,9 @@ from hpcgen.generators.base import build_params
 from hpcgen.generators.tracks import independent
 from hpcgen.generators.tracks.checks import outside_acceptance
 from hpcgen.generators.tracks.params import TracksParams
-from hpcgen.generators.tracks.propagate import Propagator, make_field, settings_of
+from hpcgen.generators.tracks.propagate import Propagator, make_field
 from hpcgen.generators.tracks.sampling import sample_tracks
+from hpcgen.generators.tracks.stepper import StepperSettings
 
 #: mm: the global accuracy the defaults promise on x and y
 GLOBAL_MM = 1e-3
@@ -51,7 +52,9 @@ def tracks(p: TracksParams, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def global_error_mm(p: TracksParams, X: np.ndarray, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """max(|dx|, |dy|) at z_end (mm) of the compiled CPU kernel against DOP853, and which tracks
     the file would mark status 0 (propagated, inside the acceptance box where p has one)."""
-    Y, status, _ = Propagator(make_field(p), settings_of(p), "numba")(X[:, :5], Z[:, 0], Z[:, 1])
+    Y, status, _ = Propagator(make_field(p), StepperSettings.from_params(p), "numba")(
+        X[:, :5], Z[:, 0], Z[:, 1]
+    )
     ok = status == 0
     if p.acceptance:
         ok &= ~outside_acceptance(Y, p.acceptance)

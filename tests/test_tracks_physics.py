@@ -257,18 +257,35 @@ def test_zero_length_propagation_is_the_identity():
 
 def test_polarity_flips_the_bending():
     from hpcgen.generators.tracks.params import TracksParams
-    from hpcgen.generators.tracks.propagate import make_field, settings_of
+    from hpcgen.generators.tracks.propagate import make_field
 
     state = random_tracks(20, seed=11)
     z0, z1 = np.full(20, 3000.0), np.full(20, 9000.0)
     out = {}
     for pol in (1, -1):
         p = TracksParams(polarity=pol)
-        out[pol], _, _ = Propagator(make_field(p), settings_of(p), "numba")(state, z0, z1)
+        out[pol], _, _ = Propagator(make_field(p), StepperSettings.from_params(p), "numba")(
+            state, z0, z1
+        )
     flipped = state.copy()
     flipped[:, 4] *= -1  # flipping the field = flipping the charge
-    same, _, _ = Propagator(make_field(TracksParams()), settings_of(TracksParams()), "numba")(
-        flipped, z0, z1
-    )
+    same, _, _ = Propagator(
+        make_field(TracksParams()), StepperSettings.from_params(TracksParams()), "numba"
+    )(flipped, z0, z1)
     np.testing.assert_array_equal(out[-1], same)
     assert not np.allclose(out[1], out[-1])
+
+
+def test_the_stepper_settings_are_the_params_with_their_defaults():
+    """StepperSettings takes its integration parameters, defaults included, from TracksParams:
+    one source of defaults (they once differed: 1 um and 5e-5 here, 0.25 um and 0 there)."""
+    from dataclasses import replace
+
+    from hpcgen.generators.tracks.params import TracksParams
+    from hpcgen.generators.tracks.stepper import FROM_PARAMS
+
+    assert StepperSettings() == StepperSettings.from_params(TracksParams())
+    p = replace(TracksParams(), integrator="dopri5", tolerance=0.002, grid_steps="z", max_steps=7)
+    st = StepperSettings.from_params(p)
+    assert (st.scheme, st.tolerance, st.grid_steps, st.max_steps) == ("dopri5", 0.002, "z", 7)
+    assert all(getattr(st, k) == getattr(p, v) for k, v in FROM_PARAMS.items())

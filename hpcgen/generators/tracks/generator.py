@@ -29,8 +29,9 @@ from hpcgen.generators.tracks.checks import (
 from hpcgen.generators.tracks.fields import OUT_OF_ACCEPTANCE, STATUS_NAMES, Field, UniformField
 from hpcgen.generators.tracks.independent import ReferenceField
 from hpcgen.generators.tracks.params import TracksParams
-from hpcgen.generators.tracks.propagate import Propagator, make_field, settings_of
+from hpcgen.generators.tracks.propagate import Propagator, make_field
 from hpcgen.generators.tracks.sampling import check_z_sampling, draws_z_start, sample_tracks
+from hpcgen.generators.tracks.stepper import StepperSettings
 
 
 class TracksGenerator(Generator):
@@ -40,7 +41,7 @@ class TracksGenerator(Generator):
 
     def __init__(self, params: TracksParams, float_dtype: str = "float64") -> None:
         super().__init__(params, float_dtype)
-        self.settings = settings_of(params)
+        self.settings = StepperSettings.from_params(params)
         self._field: Field | None = None
         self._propagators: dict[str, Propagator] = {}
 

@@ -39,21 +39,6 @@ def make_field(p: TracksParams) -> Field:
     return FieldMap(grid, p.polarity, mask)
 
 
-def settings_of(p: TracksParams) -> StepperSettings:
-    return StepperSettings(
-        scheme=p.integrator,
-        step=p.step,
-        tolerance=p.tolerance,
-        rel_tolerance=p.rel_tolerance,
-        min_step=p.min_step,
-        max_step=p.max_step,
-        initial_step=p.initial_step,
-        max_steps=p.max_steps,
-        max_slope=p.max_slope,
-        grid_steps=p.grid_steps,
-    )
-
-
 @dataclass
 class Propagator:
     """field x settings x kernel ("numpy", "numba" or "cuda")."""

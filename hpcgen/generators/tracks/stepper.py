@@ -46,11 +46,13 @@ cell's eight corners once per step and evaluate the stages as pure arithmetic.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
 
 import numpy as np
 
 from hpcgen.generators.tracks.constants import C_LIGHT
 from hpcgen.generators.tracks.fields import ABORTED, KIND_MAP, SLOPE, STEP_LIMIT
+from hpcgen.generators.tracks.params import TracksParams
 from hpcgen.generators.tracks.tableaus import TABLEAUS, Tableau
 
 #: Numerical Recipes' safety factor on the step scale (LHCb's default is 1.0, with a looser
@@ -92,22 +94,44 @@ LN2_LO = 1.90821492927058770002e-10
 SQRT2 = 1.4142135623730951
 
 
+#: StepperSettings' fields that are TracksParams', by their names there (documented there)
+FROM_PARAMS = {
+    "scheme": "integrator",
+    "step": "step",
+    "tolerance": "tolerance",
+    "rel_tolerance": "rel_tolerance",
+    "min_step": "min_step",
+    "max_step": "max_step",
+    "initial_step": "initial_step",
+    "max_steps": "max_steps",
+    "max_slope": "max_slope",
+    "grid_steps": "grid_steps",
+}
+_DEFAULT = {f.name: f.default for f in dataclass_fields(TracksParams)}
+
+
 @dataclass(frozen=True)
 class StepperSettings:
-    """How tracks are integrated. Lengths in mm."""
+    """How tracks are integrated: TracksParams' integration parameters (FROM_PARAMS; their
+    defaults too: one source), plus the step scale's clamp. Lengths in mm."""
 
-    scheme: str = "cashkarp"
-    step: float = 5.0  # fixed-step size (rk4)
-    tolerance: float = 0.001  # mm, on x and y per step
-    rel_tolerance: float = 5e-5  # on the change of tx, ty per step
-    min_step: float = 10.0
-    max_step: float = 1000.0
-    initial_step: float = 1000.0
-    max_steps: int = 1000
-    max_slope: float = 10.0
-    scale_min: float = 0.125
+    scheme: str = _DEFAULT["integrator"]
+    step: float = _DEFAULT["step"]
+    tolerance: float = _DEFAULT["tolerance"]
+    rel_tolerance: float = _DEFAULT["rel_tolerance"]
+    min_step: float = _DEFAULT["min_step"]
+    max_step: float = _DEFAULT["max_step"]
+    initial_step: float = _DEFAULT["initial_step"]
+    max_steps: int = _DEFAULT["max_steps"]
+    max_slope: float = _DEFAULT["max_slope"]
+    scale_min: float = 0.125  # Numerical Recipes' clamp of the step scale, as LHCb's
     scale_max: float = 4.0
-    grid_steps: str = "off"
+    grid_steps: str = _DEFAULT["grid_steps"]
+
+    @classmethod
+    def from_params(cls, p: TracksParams) -> StepperSettings:
+        """The settings of a generator's parameters."""
+        return cls(**{k: getattr(p, v) for k, v in FROM_PARAMS.items()})
 
     @property
     def tableau(self) -> Tableau:
