@@ -232,8 +232,8 @@ def test_the_vector_plane_search_is_stepper_plane_distance():
         return v
 
     for eps in (1.0, 0.1):
-        x, y = probe(field._arrays["x"], eps), probe(field._arrays["y"], eps)
-        z = probe(field._arrays["z"], 0.0)
+        x, y = probe(field.axes[0], eps), probe(field.axes[1], eps)
+        z = probe(field.axes[2], 0.0)
         tx = rng.choice([0.0, 0.2, -0.2, np.nan], n) * rng.uniform(0.1, 1.0, n)
         ty = rng.choice([0.0, 0.2, -0.2], n) * rng.uniform(0.1, 1.0, n)
         d = rng.choice([1.0, -1.0], n)

@@ -39,12 +39,33 @@ KIND_UNIFORM, KIND_GAUSSIAN, KIND_MAP = 0, 1, 2
 
 
 class Field(Protocol):
+    """What the stepper, the kernels, the generator and verify ask of a field."""
+
+    #: KIND_UNIFORM, KIND_GAUSSIAN or KIND_MAP: which field code the compiled kernels run
+    kind: ClassVar[int]
+
     def __call__(self, x: Any, y: Any, z: Any, xp: Any) -> tuple[Any, Any, Any]:
         """(Bx, By, Bz) in T at points (x, y, z) in mm; arrays broadcast together."""
+
+    def lookup(
+        self, x: np.ndarray, y: np.ndarray, z: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(Bx, By, Bz) in T and the per-point status flags (uint8: LEFT_VOLUME, MASKED_CELL) at
+        points in mm, numpy: the definition the compiled kernels reproduce."""
+
+    def kernel_args(self) -> tuple:
+        """(kind, fpar, fmap, imap, mask, bmap): the field packed for the compiled kernels, the
+        same dtypes and ranks for every field."""
+
+    def z_extent(self) -> tuple[float, float] | None:
+        """The z range (mm) where the field is defined or not negligible; None: everywhere."""
 
     def abs_integral(self, z0: np.ndarray, z1: np.ndarray) -> np.ndarray:
         """An upper bound of the integral of |B| dz (T mm) between z0 and z1 along any path:
         what limits how far a track can bend (used by verify)."""
+
+    def axis_integral(self, z0: float, z1: float) -> float:
+        """Integral of By(0, 0, z) dz from z0 to z1 (T mm; negative for z1 < z0)."""
 
 
 @dataclass(frozen=True)
@@ -203,6 +224,12 @@ class FieldMap:
     @property
     def sha256(self) -> str:
         return self.grid.sha256
+
+    @property
+    def axes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The grid's x, y and z nodes (mm, float64, increasing): where its planes are."""
+        a = self._arrays
+        return a["x"], a["y"], a["z"]
 
     # --- the definition ------------------------------------------------------------------------
     def _cell(self, name: str, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -12,6 +12,7 @@ scheme's machine code is compiled once and kept in __pycache__ for later process
 from __future__ import annotations
 
 import hashlib
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -1077,13 +1078,16 @@ def _uniform_runs(fmap: np.ndarray, imap: np.ndarray) -> np.ndarray:
     return np.array(out)
 
 
+#: _uniform_runs of the maps in use, computed once per map (FieldMap hashes by identity)
+_RUNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _map_runs(field: Any) -> np.ndarray:
-    """_uniform_runs of a FieldMap, computed once and kept beside its packed arrays."""
-    a = field._arrays
-    if "uniform_runs" not in a:
+    """_uniform_runs of a FieldMap, computed on its first propagation."""
+    if field not in _RUNS:
         _, _, fmap, imap, _, _ = field.kernel_args()
-        a["uniform_runs"] = _uniform_runs(fmap, imap)
-    return a["uniform_runs"]
+        _RUNS[field] = _uniform_runs(fmap, imap)
+    return _RUNS[field]
 
 
 def _zeros_aligned(shape: tuple[int, ...], dtype: type) -> np.ndarray:

@@ -43,7 +43,7 @@ def make_field(p: TracksParams) -> Field:
 class Propagator:
     """field x settings x kernel ("numpy", "numba" or "cuda")."""
 
-    field: Any
+    field: Field
     settings: StepperSettings
     kernel: str = "numba"
     _cuda: Any = field(default=None, repr=False)

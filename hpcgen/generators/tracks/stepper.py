@@ -305,8 +305,7 @@ def rk_step(field, tab: Tableau, z, s, kap, h):
 def plane_distance(field, mode: int, x, y, z, tx, ty, direction, eps_xy: float = EPS_XY):
     """Distance along z (> 0, mm) to the first grid plane ahead; inf if none (see module doc).
     x and y planes less than eps_xy (mm) ahead are ignored."""
-    arr = field._arrays
-    zs = arr["z"]
+    xs, ys, zs = field.axes
     up = direction > 0
     k_up = np.searchsorted(zs, z + EPS_Z, side="right")
     k_dn = np.searchsorted(zs, z - EPS_Z, side="left") - 1
@@ -317,7 +316,7 @@ def plane_distance(field, mode: int, x, y, z, tx, ty, direction, eps_xy: float =
         ok = ~up & (k_dn >= 0)
         d[ok] = z[ok] - zs[k_dn[ok]]
     if mode & 2:
-        for ax, v, t in ((arr["x"], x, tx), (arr["y"], y, ty)):
+        for ax, v, t in ((xs, x, tx), (ys, y, ty)):
             sv = t * direction  # change of the coordinate per mm of |z|
             k_up = np.searchsorted(ax, v + eps_xy, side="right")
             k_dn = np.searchsorted(ax, v - eps_xy, side="left") - 1
