@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_tracks import GAUSS, FieldMap, fm, standard_tracks  # noqa: E402
+from bench_tracks import GAUSS, FieldMap, fm, sm, standard_tracks  # noqa: E402
 
 from hpcgen.generators.tracks import kernels_numba  # noqa: E402
 from hpcgen.generators.tracks.stepper import StepperSettings  # noqa: E402
@@ -91,7 +91,7 @@ def main() -> None:
         base = base_kernel(a.base, Path(d))
         if a.field == "map":
             path = Path(d) / "synth.txt"
-            grid = fm.synth_map()
+            grid = sm.synth_map()
             fm.write_text(path, grid)
             fm.prime_cache(path, grid)
             field = FieldMap(fm.load_map(path))

@@ -39,6 +39,7 @@ import numpy as np  # noqa: E402
 from scipy.integrate import solve_ivp  # noqa: E402
 
 from hpcgen.generators.tracks import fieldmap as fm  # noqa: E402
+from hpcgen.generators.tracks import synthmap as sm  # noqa: E402
 from hpcgen.generators.tracks.constants import C_LIGHT  # noqa: E402
 from hpcgen.generators.tracks.fields import FieldMap, GaussianDipole, UniformField  # noqa: E402
 from hpcgen.generators.tracks.propagate import Propagator  # noqa: E402
@@ -309,7 +310,7 @@ def main() -> None:
     print(f"load average at start: {res['loadavg_start']}", flush=True)
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "synth.txt"
-        grid = fm.synth_map()
+        grid = sm.synth_map()
         fm.write_text(path, grid)
         fm.prime_cache(path, grid)
         map_field = FieldMap(fm.load_map(path))

@@ -15,6 +15,7 @@ import pytest
 
 from hpcgen.generators.tracks import fieldmap as fm
 from hpcgen.generators.tracks import fields, generator, independent
+from hpcgen.generators.tracks import synthmap as sm
 from hpcgen.generators.tracks.fields import (
     LEFT_VOLUME,
     MASKED_CELL,
@@ -216,7 +217,7 @@ def test_the_vector_plane_search_is_stepper_plane_distance():
             )  # fmt: skip
             vstore(out, r, d)
 
-    xs, ys, zs = fm.synth_axes()
+    xs, ys, zs = sm.synth_axes()
     rng = np.random.default_rng(8)
     B = rng.uniform(-1.0, 1.0, (len(xs[::8]), len(ys[::8]), len(zs[::4]), 3))
     field = FieldMap(fm.MapGrid(xs[::8], ys[::8], zs[::4], B))

@@ -28,6 +28,7 @@ from helpers import ROOT, data_fields, run_hpcgen
 from hpcgen.errors import SpecError
 from hpcgen.generators.base import Chunk, Device, build_params
 from hpcgen.generators.tracks import fieldmap as fm
+from hpcgen.generators.tracks import synthmap as sm
 from hpcgen.generators.tracks.fields import ABORTED, OUT_OF_ACCEPTANCE, STATUS_NAMES
 from hpcgen.generators.tracks.generator import TracksGenerator
 from hpcgen.generators.tracks.params import LHCB_T_ACCEPTANCE, TracksParams
@@ -278,7 +279,7 @@ def test_synthetic_map_reads_right_with_the_upstream_row_order(synth_path):
     centre is the synthetic model's (-1.03 T), and every node matches our coordinate-based read."""
     xg, yg, zg, by = upstream_read_map(synth_path)
     ix0, iy0, iz5000 = np.searchsorted(xg, 0), np.searchsorted(yg, 0), np.searchsorted(zg, 5000)
-    model = fm.synth_field(0.0, 0.0, zg[iz5000])[1]
+    model = sm.synth_field(0.0, 0.0, zg[iz5000])[1]
     assert abs(by[ix0, iy0, iz5000] - model) < 1e-6 and model < -1.0
     ours = fm.load_map(synth_path)
     np.testing.assert_array_equal(by, ours.B[..., 1])
@@ -289,7 +290,7 @@ def test_written_map_rows_run_y_fastest_then_x_then_z(tmp_path):
     xs, ys = np.arange(-3000.0, 3001.0, 1000.0), np.arange(-2000.0, 2001.0, 500.0)
     zs = np.array([0.0, 2000.0, 4000.0, 5000.0, 6000.0, 9000.0])
     X, Y, Z = np.meshgrid(xs, ys, zs, indexing="ij")
-    grid = fm.MapGrid(xs, ys, zs, np.round(np.stack(fm.synth_field(X, Y, Z), axis=-1), 6))
+    grid = fm.MapGrid(xs, ys, zs, np.round(np.stack(sm.synth_field(X, Y, Z), axis=-1), 6))
     path = tmp_path / "small.txt"
     fm.write_text(path, grid)
     rows = np.loadtxt(path)
@@ -298,5 +299,5 @@ def test_written_map_rows_run_y_fastest_then_x_then_z(tmp_path):
     np.testing.assert_array_equal(rows[:: len(xs) * len(ys), 2], zs)  # z outermost
     *_, by = upstream_read_map(path)
     np.testing.assert_array_equal(by, grid.B[..., 1])
-    assert abs(by[3, 4, 3] - fm.synth_field(0.0, 0.0, 5000.0)[1]) < 1e-6
+    assert abs(by[3, 4, 3] - sm.synth_field(0.0, 0.0, 5000.0)[1]) < 1e-6
     np.testing.assert_array_equal(fm.load_map(path, use_cache=False).B, grid.B)

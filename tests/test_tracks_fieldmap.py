@@ -11,6 +11,7 @@ from helpers import run_hpcgen
 
 from hpcgen.errors import UserError
 from hpcgen.generators.tracks import fieldmap as fm
+from hpcgen.generators.tracks import synthmap as sm
 from hpcgen.generators.tracks.fields import LEFT_VOLUME, MASKED_CELL, FieldMap
 from hpcgen.generators.tracks.params import TracksParams
 from hpcgen.generators.tracks.propagate import Propagator, make_field
@@ -177,7 +178,7 @@ def test_artefact_policies(tmp_path):
 
 
 def test_synthetic_map_has_the_lhcb_dipole_numbers():
-    s = fm.summarize(fm.synth_map())
+    s = sm.summarize(sm.synth_map())
     assert s["grid"] == [81, 81, 146]
     assert s["ranges_mm"]["x"][:2] == [-4000.0, 4000.0] and s["ranges_mm"]["x"][2] == "100"
     assert s["ranges_mm"]["z"][:2] == [-500.0, 14000.0] and "variable" in s["ranges_mm"]["z"][2]
@@ -191,14 +192,14 @@ def test_synthetic_map_has_the_lhcb_dipole_numbers():
 
 
 def test_synthetic_artefacts_are_three_percent_of_the_edge_points():
-    s = fm.summarize(fm.synth_map(artefacts=0.03))
+    s = sm.summarize(sm.synth_map(artefacts=0.03))
     assert s["artefact_fraction_of_edge_points"] == pytest.approx(0.03, abs=0.001)
     assert s["artefact_points_off_edge"] == 0
 
 
 def _div_curl(x, y, z, h=1.0):
     def B(*p):
-        return np.array(fm.synth_field(*p))
+        return np.array(sm.synth_field(*p))
 
     dx = (B(x + h, y, z) - B(x - h, y, z)) / (2 * h)
     dy = (B(x, y + h, z) - B(x, y - h, z)) / (2 * h)
@@ -220,9 +221,9 @@ def test_synthetic_field_is_divergence_and_curl_free_to_second_order():
     div, curl, dbz_dz = res[400.0]
     assert div < 0.05 * dbz_dz and curl < 0.05 * dbz_dz
     # on the axis: By = b(z), Bx = Bz = 0
-    bx, by, bz = fm.synth_field(np.zeros(3), np.zeros(3), np.array([3000.0, 5007.0, 8000.0]))
+    bx, by, bz = sm.synth_field(np.zeros(3), np.zeros(3), np.array([3000.0, 5007.0, 8000.0]))
     assert np.all(bx == 0) and np.all(bz == 0)
-    np.testing.assert_allclose(by, fm.synth_profile(np.array([3000.0, 5007.0, 8000.0]))[0])
+    np.testing.assert_allclose(by, sm.synth_profile(np.array([3000.0, 5007.0, 8000.0]))[0])
 
 
 # --- the commands ---------------------------------------------------------------------------------

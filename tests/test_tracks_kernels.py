@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from hpcgen.generators.tracks import fieldmap as fm
+from hpcgen.generators.tracks import synthmap as sm
 from hpcgen.generators.tracks.fields import (
     SLOPE,
     STEP_LIMIT,
@@ -208,7 +209,7 @@ def test_grid_aware_steps_reach_1_um_through_the_map(synth_field):
 def test_the_synthetic_text_reads_back_to_the_grid_in_memory(synth_path):
     """What ``fieldmap synth`` writes (6 decimals, 1 uT) is what is read, exactly."""
     back = fm.load_map(synth_path)
-    grid = fm.synth_map(artefacts=0.03)
+    grid = sm.synth_map(artefacts=0.03)
     np.testing.assert_array_equal(back.zs, grid.zs)
     np.testing.assert_array_equal(back.B, grid.B)
 
@@ -431,7 +432,7 @@ def test_numba_map_lookup_is_the_reference_to_the_bit(axes):
 
     rng = np.random.default_rng(3)
     if axes == "synth":
-        xs, ys, zs = fm.synth_axes()
+        xs, ys, zs = sm.synth_axes()
         xs, ys, zs = xs[::4], ys[::5], zs
     else:  # a run of 0.1 steps (not exact as a_s + u h), uneven nodes, a short uniform run
         xs = np.concatenate([np.arange(-3.0, 0.0, 0.1), [0.0, 0.7, 1.1, 5.0, 9.0, 13.0, 17.0]])

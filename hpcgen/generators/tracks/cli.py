@@ -49,7 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from hpcgen.generators.tracks.fieldmap import load_map, summarize
+    from hpcgen.generators.tracks.fieldmap import load_map
+    from hpcgen.generators.tracks.synthmap import summarize
 
     if args.plot and Path(args.plot).exists() and not args.overwrite:
         raise UserError(f"{args.plot} exists; use --overwrite to replace it")
@@ -107,7 +108,7 @@ def plot_profile(grid, s: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from hpcgen.generators.tracks.fieldmap import axis_profile
+    from hpcgen.generators.tracks.synthmap import axis_profile
 
     z, by = axis_profile(grid)
     g = s["gaussian_fit"]
@@ -136,7 +137,8 @@ def plot_profile(grid, s: dict, out: Path) -> None:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from hpcgen.generators.tracks.fieldmap import prime_cache, synth_map, write_text
+    from hpcgen.generators.tracks.fieldmap import prime_cache, write_text
+    from hpcgen.generators.tracks.synthmap import synth_map
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
