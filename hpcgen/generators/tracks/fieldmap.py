@@ -244,7 +244,7 @@ def write_text(path: Path, grid: MapGrid, order_seed: int | None = None) -> None
 
 def _ascii_fixed(values: np.ndarray, decimals: int) -> np.ndarray:
     """Right-aligned fixed-point ASCII (like ``%W.Df``) of a column, vectorised: (n, W) uint8.
-    np.savetxt formats row by row in Python and takes ~10x longer for a 1M-row map."""
+    np.savetxt formats row by row in Python, slow for a 1M-row map."""
     v = np.rint(np.asarray(values, dtype=np.float64) * 10**decimals).astype(np.int64)
     neg = v < 0
     a = np.abs(v)

@@ -4,9 +4,13 @@ The same algorithm as stepper.propagate_reference, operation for operation (step
 definition); the field lookups (uniform, Gaussian, trilinear map) are compiled into the stepping
 loop. The tableau is data, as in LHCb: ``kernel_for(tableau)`` builds a kernel with the tableau's
 coefficients as compile-time constants, so the stage loops unroll and the zero coefficients fold
-away (4x faster than reading them from arrays). The field (kind + packed arrays, see
-FieldMap.kernel_args) and the step-control settings are run-time data. ``cache=True``: each
-scheme's machine code is compiled once and kept in __pycache__ for later processes.
+away (read from arrays they would stay loads and multiplications). The field (kind + packed
+arrays, see FieldMap.kernel_args) and the step-control settings are run-time data.
+``cache=True``: each scheme's machine code is compiled once and kept in __pycache__ for later
+processes.
+
+Comments here say why a choice was made; what each one measured, and the commands, are in
+docs/tracks.md ("Kernels", "Benchmarks").
 """
 
 from __future__ import annotations
@@ -129,7 +133,7 @@ def _lower_bound(fmap, off, n, v):
 @njit(cache=True, _nrt=False)
 def _geometry(fmap, imap):
     """The map's sizes and offsets as tuples of scalars, read once per kernel call: the
-    compiler cannot hoist loads from the arrays out of the track loop by itself (5x slower)."""
+    compiler cannot hoist loads from the arrays out of the track loop by itself."""
     gi = (
         np.int64(imap[IM_N]),
         np.int64(imap[IM_N + 1]),
@@ -183,7 +187,7 @@ def _run_cell_v(v, m, a_s, h, r):
     a_s + u h, exactly the axis's values, _uniform_run) that holds v, for lanes inside the run.
     trunc((v - a_s) / h) is off by at most one (its relative error is a few ulps of a number
     below the run's length, far less than one cell), so one correction each way makes it exact,
-    branch-free (loops until no lane moves cost ~3x the whole search)."""
+    branch-free (a loop until no lane moves is a data-dependent branch per correction)."""
     u = vtrunc((v - a_s) * r)
     u = select(vge(u, 0.0), u, 0.0)
     u = select(vgt(u, m), m, u)
@@ -572,7 +576,7 @@ def _make_kernel(tab: Tableau) -> Any:
         work arrays (work_arrays): the kernel runs without numba's reference counting (NRT), so
         it allocates nothing, and the map arrays its inlined lookups take are not reference
         counted at every lookup (with NRT: ~28 atomic increments and decrements per vector
-        lookup, 1.3-1.5x the time through a map)."""
+        lookup)."""
         if SOURCE_KEY < 0:  # never (the digest is >= 0): puts it in the closure, the cache key
             return
         # the vector loads and stores are unchecked: work arrays of another scheme or width
@@ -1122,11 +1126,9 @@ def kernel_for(scheme: str) -> Any:
 def run_order(state: np.ndarray, z0: np.ndarray, z1: np.ndarray) -> np.ndarray:
     """The order to run map tracks in: by the 400 x 400 mm column a track crosses half-way, x
     columns with y alternately up and down, so that neighbours in the loop read the same cache
-    lines of the 12 MB node array (1.5x faster than unsorted, 1.06x than 200 mm bins in plain
-    order). Columns beyond +-25.6 m (far outside any map; NaN: the first) share the edge ones:
-    the key fits 14 bits, which numpy sorts by radix (~6 ms with the key for 200,000 tracks,
-    ~16 ms with the gathers; a lexsort of the float columns and fancy indexing took ~67 ms,
-    against the kernel's ~275 ms)."""
+    lines of the 12 MB node array. Columns beyond +-25.6 m (far outside any map; NaN: the first)
+    share the edge ones: the key fits 14 bits, which numpy sorts by radix (a lexsort of the float
+    columns and fancy indexing cost a noticeable part of the kernel's time)."""
     h = (z1 - z0) * (0.5 / 400.0)
 
     def column(a: int) -> np.ndarray:
@@ -1145,7 +1147,7 @@ def propagate_numba(state, z0, z1, field, settings):
 
     Through a map the tracks are run in run_order (gathered into that order and the results
     put back: each track's result does not depend on the order; reading them in place from the
-    kernel instead costs 1.2x in cache and TLB misses)."""
+    kernel instead costs cache and TLB misses)."""
     state = np.ascontiguousarray(state, dtype=np.float64)
     z0 = np.ascontiguousarray(z0, dtype=np.float64)
     z1 = np.ascontiguousarray(z1, dtype=np.float64)

@@ -25,8 +25,8 @@ from hpcgen.kernel_cache import njit
 _F64 = ir.DoubleType()
 _I64 = ir.IntType(64)
 #: tracks per vector: eight float64 lanes, two AVX2 registers (one AVX-512), so every operation
-#: is two independent halves the core overlaps (a lookup's node loads, a square root): x1.07-1.16
-#: through the map and x1.20-1.27 with the Gaussian field over four lanes (one register), same bits
+#: is two independent halves the core overlaps (a lookup's node loads, a square root); same bits
+#: as four lanes (the measurement: docs/tracks.md, "Eight lanes")
 LANES = 8
 assert LANES % 4 == 0 and LANES & (LANES - 1) == 0  # zpair transposes blocks of four, joins pairs
 _V = ir.VectorType(_F64, LANES)
