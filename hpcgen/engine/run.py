@@ -1,14 +1,12 @@
-"""The SPMD loop: every rank runs this same function.
+"""A run, in three phases; every rank runs the same code.
 
-    validate: generator, parameters, input files read and hashed, layout, chunk count
-    rank 0 takes OUT.lock, checks free space, decides create / resume / replace   --bcast-->
-    rank 0 creates the file and reserves its blocks (one process, no MPI)
-    every rank opens it, then round after round:
-        inputs  = generator.sample(chunk)              # CPU, stream (seed, chunk)
-        outputs = generator.compute(inputs, device)    # numpy / numba / cupy
-        writer.write(chunk, inputs | outputs)          # collective: rows and their checksums
-        flags   = allreduce(error | SIGTERM | checkpoint due)   # every rank acts on the same flags
-    --> close; rank 0 writes the final provenance and a sidecar metadata.json
+    open     validate: generator, parameters, input files read and hashed, layout, chunk count
+             rank 0 takes OUT.lock, checks free space, decides create / resume / replace  --bcast-->
+             the route (mpio: one shared file; shards: a file per rank) creates its file(s) by
+             one process, reserves their blocks, and opens them on every rank
+    loop     round after round: sample, compute, write, agree on flags (hpcgen.engine.loop)
+    finish   close; rank 0 writes the final provenance (shards: and the VDS file joining them)
+             and a sidecar metadata.json
 
 Nothing touches the output before every input has been read and checked, and every rank learns
 of an error (a full disk, a bad input met late, SIGTERM) at the same point, so that all stop
@@ -24,45 +22,43 @@ import json
 import os
 import shutil
 import signal
-import socket
-import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hpcgen.engine import partition, space
-from hpcgen.engine.comm import (
-    CollectiveError,
-    SerialComm,
-    agree,
-    bcast_result,
-    bor_op,
-    max_op,
-    world,
-)
+from hpcgen.engine import space
+from hpcgen.engine.comm import CollectiveError, agree, bcast_result, world
 from hpcgen.engine.device import select_device
 from hpcgen.engine.lock import OutputLock
-from hpcgen.engine.progress import Progress, describe_run
+from hpcgen.engine.loop import RunInterrupted, StopSignal, run_rounds
 from hpcgen.engine.provenance import base_record, hash_inputs, now_iso
+from hpcgen.engine.routes import Route, close_quietly, make_route
 from hpcgen.errors import OutputExistsError, UserError
-from hpcgen.generators.base import Generator
+from hpcgen.generators.base import Device, Generator
 from hpcgen.io import layout
-from hpcgen.io.writer import (
-    FileWriter,
-    build_vds,
-    check_layout,
-    check_resumable,
-    create_file,
-    finalize_file,
-    mpio_available,
-    reserve_file,
-    shard_dir,
-    shard_name,
-)
+from hpcgen.io.writer import check_layout, mpio_available, shard_dir
 from hpcgen.spec import RunSpec
+
+__all__ = [
+    "CRASH_ENV",
+    "FILL_ENV",
+    "RoundHook",
+    "RunInterrupted",
+    "RunOptions",
+    "RunResult",
+    "estimate_bytes",
+    "hooks_from_env",
+    "resolve_route",
+    "run",
+    "sample_bytes",
+    "sidecar_path",
+    "write_sidecar",
+]
 
 #: testing hook: rank 0 kills its own process (SIGKILL) after this many rounds: a real crash
 CRASH_ENV = "HPCGEN_TEST_CRASH_AFTER_ROUNDS"
@@ -71,17 +67,30 @@ CRASH_ENV = "HPCGEN_TEST_CRASH_AFTER_ROUNDS"
 #: file is OUT.fill; removing it frees the space.
 FILL_ENV = "HPCGEN_TEST_FILL_DISK_AFTER_ROUNDS"
 
-# the flag bits all ranks OR together after every round
-_ERROR, _STOP, _CHECKPOINT = 1, 2, 4
+#: ``after_round(rounds, output)``: called by rank 0 with the number of rounds done and the
+#: output path: with 0 once the output is prepared (free space checked, old files replaced)
+#: and before any file is created, then after every round, once the round's flags are agreed
+#: and its checkpoint (if one was due) taken
+RoundHook = Callable[[int, Path], None]
 
 
-class RunInterrupted(Exception):
-    """SIGTERM (SLURM's time limit) stopped the run cleanly on every rank: the chunks written so
-    far are flushed and flagged done; ``--resume`` finishes the file."""
+def hooks_from_env(environ: Mapping[str, str] | None = None) -> RoundHook | None:
+    """The ``after_round`` hook the test variables ask for (``CRASH_ENV``, ``FILL_ENV``; for
+    tests that run the CLI in a subprocess), or None when neither is set. Read once, when the
+    options are built (``RunOptions``'s default)."""
+    env = os.environ if environ is None else environ
+    crash_after = int(env.get(CRASH_ENV, "0") or 0)
+    fill_at = env.get(FILL_ENV)
+    if not crash_after and fill_at is None:
+        return None
 
-    def __init__(self, done: int, total: int) -> None:
-        super().__init__(f"interrupted: {done} of {total} chunks done, --resume to finish")
-        self.done, self.total = done, total
+    def hook(rounds: int, out: Path) -> None:
+        if crash_after and rounds >= crash_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if fill_at == str(rounds):
+            space.fill_disk(out.with_name(out.name + ".fill"))
+
+    return hook
 
 
 @dataclass
@@ -94,6 +103,8 @@ class RunOptions:
     log_interval: float = 30.0
     #: seconds between checkpoints (flush + done flags); a crash loses at most this much work
     checkpoint_s: float = 10.0
+    #: see ``RoundHook``; by default what the test variables ask for (``hooks_from_env``)
+    after_round: RoundHook | None = field(default_factory=hooks_from_env)
 
 
 @dataclass
@@ -139,29 +150,127 @@ def resolve_route(io: str, comm_size: int) -> str:
     return io
 
 
-class _StopSignal:
-    """SIGTERM sets a flag (the next round's allreduce tells every rank) instead of killing the
-    process between two collective calls. Installed for the duration of a run."""
+@dataclass
+class Run:
+    """What a run has settled before it takes the output's lock (the open phase's validation)."""
 
-    def __init__(self) -> None:
-        self.hit = False
-        self.previous: Any = None
-        self.installed = threading.current_thread() is threading.main_thread()
-
-    def __enter__(self) -> _StopSignal:
-        if self.installed:
-            self.previous = signal.signal(signal.SIGTERM, self._handler)
-        return self
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        self.hit = True
-
-    def __exit__(self, *exc: object) -> None:
-        if self.installed:
-            signal.signal(signal.SIGTERM, self.previous)
+    spec: RunSpec
+    opts: RunOptions
+    comm: Any
+    chunk_range: tuple[int, int]
+    gen: Generator
+    device: Device
+    inputs: dict[str, str]
+    data_hash: str
+    route: str
+    t_start: float
+    started: str
+    #: the file's provenance record, from the open phase on (the finish phase completes it)
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
-# --- before anything is written -----------------------------------------------------------------
+# --- the run ------------------------------------------------------------------------------------
+
+
+def run(spec: RunSpec, opts: RunOptions, comm: Any = None) -> RunResult:
+    """Write chunks ``opts.chunks`` (default: all) of ``spec`` to ``spec.output``, on every rank
+    of ``comm`` (default: MPI's world, or one process). Raises UserError (every rank, the same
+    message) or RunInterrupted (SIGTERM)."""
+    comm = comm if comm is not None else world()
+    chunk_range = _chunk_range(spec, opts)
+    with StopSignal() as stop:
+        t_start, started = time.monotonic(), now_iso()
+        r = _validate(spec, opts, comm, chunk_range, t_start, started)
+        with _output_lock(comm, spec):
+            route = _open(r)
+            if route is None:
+                wall = time.monotonic() - r.t_start
+                return RunResult(Path(spec.output), 0, 0, wall, skipped="already complete")
+            try:
+                t, written = run_rounds(r, route, stop)
+            except CollectiveError:
+                close_quietly(route.writer)  # every rank is here: the error was agreed
+                raise
+            return _finish(r, route, t, written)
+
+
+def _chunk_range(spec: RunSpec, opts: RunOptions) -> tuple[int, int]:
+    n_chunks = spec.n_chunks
+    chunk_range = opts.chunks or (0, n_chunks)
+    if not (0 <= chunk_range[0] < chunk_range[1] <= n_chunks):
+        raise UserError(
+            f"--chunks {chunk_range[0]}:{chunk_range[1]} is outside the plan's chunks 0:{n_chunks}"
+        )
+    # the same answer on every rank: no communication needed to stop together
+    why = space.check_chunk_count(spec.n_samples, spec.chunk_size, chunk_range[1] - chunk_range[0])
+    if why:
+        raise UserError(why)
+    return chunk_range
+
+
+# --- open ---------------------------------------------------------------------------------------
+
+
+def _validate(
+    spec: RunSpec,
+    opts: RunOptions,
+    comm: Any,
+    chunk_range: tuple[int, int],
+    t_start: float,
+    started: str,
+) -> Run:
+    """Everything checked before the output is looked at, agreed by every rank."""
+    route = resolve_route(spec.io, comm.size)
+    if opts.atomic and route == "shards":
+        route = "mpio"  # a job's shard is one file; --io shards splits a file per rank instead
+    gen: Generator = agree(comm, spec.make_generator)
+    agree(comm, gen.check_n_samples, spec.n_samples)
+    device = agree(comm, select_device, spec.device, gen)
+    agree(comm, check_layout, gen, spec, chunk_range)  # static data, attributes: inputs read
+    inputs = bcast_result(comm, lambda: hash_inputs(gen.input_files()))
+    data_hash = spec.data_hash(inputs)
+    return Run(
+        spec, opts, comm, chunk_range, gen, device, inputs, data_hash, route, t_start, started
+    )
+
+
+@contextmanager
+def _output_lock(comm: Any, spec: RunSpec) -> Iterator[None]:
+    """Rank 0 holds OUT.lock for the body (a second run on the same output is refused)."""
+    lock = OutputLock(spec.output) if comm.rank == 0 else None
+
+    def take_lock() -> None:  # rank 0
+        spec.check_output_dir()  # the lock file goes there
+        assert lock is not None
+        lock.acquire()
+
+    bcast_result(comm, take_lock)
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _open(r: Run) -> Route | None:
+    """Holding the lock: prepare the output (rank 0), then create or reopen the route's files
+    and open the writer on every rank. None: nothing to do (an atomic job's complete output)."""
+    comm, spec = r.comm, r.spec
+    identity = {"data_hash": r.data_hash, "inputs": r.inputs}
+    route = make_route(r.route, spec, r.gen, r.chunk_range, comm, identity)
+    decision = bcast_result(comm, _prepare_output, r, route)
+    if "skip" in decision:
+        return None
+    r.provenance = bcast_result(
+        comm,
+        lambda: base_record(
+            spec.to_dict(), [], comm.size, r.device.kind, r.route, input_sha256=r.inputs
+        ),
+    )
+    r.provenance["start_time"] = r.started
+    r.provenance["chunk_range"] = list(r.chunk_range)
+    route.open(decision, r.provenance)
+    return route
 
 
 def _check_space(out: Path, need: int, freed: int) -> None:
@@ -172,28 +281,19 @@ def _check_space(out: Path, need: int, freed: int) -> None:
         raise UserError(space.no_space_message(out, need - freed, free))
 
 
-def _prepare_output(
-    spec: RunSpec,
-    opts: RunOptions,
-    route: str,
-    chunk_range: tuple[int, int],
-    n_ranks: int,
-    gen: Generator,
-    data_hash: str,
-    inputs: dict[str, str],
-) -> dict[str, Any]:
+def _prepare_output(r: Run, route: Route) -> dict[str, Any]:
     """Rank 0, holding the output's lock: decide what to do with the output path. Never
     overwrites unless asked, and only after every check passed."""
+    spec, opts = r.spec, r.opts
     out = Path(spec.output)
     spec.check_output_dir()
     if out.is_dir():
         raise UserError(f"{out} is a directory; --out must name a file")
     target = out.with_name(out.name + ".partial") if opts.atomic else out
-    n_files = n_ranks + 1 if route == "shards" else 1
-    need = estimate_bytes(spec, gen, chunk_range, n_files)
+    need = estimate_bytes(spec, r.gen, r.chunk_range, route.n_files())
     if opts.atomic:
         if out.exists():
-            if _is_complete(out, data_hash, chunk_range):
+            if _is_complete(out, r.data_hash, r.chunk_range):
                 return {"skip": "already complete"}
             if not opts.overwrite:
                 raise OutputExistsError(
@@ -203,10 +303,10 @@ def _prepare_output(
         _check_space(out, need, space.allocated_bytes(out) + space.allocated_bytes(target))
         out.unlink(missing_ok=True)
         target.unlink(missing_ok=True)  # half-written temporary of a killed attempt: discard
-        _fill_hook(out, 0)
+        _after_prepare(opts, out)
         return {"mode": "create", "target": str(target)}
     sdir = shard_dir(out)
-    exists = out.exists() or (route == "shards" and sdir.exists())
+    exists = route.found()
     reused = space.allocated_bytes(out) + space.allocated_bytes(sdir)
     if exists and not opts.resume:
         if not opts.overwrite:
@@ -219,28 +319,17 @@ def _prepare_output(
             shutil.rmtree(sdir)
         exists = False
     else:
-        if exists and route == "mpio":
-            check_resumable(out, spec, chunk_range, data_hash=data_hash, inputs=inputs)
+        if exists:
+            route.check_resumable()
         _check_space(out, need, reused if exists else 0)
-    if route == "shards":
-        sdir.mkdir(exist_ok=True)
-        expected = {
-            shard_name(cr) for cr in partition.contiguous(*chunk_range, n_ranks) if cr[0] < cr[1]
-        }
-        found = {p.name for p in sdir.glob("chunks-*.h5")}
-        if found - expected:
-            raise UserError(
-                f"cannot resume {out}: its shards were written by a different rank "
-                f"count ({len(found)} shard files in {sdir}); resume with the same -n"
-            )
-        out.unlink(missing_ok=True)  # the VDS file is rebuilt at the end
-    _fill_hook(out, 0)
-    return {"mode": "open" if exists and route == "mpio" else "create", "target": str(target)}
+    route.make_ready()
+    _after_prepare(opts, out)
+    return {"mode": route.mode(exists), "target": str(target)}
 
 
-def _fill_hook(out: Path, rounds: int) -> None:
-    if os.environ.get(FILL_ENV) == str(rounds):
-        space.fill_disk(out.with_name(out.name + ".fill"))
+def _after_prepare(opts: RunOptions, out: Path) -> None:
+    if opts.after_round is not None:
+        opts.after_round(0, out)
 
 
 def _is_complete(path: Path, data_hash: str, chunk_range: tuple[int, int]) -> bool:
@@ -257,328 +346,29 @@ def _is_complete(path: Path, data_hash: str, chunk_range: tuple[int, int]) -> bo
         return False
 
 
-# --- the run ------------------------------------------------------------------------------------
+# --- finish -------------------------------------------------------------------------------------
 
 
-def run(spec: RunSpec, opts: RunOptions, comm: Any = None) -> RunResult:
-    comm = comm if comm is not None else world()
-    n_chunks = spec.n_chunks
-    chunk_range = opts.chunks or (0, n_chunks)
-    if not (0 <= chunk_range[0] < chunk_range[1] <= n_chunks):
-        raise UserError(
-            f"--chunks {chunk_range[0]}:{chunk_range[1]} is outside the plan's chunks 0:{n_chunks}"
-        )
-    # the same answer on every rank: no communication needed to stop together
-    why = space.check_chunk_count(spec.n_samples, spec.chunk_size, chunk_range[1] - chunk_range[0])
-    if why:
-        raise UserError(why)
-    with _StopSignal() as stop:
-        return _run(spec, opts, comm, chunk_range, stop)
-
-
-def _run(
-    spec: RunSpec, opts: RunOptions, comm: Any, chunk_range: tuple[int, int], stop: _StopSignal
-) -> RunResult:
-    t_start = time.monotonic()
-    started = now_iso()
-    route = resolve_route(spec.io, comm.size)
-    if opts.atomic and route == "shards":
-        route = "mpio"  # a job's shard is one file; --io shards splits a file per rank instead
-
-    # --- validate everything before the output is looked at ----------------------------------
-    gen: Generator = agree(comm, spec.make_generator)
-    agree(comm, gen.check_n_samples, spec.n_samples)
-    device = agree(comm, select_device, spec.device, gen)
-    agree(comm, check_layout, gen, spec, chunk_range)  # static data, attributes: inputs read
-    inputs = bcast_result(comm, lambda: hash_inputs(gen.input_files()))
-    data_hash = spec.data_hash(inputs)
-
-    ctx = _Ctx(spec, opts, comm, chunk_range, stop, gen, device, inputs, data_hash, route)
-    ctx.t_start, ctx.started = t_start, started
-    lock = OutputLock(spec.output) if comm.rank == 0 else None
-
-    def take_lock() -> None:
-        spec.check_output_dir()  # the lock file goes there
-        lock.acquire()
-
-    bcast_result(comm, take_lock)
-    try:
-        return _run_locked(ctx)
-    finally:
-        if lock is not None:
-            lock.release()
-
-
-@dataclass
-class _Ctx:
-    """What a run has settled before it takes the output's lock."""
-
-    spec: RunSpec
-    opts: RunOptions
-    comm: Any
-    chunk_range: tuple[int, int]
-    stop: _StopSignal
-    gen: Generator
-    device: Any
-    inputs: dict[str, str]
-    data_hash: str
-    route: str
-    t_start: float = 0.0
-    started: str = ""
-
-
-def _run_locked(c: _Ctx) -> RunResult:
-    spec, opts, comm, gen, chunk_range = c.spec, c.opts, c.comm, c.gen, c.chunk_range
-    decision = bcast_result(
-        comm,
-        _prepare_output,
-        spec,
-        opts,
-        c.route,
-        chunk_range,
-        comm.size,
-        gen,
-        c.data_hash,
-        c.inputs,
-    )
-    out = Path(spec.output)
-    if "skip" in decision:
-        return RunResult(out, 0, 0, time.monotonic() - c.t_start, skipped=decision["skip"])
-
-    provenance = bcast_result(
-        comm,
-        lambda: base_record(
-            spec.to_dict(), [], comm.size, c.device.kind, c.route, input_sha256=c.inputs
-        ),
-    )
-    provenance["start_time"] = c.started
-    provenance["chunk_range"] = list(chunk_range)
-    identity = {"data_hash": c.data_hash, "inputs": c.inputs}
-
-    # --- create (one process), reserve the blocks, open on every rank ------------------------
-    if c.route == "mpio":
-        path: Path | None = Path(decision["target"])
-        created = decision["mode"] == "create"
-
-        def ready() -> None:
-            if created:
-                create_file(path, spec, gen, chunk_range, provenance, **identity)
-            else:
-                reserve_file(path)  # the holes of a killed run get their blocks now
-
-        bcast_result(comm, ready)
-        owned = path if comm.rank == 0 else None
-        writer = _open_writer(
-            comm, owned, created, lambda: FileWriter(path, spec, gen, chunk_range, comm)
-        )
-        plan = bcast_result(
-            comm,
-            lambda: partition.make_plan(
-                spec.n_samples, spec.chunk_size, spec.seed, comm.size, writer.pending()
-            ),
-        )
-        my_chunks = plan.chunks_of(comm.rank)
-    else:
-        block = partition.contiguous(*chunk_range, comm.size)[comm.rank]
-        path = shard_dir(out) / shard_name(block) if block[0] < block[1] else None
-        created = path is not None and not path.exists()
-
-        def open_shard() -> FileWriter | None:
-            if path is None:
-                return None
-            if created:
-                create_file(path, spec, gen, block, provenance, **identity)
-            else:
-                check_resumable(path, spec, block, **identity)
-                reserve_file(path)
-            return FileWriter(path, spec, gen, block, SerialComm())
-
-        writer = _open_writer(comm, path, created, open_shard)
-        my_chunks = writer.pending() if writer is not None else []
-        plan = partition.Plan(spec.n_samples, spec.chunk_size, spec.seed, comm.size, [])
-
-    # --- the loop ------------------------------------------------------------------------------
-    try:
-        t, written = _loop(c, writer, plan, my_chunks)
-    except CollectiveError:
-        _close_quietly(writer)  # every rank is here: the error was agreed
-        raise
-
-    # --- close, then the final metadata, by one process ----------------------------------------
-    t["wall_s"] = time.monotonic() - c.t_start
-    t["chunks"] = float(len(my_chunks))
+def _finish(r: Run, route: Route, t: dict[str, float], written: int) -> RunResult:
+    """After the loop closed the writer: the final provenance by one process (shards: and the
+    VDS file), then the sidecar."""
+    comm = r.comm
+    t["wall_s"] = time.monotonic() - r.t_start
+    t["chunks"] = float(len(route.my_chunks))
     timings = comm.allgather(t)
+    provenance = r.provenance
     provenance["end_time"] = now_iso()
     provenance["timings_per_rank"] = timings
-    if c.route == "mpio":
-        bcast_result(comm, finalize_file, path, provenance)
-        if opts.atomic:
-            bcast_result(comm, lambda: os.replace(path, out))
-    else:
-        agree(comm, lambda: finalize_file(path, provenance) if path is not None else None)
-        shards = [
-            (shard_dir(out) / shard_name(cr), cr)
-            for cr in partition.contiguous(*chunk_range, comm.size)
-            if cr[0] < cr[1]
-        ]
-        bcast_result(comm, build_vds, out, spec, gen, shards, provenance)
-    bcast_result(comm, write_sidecar, out, spec, gen, provenance, c.data_hash)
+    route.finish(provenance, r.opts.atomic)
+    out = Path(r.spec.output)
+    bcast_result(comm, write_sidecar, out, r.spec, r.gen, provenance, r.data_hash)
     return RunResult(
         out,
-        comm.allreduce(len(my_chunks)),
+        comm.allreduce(len(route.my_chunks)),
         comm.allreduce(written),
-        time.monotonic() - c.t_start,
+        time.monotonic() - r.t_start,
         timings=timings,
     )
-
-
-def _open_writer(comm: Any, path: Path | None, created: bool, make: Any) -> FileWriter | None:
-    """Open (and for a shard, create) the file on every rank, agreed: if any rank fails, the
-    others close what they opened, a file this run created is removed (``path``: given by the
-    rank that owns the file), and all raise."""
-    box: list[FileWriter | None] = [None]
-
-    def step() -> None:
-        box[0] = make()
-
-    try:
-        agree(comm, step)
-    except CollectiveError:
-        _close_quietly(box[0])
-        if created and path is not None:
-            path.unlink(missing_ok=True)
-        raise
-    return box[0]
-
-
-def _close_quietly(writer: FileWriter | None) -> None:
-    """Close after an agreed error (every rank calls this). Nothing was written to HDF5's
-    metadata since the file was created, so the file on disk stays consistent."""
-    if writer is None:
-        return
-    try:
-        writer.close()
-    except Exception:  # the error being reported matters more than a failed close
-        pass
-
-
-def _loop(
-    c: _Ctx, writer: FileWriter | None, plan: partition.Plan, my_chunks: list[int]
-) -> tuple[dict[str, float], int]:
-    """Every round: compute, write, then OR the ranks' flags (error, SIGTERM, checkpoint due)
-    so that all ranks act on the same flags. Returns (timings, rows written)."""
-    spec, comm, gen = c.spec, c.comm, c.gen
-    n_rounds = comm.allreduce(len(my_chunks), op=max_op())
-    r0, r1 = layout.rows_of(c.chunk_range, spec.chunk_size, spec.n_samples)
-    rows_left = comm.allreduce(sum(plan.chunk(k).count for k in my_chunks))
-    chunks_left = comm.allreduce(len(my_chunks))
-    total = c.chunk_range[1] - c.chunk_range[0]
-    hosts = comm.allgather(socket.gethostname())
-    progress = Progress(
-        total=r1 - r0,
-        done=(r1 - r0) - rows_left,
-        enabled=(comm.rank == 0 and not c.opts.quiet),
-        interval=c.opts.log_interval,
-        chunks_total=total,
-        chunks_done=total - chunks_left,
-        ranks=comm.size,
-        header=describe_run(
-            gen.name,
-            spec.n_samples,
-            spec.n_chunks,
-            str(spec.output),
-            comm.size,
-            hosts,
-            c.device.kind,
-            chunk_range=c.chunk_range,
-            rows=r1 - r0,
-            chunks_done=total - chunks_left,
-        ),
-    )
-    crash_after = int(os.environ.get(CRASH_ENV, "0"))
-    out = Path(spec.output)
-    t = {"sample_s": 0.0, "compute_s": 0.0, "write_s": 0.0}
-    written_rows = 0
-    written_chunks = 0
-    last_checkpoint = time.monotonic()
-    try:
-        for rnd in range(n_rounds):
-            k = my_chunks[rnd] if rnd < len(my_chunks) else None
-            data = None
-            err: str | None = None
-            if k is not None:
-                chunk = plan.chunk(k)
-                t0 = time.perf_counter()
-                try:
-                    inputs = gen.sample(chunk)
-                    t1 = time.perf_counter()
-                    outputs = gen.compute(inputs, chunk, c.device)
-                    data = {**inputs, **outputs}
-                except UserError as e:  # still join this round's collective write, empty-handed
-                    err, k, t1 = str(e), None, time.perf_counter()
-                t2 = time.perf_counter()
-                t["sample_s"] += t1 - t0
-                t["compute_s"] += t2 - t1
-            t2 = time.perf_counter()
-            if writer is not None:
-                try:
-                    writer.write(k, data)
-                except OSError as e:
-                    err = err or _write_error(e, writer.path)
-                    k = None
-            due = comm.rank == 0 and time.monotonic() - last_checkpoint >= c.opts.checkpoint_s
-            flags = comm.allreduce(
-                (_ERROR if err else 0) | (_STOP if c.stop.hit else 0) | (_CHECKPOINT if due else 0),
-                op=bor_op(),
-            )
-            if flags & _ERROR:
-                errs = comm.allgather(err)
-                raise CollectiveError(next(e for e in errs if e is not None))
-            if flags & (_CHECKPOINT | _STOP):
-                agree(comm, _checkpoint, writer)
-                last_checkpoint = time.monotonic()
-            t["write_s"] += time.perf_counter() - t2
-            if k is not None:
-                written_rows += plan.chunk(k).count
-                written_chunks += 1
-            rows_done, chunks_done = comm.allreduce(np.array([written_rows, written_chunks]))
-            progress.update(
-                (r1 - r0) - rows_left + int(rows_done), total - chunks_left + int(chunks_done)
-            )
-            if crash_after and rnd + 1 >= crash_after and comm.rank == 0:
-                os.kill(os.getpid(), signal.SIGKILL)
-            if comm.rank == 0:
-                _fill_hook(out, rnd + 1)
-            if flags & _STOP:
-                agree(comm, _close, writer)
-                raise RunInterrupted(total - chunks_left + int(chunks_done), total)
-    finally:
-        progress.close()  # also on an error: the redraws stop
-    agree(comm, _checkpoint, writer)
-    agree(comm, _close, writer)
-    return t, written_rows
-
-
-def _checkpoint(writer: FileWriter | None) -> None:
-    if writer is not None:
-        try:
-            writer.checkpoint()
-        except OSError as e:
-            raise UserError(_write_error(e, writer.path)) from None
-
-
-def _close(writer: FileWriter | None) -> None:
-    if writer is not None:
-        try:
-            writer.close()
-        except OSError as e:
-            raise UserError(_write_error(e, writer.path)) from None
-
-
-def _write_error(e: OSError, path: Path) -> str:
-    if space.is_enospc(e):
-        return space.no_space_message(path, space.METADATA_ALLOWANCE)
-    return f"writing {path}: {str(e).splitlines()[0]}"
 
 
 def sidecar_path(out: Path) -> Path:
