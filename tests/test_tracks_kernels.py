@@ -457,3 +457,53 @@ def test_numba_map_lookup_is_the_reference_to_the_bit(axes):
     for c in range(3):
         np.testing.assert_array_equal(got[c].view(np.int64), ref[c].view(np.int64))
     np.testing.assert_array_equal(got[3], ref[3].astype(np.float64))
+
+
+def test_the_settings_slots_and_the_cuda_constants_are_written_once():
+    """packed() fills every slot of the settings vector, each named once (stepper.SP_*); the
+    kernels read the slots by name, never by number; every #define of the CUDA source but the
+    two IEEE fallbacks comes from the Python constants (kernels_cuda.defines), none by hand."""
+    import inspect
+    import re
+
+    from hpcgen.generators.tracks import kernels_cuda, kernels_numba, stepper
+    from hpcgen.generators.tracks.constants import C_LIGHT
+
+    names = [k for k in dir(stepper) if k.startswith("SP_") and k != "SP_SIZE"]
+    assert sorted(getattr(stepper, k) for k in names) == list(range(stepper.SP_SIZE))
+    assert StepperSettings().packed().shape == (stepper.SP_SIZE,)
+    for src in (kernels_cuda.CUDA_SOURCE, inspect.getsource(kernels_numba)):
+        assert not re.search(r"\bsp\[\d", src)
+    defined = re.findall(r"^#define (\w+) (.+)$", kernels_cuda.CUDA_SOURCE, re.M)
+    generated = set(re.findall(r"^#define (\w+) ", kernels_cuda.defines(), re.M))
+    assert {k for k, _ in defined} - generated == {"INFINITY", "NAN"}
+    assert ("SP_GRID", str(stepper.SP_GRID)) in defined
+    assert ("C_LIGHT", repr(C_LIGHT)) in defined and float(repr(C_LIGHT)) == C_LIGHT
+
+
+def test_the_equations_of_motion_are_written_once_for_numpy_and_numba():
+    """The numba kernel compiles stepper.slope_derivatives (the reference's equations) for its
+    vectors and has no copy of its own; np.sqrt of a vector is the vector square root."""
+    import inspect
+
+    from numba import njit
+
+    from hpcgen.generators.tracks import kernels_numba, stepper
+    from hpcgen.generators.tracks.simd import LANES, vload, vstore
+
+    assert kernels_numba._slope_derivatives.py_func is stepper.slope_derivatives
+    assert "(1.0 + tx * tx) * by" not in inspect.getsource(kernels_numba)
+
+    @njit(cache=False)
+    def run(P, out):
+        d = kernels_numba._slope_derivatives(
+            vload(P, 0), vload(P, 1), vload(P, 2), vload(P, 3), vload(P, 4), vload(P, 5)
+        )
+        vstore(out, 0, d[0])
+        vstore(out, 1, d[1])
+
+    rng = np.random.default_rng(3)
+    P = rng.uniform(-1.0, 1.0, (6, LANES))
+    out = np.empty((2, LANES))
+    run(P, out)
+    np.testing.assert_array_equal(out, np.array(stepper.slope_derivatives(*P)))
