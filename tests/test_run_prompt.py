@@ -106,6 +106,26 @@ def test_terminal_end_of_input_cancels_cleanly(tmp_path: Path, tiny_spec: Path):
     assert not out.exists()
 
 
+#: the read system call's number, by machine (/proc/PID/syscall names the one a process is in)
+READ_SYSCALL = {"x86_64": "0", "aarch64": "63"}
+
+
+def wait_in_read(pid: int, deadline: float) -> None:
+    """Until the process waits in read(): a signal sent between the prompt's write and the read
+    would find no read to interrupt (as a key pressed before the prompt would), and the process
+    would wait for input for ever."""
+    number = READ_SYSCALL.get(os.uname().machine)
+    while number is not None and time.monotonic() < deadline:
+        try:
+            current = Path(f"/proc/{pid}/syscall").read_text().split()[0]
+        except (OSError, IndexError):
+            break
+        if current == number:
+            return
+        time.sleep(0.05)
+    time.sleep(1.0)  # no /proc: a person's reaction time
+
+
 def test_terminal_interrupt_at_the_prompt_is_one_line(tmp_path: Path, tiny_spec: Path):
     out = tmp_path / "big.h5"
     master, slave = pty.openpty()
@@ -122,6 +142,7 @@ def test_terminal_interrupt_at_the_prompt_is_one_line(tmp_path: Path, tiny_spec:
     deadline = time.monotonic() + 120
     while b"[y/N]" not in seen and time.monotonic() < deadline:
         seen += os.read(master, 1024)
+    wait_in_read(proc.pid, deadline)
     proc.send_signal(signal.SIGINT)  # what Ctrl-C sends the terminal's foreground process
     proc.wait(timeout=120)
     os.set_blocking(master, False)  # the process has ended: read what it left, never wait
