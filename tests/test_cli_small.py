@@ -216,3 +216,26 @@ def test_to_toml_relative_to_another_directory_round_trips(
     (frozen / "here.toml").write_text(spec.to_toml(relative_to=os.curdir))
     back = RunSpec.load(frozen / "here.toml", relative_to=os.curdir)
     assert back.data_hash() == spec.data_hash()
+
+
+@pytest.mark.parametrize("transfer", [False, True])
+def test_frozen_batch_spec_names_the_inputs_where_the_jobs_read_it(
+    tmp_path: Path, spec_with_input: Path, monkeypatch: pytest.MonkeyPatch, transfer: bool
+) -> None:
+    """``hpcgen jobs`` freezes the spec in DIR: its jobs (run from the directory ``hpcgen jobs``
+    ran in) read the same input and get the same data identity; with --no-shared-fs the spec
+    lands beside the inputs in the job's scratch directory, so it names them as from here."""
+    from hpcgen.jobs import render
+
+    monkeypatch.chdir(tmp_path)
+    spec = RunSpec.load("specs/lit.toml")
+    directory, frozen, _ = render.prepare(spec, tmp_path / "runs" / "j", 2, transfer=transfer)
+    text = (directory / "spec.toml").read_text()
+    if transfer:
+        assert 'sun_file = "specs/inputs/sun.npy"' in text
+        back = RunSpec.load(directory / "spec.toml", relative_to=os.curdir)
+    else:
+        assert 'sun_file = "../../specs/inputs/sun.npy"' in text
+        back = RunSpec.load(directory / "spec.toml")
+    assert back.params["sun_file"] == "specs/inputs/sun.npy"
+    assert back.data_hash() == frozen.data_hash() == spec.data_hash()
