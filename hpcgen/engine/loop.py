@@ -7,6 +7,8 @@
         flags   = allreduce(error | SIGTERM | checkpoint due)   # every rank acts on the same flags
 
 A rank with fewer chunks than the others still joins every round's collective calls, empty-handed.
+With ``RunOptions.overlap`` a worker thread samples and computes chunk i+1 while chunk i is
+written (:class:`_Ahead`); the file's bytes are the same either way.
 Rank 0 calls the run's ``after_round`` hook (RunOptions) after each round, once the round's
 flags are agreed and its checkpoint taken.
 """
@@ -85,10 +87,15 @@ def run_rounds(r: Run, route: Route, stop: StopSignal) -> tuple[dict[str, float]
     written_rows = 0
     written_chunks = 0
     last_checkpoint = time.monotonic()
+    ahead = _Ahead(r, plan, my_chunks, t) if opts.overlap else None
+    t_loop = time.perf_counter()
     try:
         for rnd in range(n_rounds):
             k = my_chunks[rnd] if rnd < len(my_chunks) else None
-            data, err, k = _make_chunk(r, plan, k, t)
+            if ahead is not None:
+                data, err, k = ahead.take(rnd)  # and starts the next chunk
+            else:
+                data, err, k = _make_chunk(r, plan, k, t)
             t2 = time.perf_counter()
             if writer is not None:
                 try:
@@ -124,6 +131,7 @@ def run_rounds(r: Run, route: Route, stop: StopSignal) -> tuple[dict[str, float]
         progress.close()  # also on an error: the redraws stop
     agree(comm, checkpoint, writer)
     agree(comm, close, writer)
+    t["loop_s"] = time.perf_counter() - t_loop
     return t, written_rows
 
 
@@ -149,6 +157,57 @@ def _make_chunk(
     t["sample_s"] += t1 - t0
     t["compute_s"] += t2 - t1
     return data, err, k
+
+
+class _Ahead:
+    """The overlapped loop (``RunOptions.overlap``): while round i's chunk is written, a worker
+    thread samples and computes this rank's next chunk.
+
+    Only ``sample`` and ``compute`` run in the worker; every HDF5 and MPI call stays in the
+    loop's thread, so the collective calls keep their order on every rank (parallel HDF5's
+    rule) and MPI needs no thread support. The threads run at once only where the work lets go
+    of the GIL (numpy's large operations, numba kernels compiled ``nogil``, cupy, MPI waits);
+    h5py keeps it while it writes, so the gain depends on the generator and the machine
+    (bench/bench_overlap.py), and the option is off by default. Two chunks are in memory at a
+    time. A chunk that fails (UserError) is reported in its own round, as without overlap. The
+    worker is a daemon: a run stopped between rounds (error, SIGTERM) does not wait for the
+    chunk computed ahead."""
+
+    def __init__(
+        self, r: Run, plan: partition.Plan, my_chunks: list[int], t: dict[str, float]
+    ) -> None:
+        self.r, self.plan, self.my_chunks, self.t = r, plan, my_chunks, t
+        self.worker: threading.Thread | None = None
+        self.result: tuple[dict[str, Any] | None, str | None, int | None] = (None, None, None)
+        self.failed: BaseException | None = None
+        self._start(0)
+
+    def _start(self, rnd: int) -> None:
+        if rnd >= len(self.my_chunks):
+            self.worker = None
+            return
+        k = self.my_chunks[rnd]
+
+        def work() -> None:
+            try:
+                self.result = _make_chunk(self.r, self.plan, k, self.t)
+            except BaseException as e:  # a bug: raised again in the loop's thread
+                self.failed = e
+
+        self.worker = threading.Thread(target=work, name="hpcgen-compute", daemon=True)
+        self.worker.start()
+
+    def take(self, rnd: int) -> tuple[dict[str, Any] | None, str | None, int | None]:
+        """Round ``rnd``'s chunk (None, None, None: this rank has none), once computed; the next
+        one starts before this returns."""
+        if self.worker is None:
+            return None, None, None
+        self.worker.join()
+        if self.failed is not None:
+            raise self.failed
+        got, self.result = self.result, (None, None, None)
+        self._start(rnd + 1)
+        return got
 
 
 def _progress(r: Run, *, rows: int, rows_left: int, chunks_left: int) -> Progress:

@@ -103,6 +103,9 @@ class RunOptions:
     log_interval: float = 30.0
     #: seconds between checkpoints (flush + done flags); a crash loses at most this much work
     checkpoint_s: float = 10.0
+    #: sample and compute chunk i+1 in a worker thread while chunk i is written (same bytes;
+    #: two chunks in memory); off: one after the other
+    overlap: bool = False
     #: see ``RoundHook``; by default what the test variables ask for (``hooks_from_env``)
     after_round: RoundHook | None = field(default_factory=hooks_from_env)
 

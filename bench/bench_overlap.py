@@ -1,0 +1,100 @@
+"""The overlapped loop against the plain one, in one invocation (not part of the tests).
+
+    python bench/bench_overlap.py [--spec jobs/ptycho_demo.toml] [--n-samples N] [--repeats 2]
+    mpiexec.mpich -n 2 python bench/bench_overlap.py ...
+
+Runs the spec once to warm up, then with ``RunOptions.overlap`` off and on, alternating
+(repeats x 2 runs, same process, same ranks), into a temporary directory beside the repository,
+and reads each file's timings (provenance ``timings_per_rank``). Per rank it prints wall and loop
+seconds, the seconds in sample + compute and in write, and ``loop / max(sample + compute,
+write)``: 1 is a perfect overlap, (sample + compute + write) / max(...) none (the last column).
+``wall`` also counts the run's start (validation, file creation) and finish. Checks that both
+files hold the same bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--spec", default=str(ROOT / "jobs" / "ptycho_demo.toml"))
+    ap.add_argument("--n-samples", type=int, default=0, help="override the spec's n_samples")
+    ap.add_argument("--chunk-size", type=int, default=0, help="override the spec's chunk_size")
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args()
+
+    import h5py
+    import numpy as np
+
+    from hpcgen.engine.comm import world
+    from hpcgen.engine.run import RunOptions, run
+    from hpcgen.spec import RunSpec
+
+    comm = world()
+    spec = RunSpec.load(args.spec)
+    d = comm.bcast(tempfile.mkdtemp(prefix="bench-overlap-", dir=ROOT) if comm.rank == 0 else None)
+    rows: list[tuple[bool, int, list[dict[str, float]]]] = []
+    files: dict[bool, Path] = {}
+    # rep -1: a warm-up (kernels compiled and cached, file system caches), not reported
+    for rep in range(-1, args.repeats):
+        for overlap in (False, True) if rep % 2 == 0 else (True, False):
+            if rep < 0 and overlap:
+                continue
+            values = spec.to_dict()
+            values["output"] = str(Path(d) / f"o{int(overlap)}-{rep}.h5")
+            if args.n_samples:
+                values["n_samples"] = args.n_samples
+            if args.chunk_size:
+                values["chunk_size"] = args.chunk_size
+            s = RunSpec.from_dict(values)
+            run(s, RunOptions(quiet=True, overlap=overlap, after_round=None), comm)
+            files[overlap] = Path(s.output)
+            if comm.rank == 0 and rep >= 0:
+                with h5py.File(s.output, "r") as f:
+                    prov = json.loads(f.attrs["hpcgen_provenance"])
+                rows.append((overlap, rep, prov["timings_per_rank"]))
+    if comm.rank != 0:
+        return
+    sys.path.insert(0, str(ROOT / "tests"))
+    from helpers import assert_same_data
+
+    assert_same_data(files[False], files[True])
+    n = spec.n_samples if not args.n_samples else args.n_samples
+    print(f"spec {args.spec}, {n:,} samples, {comm.size} rank(s); same bytes with and without")
+    print(
+        "| overlap | run | rank | wall (s) | loop (s) | sample + compute (s) | write (s) | "
+        "loop / max | wall / max | no-overlap bound |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for overlap, rep, timings in rows:
+        for rank, t in enumerate(timings):
+            sc, w = t["sample_s"] + t["compute_s"], t["write_s"]
+            m = max(sc, w)
+            print(
+                f"| {'on' if overlap else 'off'} | {rep} | {rank} | {t['wall_s']:.2f} | "
+                f"{t['loop_s']:.2f} | {sc:.2f} | {w:.2f} | {t['loop_s'] / m:.2f} | "
+                f"{t['wall_s'] / m:.2f} | {(sc + w) / m:.2f} |"
+            )
+    best = {
+        o: min(float(np.max([t["loop_s"] for t in tim])) for oo, _, tim in rows if oo == o)
+        for o in (False, True)
+    }
+    print(
+        f"loop (slowest rank, best run): off {best[False]:.2f} s, on {best[True]:.2f} s, "
+        f"x{best[False] / best[True]:.2f}"
+    )
+    import shutil
+
+    shutil.rmtree(d, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
