@@ -123,7 +123,11 @@ def test_lanes_hand_tracks_over_in_every_case(scheme, n):
     zero-length tracks, slope stops, step-limit stops, backward tracks and batches smaller or
     not a multiple of the lane count all give the reference's result for every track."""
     field = GaussianDipole(-1.0182, 5007.0, 1744.0)
-    st = StepperSettings(scheme=scheme, max_steps=6, max_slope=0.5, step=200.0)
+    # LHCb's looser tolerances: Cash-Karp's and Dormand-Prince's 0.5 GeV tracks reach the slope
+    # limit within the six attempts
+    st = StepperSettings(
+        scheme=scheme, max_steps=6, max_slope=0.5, step=200.0, tolerance=0.001, rel_tolerance=5e-5
+    )
     state = standard_tracks(n, seed=3)
     z0 = np.full(n, 3000.0)
     z1 = z0 + np.resize([6000.0, 0.0, -2500.0, 6000.0, 300.0], n)
