@@ -1,5 +1,6 @@
 """The engine end to end, through the real CLI under MPICH: determinism, invariance across rank
-counts and I/O routes, crash + resume, overwrite protection, provenance, verify, export."""
+counts and I/O routes, crash + resume, overwrite protection, provenance, verify, export. The data
+come from the toy generator (tests/toy_generator.py): these tests are about the engine."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 from helpers import assert_same_data, data_fields, run_hpcgen
+from toy_generator import SPEC_NAME
 
 from hpcgen.engine.run import CRASH_ENV
 from hpcgen.generators.base import Chunk
@@ -22,13 +24,13 @@ def run_ok(*args, ranks=0, **kw):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> tuple[Path, Path]:
-    """The tiny spec run on one plain process: the file every other route must reproduce."""
+    """A toy spec of 2,500 samples in 7 chunks (the last one short) run on one plain process:
+    the file every other route must reproduce."""
     d = tmp_path_factory.mktemp("ref")
     spec = d / "tiny.toml"
     spec.write_text(
-        'generator = "tracks"\nn_samples = 2500\nseed = 7\nchunk_size = 400\n'
-        'output = "tiny.h5"\n\n[params]\nfield = "gaussian"\nstep = 20.0\n'
-        "dz_range = [-2000.0, 6000.0]\n"
+        f'generator = "{SPEC_NAME}"\nn_samples = 2500\nseed = 7\nchunk_size = 400\n'
+        'output = "tiny.h5"\n\n[params]\nscale = 1.5\n'
     )
     out = d / "ref.h5"
     run_ok("run", spec, "--out", out)
@@ -49,7 +51,7 @@ def test_shards_route_gives_the_same_data(tmp_path, reference, ranks):
     out = tmp_path / f"s{ranks}.h5"
     run_ok("run", spec, "--out", out, "--io", "shards", ranks=ranks)
     with h5py.File(out) as f:
-        assert f["X"].is_virtual
+        assert f["x"].is_virtual
     assert_same_data(ref, out)
     assert run_hpcgen("verify", out).returncode == 0
 
@@ -76,7 +78,7 @@ def test_seed_changes_data(tmp_path, reference):
     spec, ref = reference
     out = tmp_path / "seed8.h5"
     run_ok("run", spec, "--out", out, "--seed", "8")
-    assert not np.array_equal(data_fields(ref)["X"], data_fields(out)["X"])
+    assert not np.array_equal(data_fields(ref)["x"], data_fields(out)["x"])
 
 
 @pytest.mark.parametrize("ranks", [1, 2])
@@ -125,10 +127,12 @@ def test_shards_resume_after_crash(tmp_path, reference):
     )
     assert proc.returncode != 0
     assert not out.exists()
-    run_ok("run", spec, "--out", out, "--io", "shards", "--resume", ranks=2)
-    assert_same_data(ref, out)
+    # the shards are per rank: another rank count cannot finish them (a complete output, on the
+    # other hand, is "already complete" for any rank count)
     bad = run_hpcgen("run", spec, "--out", out, "--io", "shards", "--resume", ranks=3)
     assert bad.returncode == 2 and "different rank count" in bad.stderr
+    run_ok("run", spec, "--out", out, "--io", "shards", "--resume", ranks=2)
+    assert_same_data(ref, out)
 
 
 def test_resume_refuses_a_different_spec(tmp_path, reference):
@@ -156,8 +160,10 @@ def test_float32_inputs_and_outputs(tmp_path, reference):
     out = tmp_path / "f32.h5"
     run_ok("run", spec, "--out", out, "--dtype", "float32")
     d32, d64 = data_fields(out), data_fields(ref)
-    assert d32["X"].dtype == np.float32 and d32["Y"].dtype == np.float32
-    np.testing.assert_allclose(d32["Y"][:, :2], d64["Y"][:, :2], atol=0.05)
+    assert d32["x"].dtype == np.float32 and d32["y"].dtype == np.float32
+    assert d32["n"].dtype == np.int32
+    np.testing.assert_array_equal(d32["x"], d64["x"].astype(np.float32))  # same draws, rounded
+    np.testing.assert_allclose(d32["y"], d64["y"], rtol=1e-6)
 
 
 def test_provenance_attributes_and_sidecar(tmp_path, reference):
@@ -166,8 +172,8 @@ def test_provenance_attributes_and_sidecar(tmp_path, reference):
     run_ok("run", spec, "--out", out, ranks=2)
     with h5py.File(out) as f:
         prov = json.loads(f.attrs["hpcgen_provenance"])
-        assert f["X"].attrs["units"] == "mm, mm, 1, 1, 1/MeV, mm"
-        assert list(f["X"].attrs["columns"]) == ["x", "y", "tx", "ty", "qop", "dz"]
+        assert f["x"].attrs["units"] == "1" and f["x"].attrs["description"]
+        assert list(f["x"].attrs["columns"]) == ["a", "b", "c"]
     assert prov["n_ranks"] == 2
     assert prov["spec"]["seed"] == 7 and prov["seed"] == 7
     assert len(prov["timings_per_rank"]) == 2
@@ -177,7 +183,7 @@ def test_provenance_attributes_and_sidecar(tmp_path, reference):
     assert prov["start_time"] <= prov["end_time"]
     side = json.loads((tmp_path / "p.metadata.json").read_text())
     assert side["provenance"]["n_ranks"] == 2
-    assert {f["name"] for f in side["fields"]} == {"X", "Y", "P", "Z", "status", "n_steps"}
+    assert {f["name"] for f in side["fields"]} == {"x", "y", "n"}
 
 
 def test_verify_passes_and_catches_corruption(tmp_path, reference):
@@ -189,8 +195,8 @@ def test_verify_passes_and_catches_corruption(tmp_path, reference):
     report = json.loads((tmp_path / "v.json").read_text())
     assert report["passed"] and report["n_rows"] == 2500
     with h5py.File(out, "r+") as f:
-        f["Y"][10, 0] = np.nan
-        f["P"][11] = -1.0
+        f["x"][10, 0] = np.nan
+        f["y"][11] = -1.0
     proc = run_hpcgen("verify", out, "--report", tmp_path / "v2.json")
     assert proc.returncode == 1
     failed = {
@@ -198,8 +204,8 @@ def test_verify_passes_and_catches_corruption(tmp_path, reference):
         for c in json.loads((tmp_path / "v2.json").read_text())["checks"]
         if not c["passed"]
     }
-    # the physics checks see the bad values; the stored checksums see that bytes changed
-    assert failed == {"all values finite", "P > 0", "checksums match"}
+    # the generator's checks see the bad values; the stored checksums see that bytes changed
+    assert failed == {"all values finite", "y > 0", "y and n agree with x", "checksums match"}
 
 
 def test_verify_flags_an_unfinished_file(tmp_path, reference):
@@ -211,7 +217,7 @@ def test_verify_flags_an_unfinished_file(tmp_path, reference):
     proc = run_hpcgen("verify", out, "--report", tmp_path / "u.json")
     assert proc.returncode == 1
     assert "FAIL  every chunk written" in proc.stdout
-    # only the unwritten chunks fail: the physics checks ran on the chunks marked done
+    # only the unwritten chunks fail: the generator's checks ran on the chunks marked done
     report = json.loads((tmp_path / "u.json").read_text())
     assert [c["name"] for c in report["checks"] if not c["passed"]] == [
         "every chunk written (done bitmap)"
@@ -223,7 +229,7 @@ def test_export_npz_streams_the_seed_format(tmp_path, reference):
     npz = tmp_path / "t.npz"
     run_hpcgen("export", ref, "--format", "npz", "--out", npz, check=True)
     with np.load(npz) as z:
-        assert sorted(z.files) == ["P", "X", "Y", "Z"]
+        assert sorted(z.files) == ["n", "x", "y"]
         d = data_fields(ref)
         for k in z.files:
             np.testing.assert_array_equal(z[k], d[k])
@@ -238,7 +244,7 @@ def test_plan_reports_size_chunks_and_memory(reference):
     proc = run_hpcgen("plan", spec, "--ranks", "3", "--json", check=True)
     info = json.loads(proc.stdout)
     assert info["chunks"] == 7 and info["samples"] == 2500
-    per_sample = (6 + 4 + 1 + 2) * 8 + 1 + 4  # X, Y, P, Z float64; status u1; n_steps i4
+    per_sample = (3 + 1) * 8 + 4  # x, y float64; n int32
     assert info["bytes_on_disk"] == 2500 * per_sample
     assert info["chunks_per_rank"] == [3, 2, 2]
     # measured (tests/test_plan.py): libraries and inputs besides the chunk, never 3 chunks

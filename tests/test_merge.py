@@ -9,13 +9,14 @@ from pathlib import Path
 import h5py
 import pytest
 from helpers import assert_same_data, run_hpcgen
+from toy_generator import SPEC_NAME
 
 from hpcgen.engine.run import CRASH_ENV
 from hpcgen.io.writer import shard_name
 
 SPEC = (
-    'generator = "tracks"\nn_samples = 2300\nseed = 11\nchunk_size = 250\n'
-    'output = "m.h5"\n\n[params]\nstep = 50.0\n'
+    f'generator = "{SPEC_NAME}"\nn_samples = 2300\nseed = 11\nchunk_size = 250\n'
+    'output = "m.h5"\n\n[params]\nscale = 0.5\n'
 )  # 10 chunks, the last one short
 N_CHUNKS = 10
 
@@ -74,7 +75,7 @@ def test_virtual_merge_equals_single_run_and_detects_a_lost_source(setup, tmp_pa
     out = tmp_path / "virtual.h5"
     assert merge(d, "--out", out, "--virtual").returncode == 0
     with h5py.File(out) as f:
-        assert f["X"].is_virtual
+        assert f["x"].is_virtual
     assert_same_data(single, out)
     (d / shard_name((3, 4))).unlink()  # HDF5 would silently read fill values here
     proc = run_hpcgen("verify", out)
@@ -110,7 +111,7 @@ def test_allow_partial_records_missing_ranges(setup, tmp_path):
     with h5py.File(out) as f, h5py.File(single) as s:
         assert f.attrs["hpcgen_missing_chunk_ranges"].tolist() == [[3, 4], [8, 10]]
         assert f["_hpcgen/done"][...].tolist() == [1, 1, 1, 0, 1, 1, 1, 1, 0, 0]
-        assert (f["Y"][: 3 * 250] == s["Y"][: 3 * 250]).all()
+        assert (f["y"][: 3 * 250] == s["y"][: 3 * 250]).all()
     verify = run_hpcgen("verify", out)
     assert verify.returncode == 1 and "merged without missing ranges" in verify.stdout
     npz = tmp_path / "p.npz"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import h5py
 import pytest
+from toy_generator import SPEC_NAME
 
 from hpcgen.engine.comm import SerialComm
 from hpcgen.engine.run import RunOptions, run
@@ -15,7 +16,7 @@ from hpcgen.io import writer
 from hpcgen.spec import RunSpec
 
 CHUNK = 100
-FIELDS = {"/X", "/Y", "/P", "/Z", "/status", "/n_steps"}
+FIELDS = {"/x", "/y", "/n"}
 
 
 def recorded_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, checkpoint_s: float) -> list:
@@ -47,13 +48,12 @@ def recorded_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, checkpoint_s: 
     monkeypatch.setattr(h5py.File, "flush", flush)
     spec = RunSpec.from_dict(
         {
-            "generator": "tracks",
+            "generator": SPEC_NAME,
             "n_samples": 5 * CHUNK - 30,
             "seed": 2,
             "chunk_size": CHUNK,
             "output": str(tmp_path / "o.h5"),
             "io": "mpio",
-            "params": {"step": 50.0, "integrator": "rk4"},
         }
     )
     run(spec, RunOptions(quiet=True, checkpoint_s=checkpoint_s), SerialComm())
