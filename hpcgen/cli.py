@@ -115,10 +115,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             return True
         return ask(f"hpcgen: write {human_bytes(size)} to {spec.output}? [y/N] ")
 
-    if bcast_result(comm, already_complete, spec, chunks, args.overwrite):
-        if comm.rank == 0 and not args.quiet:
-            print(f"hpcgen: {spec.output}: already complete, nothing to do", file=sys.stderr)
-        return 0
     if not bcast_result(comm, confirm):
         print("hpcgen: aborted, nothing written", file=sys.stderr)
         return 1
@@ -133,7 +129,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     res = run(spec, opts, comm)
     if comm.rank == 0 and not args.quiet:
-        if res.skipped:  # "already complete" (--atomic onto a finished output)
+        if res.skipped:  # "already complete": the output holds this spec's data
             print(f"hpcgen: {res.output}: {res.skipped}, nothing to do", file=sys.stderr)
         else:
             rate = res.samples_written / res.wall_s if res.wall_s > 0 else 0.0
@@ -160,32 +156,6 @@ def ask(question: str) -> bool:
         print(file=sys.stderr)
         raise
     return answer.strip().lower() in ("y", "yes")
-
-
-def already_complete(spec: Any, chunks: tuple[int, int] | None, overwrite: bool) -> bool:
-    """Whether the output exists and already holds every chunk of this spec's data (same data
-    hash, input files' contents included, same chunk range, every chunk marked done), so that
-    ``run`` has nothing to do. False whenever in doubt: the run then decides as usual."""
-    out = Path(spec.output)
-    if overwrite or not out.is_file():
-        return False
-    import h5py
-
-    from hpcgen.engine.provenance import hash_inputs
-    from hpcgen.io import layout
-
-    gen = spec.make_generator()
-    data_hash = spec.data_hash(hash_inputs(gen.input_files()))
-    chunk_range = chunks or (0, spec.n_chunks)
-    try:
-        with h5py.File(out, "r") as f:
-            return (
-                f.attrs.get(layout.ATTR_DATA_HASH) == data_hash
-                and tuple(int(x) for x in f.attrs[layout.ATTR_CHUNK_RANGE]) == chunk_range
-                and bool(f[layout.DONE][...].all())
-            )
-    except (OSError, KeyError, TypeError, ValueError):
-        return False
 
 
 def make_output_dir(spec: Any) -> None:

@@ -311,6 +311,8 @@ def _prepare_output(r: Run, route: Route) -> dict[str, Any]:
     sdir = shard_dir(out)
     exists = route.found()
     reused = space.allocated_bytes(out) + space.allocated_bytes(sdir)
+    if exists and not opts.overwrite and _is_complete(out, r.data_hash, r.chunk_range):
+        return {"skip": "already complete"}  # with or without --resume: nothing left to write
     if exists and not opts.resume:
         if not opts.overwrite:
             raise OutputExistsError(
@@ -336,16 +338,20 @@ def _after_prepare(opts: RunOptions, out: Path) -> None:
 
 
 def _is_complete(path: Path, data_hash: str, chunk_range: tuple[int, int]) -> bool:
+    """Whether ``path`` holds this run's data, every chunk done and the run finished (its final
+    provenance, with an end time, written): then there is nothing left to do."""
     import h5py
 
     try:
         with h5py.File(path, "r") as f:
+            provenance = json.loads(f.attrs.get(layout.ATTR_PROVENANCE, "{}"))
             return (
                 f.attrs.get(layout.ATTR_DATA_HASH) == data_hash
                 and tuple(int(x) for x in f.attrs[layout.ATTR_CHUNK_RANGE]) == chunk_range
                 and bool(f[layout.DONE][...].all())
+                and bool(provenance.get("end_time"))
             )
-    except (OSError, KeyError):
+    except (OSError, KeyError, TypeError, ValueError):
         return False
 
 
