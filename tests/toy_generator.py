@@ -14,7 +14,8 @@ Test-only knobs:
   most HOLD_MAX_S). On entering the wait it creates ``GATE.held.<pid>``, so a test knows
   that every earlier chunk is done and that the run holds its output lock. SIGTERM is passed on
   to the handler the engine installed. Outside the data identity: a ``--resume`` without it
-  finishes the same file.
+  finishes the same file. It needs ``compute`` in the main thread (a signal handler is set
+  there), as the engine's loop calls it unless ``RunOptions.overlap`` is on.
 """
 
 from __future__ import annotations
