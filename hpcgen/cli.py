@@ -365,6 +365,7 @@ class _ExportParser(_Parser):
 
 def build_parser() -> argparse.ArgumentParser:
     from hpcgen.generators import CLI_EXTENSIONS
+    from hpcgen.generators.options import add_generator_options
 
     p = _Parser(
         prog="hpcgen",
@@ -441,18 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("file", nargs="+", help="hpcgen file(s); several only where the format joins")
     e.add_argument("--format", "-f", default="npz")
     e.add_argument("--out", "-o", required=True)
-    e.add_argument("--only-ok", action="store_true", help="tracks: drop flagged tracks")
-    e.add_argument(
-        "--split",
-        metavar="TRAIN,VALID,TEST",
-        help="energy (well): trajectory fractions of the splits (default 0.8,0.1,0.1)",
-    )
-    e.add_argument(
-        "--dedup",
-        action="store_true",
-        help="atoms (dataset): drop val images also found in train, and test images found in "
-        "train or val (counts in metadata.json 'dedup')",
-    )
+    add_generator_options(e, "export")
     e.add_argument("--overwrite", action="store_true")
     e.set_defaults(func=cmd_export)
 
@@ -475,9 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt = sub.add_parser("plot", help="draw a picture of a file")
     pt.add_argument("file")
     pt.add_argument("--out", "-o", required=True)
-    pt.add_argument("--face", help="illumination: face name")
-    pt.add_argument("--domain", help="energy: domain to draw")
-    pt.add_argument("--sample", type=int, default=0, help="sample (trajectory) index to draw")
+    add_generator_options(pt, "plot")
     pt.add_argument("--overwrite", action="store_true")
     pt.set_defaults(func=cmd_plot)
 

@@ -17,6 +17,7 @@ from hpcgen.generators.base import (
     Device,
     Exporter,
     FieldSpec,
+    FileView,
     Generator,
     Verifier,
 )
@@ -28,6 +29,7 @@ from hpcgen.generators.tracks.checks import (
 )
 from hpcgen.generators.tracks.fields import OUT_OF_ACCEPTANCE, STATUS_NAMES, Field, UniformField
 from hpcgen.generators.tracks.independent import ReferenceField
+from hpcgen.generators.tracks.options import OPTIONS
 from hpcgen.generators.tracks.params import TracksParams
 from hpcgen.generators.tracks.propagate import Propagator, make_field
 from hpcgen.generators.tracks.sampling import check_z_sampling, draws_z_start, sample_tracks
@@ -38,6 +40,7 @@ class TracksGenerator(Generator):
     name = "tracks"
     Params = TracksParams
     default_chunk_size = 100_000  # ~13 MB of float64 output per chunk
+    cli_option_table = OPTIONS
 
     def __init__(self, params: TracksParams, float_dtype: str = "float64") -> None:
         super().__init__(params, float_dtype)
@@ -175,7 +178,7 @@ class TracksGenerator(Generator):
     def exporters(self) -> dict[str, Exporter]:
         return {"npz": export_npz_tracks}
 
-    def plot(self, reader: Any, out: Path, options: Mapping[str, Any]) -> None:
+    def plot(self, reader: FileView, out: Path, options: Mapping[str, Any]) -> None:
         """Trajectories, By(z), bending against 1/p, status counts, input distributions."""
         from hpcgen.generators.tracks.plot import plot_file
 
@@ -227,13 +230,13 @@ def field_accuracy(p: TracksParams) -> float:
     return {"off": 1.0, "xy": 1.0, "z": 0.05}[p.grid_steps]
 
 
-def export_npz_tracks(reader: Any, out: Path, options: Mapping[str, Any]) -> None:
+def export_npz_tracks(reader: FileView, out: Path, options: Mapping[str, Any]) -> None:
     """NPZ with X, Y, P, Z (the seed trainers' keys); ``--only-ok`` keeps rows with status 0."""
     from hpcgen.io.export import export_npz
 
     row_filter = None
     if options.get("only_ok"):
-        if "status" not in reader.h5:
+        if reader.node("status") is None:
             raise UserError(
                 f"{reader.path}: --only-ok needs a 'status' dataset, this file has none"
             )

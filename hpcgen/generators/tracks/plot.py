@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from hpcgen.errors import UserError
+from hpcgen.generators.base import FileView
 from hpcgen.generators.tracks.constants import C_LIGHT
 from hpcgen.generators.tracks.fields import ABORTED, STATUS_NAMES
 
@@ -77,7 +78,7 @@ class TracksPicture:
         return len(self.P)
 
 
-def status_counts(reader: Any) -> dict[str, int]:
+def status_counts(reader: FileView) -> dict[str, int]:
     """Tracks of the whole file with status 0 ("ok") and with each flag bit set (a track may
     carry several flags, so the flag counts may add up to more than the failed tracks)."""
     counts = {"ok": 0, **{name: 0 for name in STATUS_NAMES.values()}}
@@ -131,7 +132,7 @@ def trajectories(
     return z, x, y
 
 
-def field_label(generator: Any, reader: Any) -> str:
+def field_label(generator: Any, reader: FileView) -> str:
     """How the file's field is described in titles: the model and its parameters."""
     p = generator.params
     pol = "" if p.polarity == 1 else ", polarity -1"
@@ -142,12 +143,12 @@ def field_label(generator: Any, reader: Any) -> str:
     return f"map {Path(p.field_map).name}{pol}"
 
 
-def _field_of(generator: Any, reader: Any) -> Any:
+def _field_of(generator: Any, reader: FileView) -> Any:
     """The file's field; for a map, the map file must be the one the file was made with."""
     p = generator.params
     field = generator.field  # UserError when a map is missing or unreadable
     if p.field == "map":
-        recorded = str(reader.h5.attrs.get("field_map_sha256", ""))
+        recorded = str(reader.attrs.get("field_map_sha256", ""))
         if recorded and recorded != field.sha256:
             raise UserError(
                 f"field map {p.field_map} differs from the map {reader.path} was made with "
@@ -158,7 +159,7 @@ def _field_of(generator: Any, reader: Any) -> Any:
 
 
 def prepare(
-    reader: Any, n_sample: int = N_SAMPLE, n_paths: int = 12, n_points: int = 80
+    reader: FileView, n_sample: int = N_SAMPLE, n_paths: int = 12, n_points: int = 80
 ) -> TracksPicture:
     """Read what the figure shows from a complete tracks file (see the module docstring)."""
     if not reader.complete:
@@ -431,7 +432,7 @@ def pyplot() -> Any:
     return plt
 
 
-def plot_file(reader: Any, out: Path, options: Mapping[str, Any]) -> None:
+def plot_file(reader: FileView, out: Path, options: Mapping[str, Any]) -> None:
     """``hpcgen plot FILE --out PNG`` for a tracks file."""
     plt = pyplot()
     fig = figure(prepare(reader))
