@@ -27,9 +27,10 @@ def synth_path(tmp_path_factory) -> Path:
     """The synthetic LHCb-like field map with edge artefacts, written once per session; its first
     load parses the text and writes the binary cache."""
     from hpcgen.generators.tracks import fieldmap as fm
+    from hpcgen.generators.tracks import synthmap as sm
 
     path = tmp_path_factory.getbasetemp() / "tracks-synth" / "synth_artefacts.txt"
     if not path.exists():
         path.parent.mkdir(exist_ok=True)
-        fm.write_text(path, fm.synth_map(artefacts=0.03))
+        fm.write_text(path, sm.synth_map(artefacts=0.03))
     return path

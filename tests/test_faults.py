@@ -236,12 +236,13 @@ def test_two_runs_started_together_never_corrupt_the_file(tmp_path, ref, extra):
 def small_map(path: Path, scale: float = 1.0) -> Path:
     """A coarse synthetic field map (5 x 5 x 40 points over the real map's extent)."""
     from hpcgen.generators.tracks import fieldmap as fm
+    from hpcgen.generators.tracks import synthmap as sm
 
-    xs0, ys0, zs0 = fm.synth_axes()
+    xs0, ys0, zs0 = sm.synth_axes()
     xs, ys = np.linspace(xs0[0], xs0[-1], 5), np.linspace(ys0[0], ys0[-1], 5)
     zs = np.linspace(zs0[0], zs0[-1], 40)
     grid = np.meshgrid(xs, ys, zs, indexing="ij")
-    b = np.round(np.stack(fm.synth_field(*grid), axis=-1) * scale, 6)
+    b = np.round(np.stack(sm.synth_field(*grid), axis=-1) * scale, 6)
     fm.write_text(path, fm.MapGrid(xs, ys, zs, b))
     return path
 

@@ -26,7 +26,6 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -268,16 +267,3 @@ def _ascii_fixed(values: np.ndarray, decimals: int) -> np.ndarray:
         a //= 10
     out[np.flatnonzero(neg), sign_at[neg]] = ord("-")
     return out
-
-
-#: names that moved to synthmap.py, still importable from here for callers outside the tracks
-#: package (tests/conftest.py, tests/test_faults.py)
-_MOVED = ("synth_axes", "synth_field", "synth_map", "synth_profile", "summarize", "axis_profile")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        from hpcgen.generators.tracks import synthmap
-
-        return getattr(synthmap, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
