@@ -126,6 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         atomic=args.atomic,
         quiet=args.quiet,
         checkpoint_s=args.checkpoint_every,
+        overlap=args.overlap,
     )
     res = run(spec, opts, comm)
     if comm.rank == 0 and not args.quiet:
@@ -393,6 +394,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="flush and mark chunks done at most this often (default 10 s; a crash "
         "loses at most this much work; 0: after every round)",
+    )
+    r.add_argument(
+        "--overlap",
+        action="store_true",
+        help="sample and compute the next chunk while this one is written (same bytes; two "
+        "chunks in memory)",
     )
     r.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     r.add_argument("--yes", "-y", action="store_true", help="do not ask before large outputs")
