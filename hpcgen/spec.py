@@ -258,7 +258,7 @@ class RunSpec:
         lines.append("[params]")
         paths = path_params(self.generator) if relative_to is not None else ()
         for k, v in self.params.items():
-            if k in paths:
+            if k in paths and relative_to is not None:
                 v = relocate_path(v, relative_to)
             if v is not None:
                 lines.append(f"{k} = {_toml_value(v)}")
