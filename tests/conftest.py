@@ -22,6 +22,19 @@ def tiny_spec(tmp_path: Path) -> Path:
     return spec
 
 
+@pytest.fixture
+def toy_spec(tmp_path: Path) -> Path:
+    """tiny_spec's run on the toy generator (tests/toy_generator.py): 2,500 samples in 7 chunks
+    (the last one short), for tests of the engine and the CLI rather than of a generator's physics
+    (subprocesses find the toy on PYTHONPATH through helpers.hpcgen_env)."""
+    spec = tmp_path / "toy.toml"
+    spec.write_text(
+        'generator = "toy_generator:ToyGenerator"\nn_samples = 2500\nseed = 7\nchunk_size = 400\n'
+        'output = "toy.h5"\n'
+    )
+    return spec
+
+
 @pytest.fixture(scope="session")
 def synth_path(tmp_path_factory) -> Path:
     """The synthetic LHCb-like field map with edge artefacts, written once per session; its first

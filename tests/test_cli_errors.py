@@ -61,7 +61,7 @@ def test_bad_spec_one_line_exit_2(tmp_path: Path, text: str, message: str):
     assert not (tmp_path / "x.h5").exists()
 
 
-def test_unwritable_output_directory(tmp_path: Path, tiny_spec: Path):
+def test_unwritable_output_directory(tmp_path: Path, toy_spec: Path):
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o555)
@@ -75,7 +75,7 @@ def test_unwritable_output_directory(tmp_path: Path, tiny_spec: Path):
     else:
         target = ro / "x.h5"
         expected = "not writable"
-    proc = run_hpcgen("run", tiny_spec, "--out", target)
+    proc = run_hpcgen("run", toy_spec, "--out", target)
     assert proc.returncode == 2 and expected in proc.stderr
 
 
@@ -85,28 +85,28 @@ def test_missing_spec_file(tmp_path: Path):
     assert "spec file not found" in proc.stderr
 
 
-def test_existing_output_is_not_touched(tmp_path: Path, tiny_spec: Path):
+def test_existing_output_is_not_touched(tmp_path: Path, toy_spec: Path):
     out = tmp_path / "exists.h5"
     out.write_bytes(b"precious data")
-    proc = run_hpcgen("run", tiny_spec, "--out", out)
+    proc = run_hpcgen("run", toy_spec, "--out", out)
     assert proc.returncode == 2
     assert "exists; use --resume" in proc.stderr
     assert out.read_bytes() == b"precious data"
 
 
-def test_bad_set_override_and_device(tmp_path: Path, tiny_spec: Path):
-    proc = run_hpcgen("run", tiny_spec, "--out", tmp_path / "a.h5", "--set", "p_max=-1")
-    assert proc.returncode == 2 and "p_max" in proc.stderr
-    proc = run_hpcgen("run", tiny_spec, "--out", tmp_path / "a.h5", "--n", "0")
+def test_bad_set_override_and_device(tmp_path: Path, toy_spec: Path):
+    proc = run_hpcgen("run", toy_spec, "--out", tmp_path / "a.h5", "--set", "scale=-1")
+    assert proc.returncode == 2 and "params.scale must be > 0" in proc.stderr
+    proc = run_hpcgen("run", toy_spec, "--out", tmp_path / "a.h5", "--n", "0")
     assert proc.returncode == 2 and "n_samples must be > 0" in proc.stderr
 
 
-def test_gpu_requested_without_gpu(tmp_path: Path, tiny_spec: Path):
+def test_gpu_requested_without_gpu(tmp_path: Path, toy_spec: Path):
     from hpcgen.engine.device import gpu_available
 
     if gpu_available():
         pytest.skip("a GPU is present")
-    proc = run_hpcgen("run", tiny_spec, "--out", tmp_path / "g.h5", "--device", "gpu")
+    proc = run_hpcgen("run", toy_spec, "--out", tmp_path / "g.h5", "--device", "gpu")
     assert proc.returncode == 2
     assert "no usable CUDA GPU" in proc.stderr
     assert not (tmp_path / "g.h5").exists()
@@ -132,31 +132,31 @@ def one_line_exit_2(proc) -> str:
     return lines[0]
 
 
-def test_resume_onto_a_text_file(tmp_path: Path, tiny_spec: Path):
+def test_resume_onto_a_text_file(tmp_path: Path, toy_spec: Path):
     out = tmp_path / "notes.h5"
     out.write_text("not hdf5\n")
-    line = one_line_exit_2(run_hpcgen("run", tiny_spec, "--out", out, "--resume", "--quiet"))
+    line = one_line_exit_2(run_hpcgen("run", toy_spec, "--out", out, "--resume", "--quiet"))
     assert f"cannot resume {out}" in line and "not an HDF5 file" in line
     assert out.read_text() == "not hdf5\n"
 
 
-def test_resume_onto_a_truncated_hpcgen_file(tmp_path: Path, tiny_spec: Path):
+def test_resume_onto_a_truncated_hpcgen_file(tmp_path: Path, toy_spec: Path):
     out = tmp_path / "t.h5"
-    run_hpcgen("run", tiny_spec, "--out", out, "--quiet", check=True)
+    run_hpcgen("run", toy_spec, "--out", out, "--quiet", check=True)
     blob = out.read_bytes()
     out.write_bytes(blob[: len(blob) // 2])
-    line = one_line_exit_2(run_hpcgen("run", tiny_spec, "--out", out, "--resume", "--quiet"))
+    line = one_line_exit_2(run_hpcgen("run", toy_spec, "--out", out, "--resume", "--quiet"))
     assert f"cannot resume {out}" in line and "truncated" in line and "--overwrite" in line
     assert out.stat().st_size == len(blob) // 2
 
 
-def test_resume_onto_an_hdf5_file_that_is_not_hpcgen(tmp_path: Path, tiny_spec: Path):
+def test_resume_onto_an_hdf5_file_that_is_not_hpcgen(tmp_path: Path, toy_spec: Path):
     import h5py
 
     out = tmp_path / "other.h5"
     with h5py.File(out, "w") as f:
         f["x"] = [1, 2, 3]
-    line = one_line_exit_2(run_hpcgen("run", tiny_spec, "--out", out, "--resume", "--quiet"))
+    line = one_line_exit_2(run_hpcgen("run", toy_spec, "--out", out, "--resume", "--quiet"))
     assert "not an hpcgen file" in line
 
 
@@ -168,38 +168,38 @@ def test_resume_onto_an_hdf5_file_that_is_not_hpcgen(tmp_path: Path, tiny_spec: 
         ("--n", "100000000000", "--chunk-size", "1"),
     ],
 )
-def test_absurd_sample_counts_are_refused_before_allocating(tmp_path, tiny_spec, args):
+def test_absurd_sample_counts_are_refused_before_allocating(tmp_path, toy_spec, args):
     out = tmp_path / "huge.h5"
-    line = one_line_exit_2(run_hpcgen("run", tiny_spec, "--out", out, "--yes", *args, timeout=60))
+    line = one_line_exit_2(run_hpcgen("run", toy_spec, "--out", out, "--yes", *args, timeout=60))
     assert "chunks" in line and "memory" in line and "chunk_size" in line
     assert not out.exists()
 
 
-def test_n_in_scientific_notation_is_a_count(tmp_path: Path, tiny_spec: Path):
+def test_n_in_scientific_notation_is_a_count(tmp_path: Path, toy_spec: Path):
     out = tmp_path / "sci.h5"
-    run_hpcgen("run", tiny_spec, "--out", out, "--n", "1.2e3", "--quiet", check=True)
+    run_hpcgen("run", toy_spec, "--out", out, "--n", "1.2e3", "--quiet", check=True)
     import h5py
 
     with h5py.File(out) as f:
-        assert f["X"].shape[0] == 1200
-    line = one_line_exit_2(run_hpcgen("run", tiny_spec, "--out", out, "--n", "1.5"))
+        assert f["x"].shape[0] == 1200
+    line = one_line_exit_2(run_hpcgen("run", toy_spec, "--out", out, "--n", "1.5"))
     assert "--n" in line and "whole number" in line
 
 
-def test_overwrite_refuses_a_directory(tmp_path: Path, tiny_spec: Path):
+def test_overwrite_refuses_a_directory(tmp_path: Path, toy_spec: Path):
     out = tmp_path / "adir"
     out.mkdir()
     (out / "keep.txt").write_text("keep")
     for extra in ((), ("--overwrite",), ("--resume",)):
-        line = one_line_exit_2(run_hpcgen("run", tiny_spec, "--out", out, "--quiet", *extra))
+        line = one_line_exit_2(run_hpcgen("run", toy_spec, "--out", out, "--quiet", *extra))
         assert f"{out} is a directory" in line
     assert (out / "keep.txt").read_text() == "keep"
 
 
 @pytest.mark.parametrize("value", ["0", "-5"])
-def test_non_positive_chunk_size_is_refused(tmp_path: Path, tiny_spec: Path, value: str):
+def test_non_positive_chunk_size_is_refused(tmp_path: Path, toy_spec: Path, value: str):
     out = tmp_path / "c.h5"
-    line = one_line_exit_2(run_hpcgen("run", tiny_spec, "--out", out, "--chunk-size", value))
+    line = one_line_exit_2(run_hpcgen("run", toy_spec, "--out", out, "--chunk-size", value))
     assert f"chunk_size must be > 0, got {value}" in line
     assert not out.exists()
     spec = tmp_path / "c.toml"

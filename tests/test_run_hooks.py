@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from helpers import assert_same_data
+from toy_generator import SPEC_NAME
 
 from hpcgen.engine import space
 from hpcgen.engine.comm import SerialComm
@@ -26,11 +27,12 @@ from hpcgen.engine.run import (
 from hpcgen.spec import RunSpec
 
 
-def atoms_spec(out: Path, io: str = "auto") -> RunSpec:
-    """2,000 samples in 7 chunks of 300 (the last one short)."""
+def toy_spec(out: Path, io: str = "auto") -> RunSpec:
+    """2,000 samples of the toy generator (the hooks are the engine's) in 7 chunks of 300 (the
+    last one short)."""
     return RunSpec.from_dict(
         {
-            "generator": "atoms",
+            "generator": SPEC_NAME,
             "n_samples": 2000,
             "seed": 3,
             "chunk_size": 300,
@@ -50,7 +52,7 @@ def test_the_hook_runs_once_the_output_is_prepared_then_after_every_round(tmp_pa
         files = list(mine.glob("*.h5")) if mine.is_dir() else [mine] if mine.exists() else []
         calls.append((rounds, output, bool(files)))
 
-    run(atoms_spec(out, io), RunOptions(quiet=True, after_round=record), SerialComm())
+    run(toy_spec(out, io), RunOptions(quiet=True, after_round=record), SerialComm())
     # round 0: before any file of the run exists
     assert calls == [(0, out, False)] + [(k, out, True) for k in range(1, 8)]
 
@@ -58,7 +60,7 @@ def test_the_hook_runs_once_the_output_is_prepared_then_after_every_round(tmp_pa
 @pytest.mark.parametrize("io", ["mpio", "shards"])
 def test_a_stop_between_rounds_interrupts_and_resume_gives_the_same_bytes(tmp_path, io):
     ref = tmp_path / "ref.h5"
-    run(atoms_spec(ref, io), RunOptions(quiet=True, after_round=None), SerialComm())
+    run(toy_spec(ref, io), RunOptions(quiet=True, after_round=None), SerialComm())
 
     def term_after_3(rounds: int, output: Path) -> None:
         if rounds == 3:  # seen by the next round's flags, as a batch system's SIGTERM is
@@ -68,10 +70,10 @@ def test_a_stop_between_rounds_interrupts_and_resume_gives_the_same_bytes(tmp_pa
     handler = signal.getsignal(signal.SIGTERM)
     opts = RunOptions(quiet=True, checkpoint_s=1e9, after_round=term_after_3)
     with pytest.raises(RunInterrupted) as stopped:
-        run(atoms_spec(part, io), opts, SerialComm())
+        run(toy_spec(part, io), opts, SerialComm())
     assert (stopped.value.done, stopped.value.total) == (4, 7)
     assert signal.getsignal(signal.SIGTERM) == handler  # the run's own handler is gone
-    res = run(atoms_spec(part, io), RunOptions(quiet=True, resume=True), SerialComm())
+    res = run(toy_spec(part, io), RunOptions(quiet=True, resume=True), SerialComm())
     assert (res.chunks_written, res.samples_written) == (3, 2000 - 4 * 300)
     assert_same_data(ref, part)
 
@@ -109,7 +111,7 @@ def test_only_rank_0_calls_the_hook():
     comm = MPI.COMM_WORLD
     d = comm.bcast(tempfile.mkdtemp(prefix="hpcgen-hooks-") if comm.rank == 0 else None)
     calls: list[int] = []
-    spec = atoms_spec(Path(d) / "o.h5", "mpio")
+    spec = toy_spec(Path(d) / "o.h5", "mpio")
     run(spec, RunOptions(quiet=True, after_round=lambda n, out: calls.append(n)), comm)
     n_rounds = -(-7 // comm.size)
     assert calls == (list(range(n_rounds + 1)) if comm.rank == 0 else [])

@@ -10,18 +10,19 @@ from pathlib import Path
 
 import pytest
 from helpers import assert_same_data
+from toy_generator import SPEC_NAME, ToyGenerator
 
 from hpcgen.engine.comm import SerialComm
 from hpcgen.engine.run import RunInterrupted, RunOptions, run
 from hpcgen.errors import UserError
-from hpcgen.generators.atoms.generator import AtomsGenerator
 from hpcgen.spec import RunSpec
 
 
-def atoms_spec(out: Path, io: str = "auto") -> RunSpec:
-    """2,000 samples in 7 chunks of 300 (the last one short)."""
+def toy_spec(out: Path, io: str = "auto") -> RunSpec:
+    """2,000 samples of the toy generator (the loop is the engine's) in 7 chunks of 300 (the last
+    one short)."""
     return RunSpec.from_dict(
-        {"generator": "atoms", "n_samples": 2000, "seed": 3, "chunk_size": 300,
+        {"generator": SPEC_NAME, "n_samples": 2000, "seed": 3, "chunk_size": 300,
          "output": str(out), "io": io}
     )  # fmt: skip
 
@@ -33,16 +34,16 @@ def opts(**kw) -> RunOptions:
 @pytest.mark.parametrize("io", ["mpio", "shards"])
 def test_overlap_writes_the_same_bytes(tmp_path, io, monkeypatch):
     threads: set[str] = set()
-    compute = AtomsGenerator.compute
+    compute = ToyGenerator.compute
 
     def spy(self, inputs, chunk, device):
         threads.add(threading.current_thread().name)
         return compute(self, inputs, chunk, device)
 
     plain, overlapped = tmp_path / "plain.h5", tmp_path / "overlap.h5"
-    run(atoms_spec(plain, io), opts(), SerialComm())
-    monkeypatch.setattr(AtomsGenerator, "compute", spy)
-    res = run(atoms_spec(overlapped, io), opts(overlap=True), SerialComm())
+    run(toy_spec(plain, io), opts(), SerialComm())
+    monkeypatch.setattr(ToyGenerator, "compute", spy)
+    res = run(toy_spec(overlapped, io), opts(overlap=True), SerialComm())
     assert threads == {"hpcgen-compute"}  # every chunk computed ahead, in the worker
     assert (res.chunks_written, res.samples_written) == (7, 2000)
     assert_same_data(plain, overlapped)
@@ -51,7 +52,7 @@ def test_overlap_writes_the_same_bytes(tmp_path, io, monkeypatch):
 
 
 def failing_at(index: int, error: BaseException):
-    compute = AtomsGenerator.compute
+    compute = ToyGenerator.compute
 
     def fail(self, inputs, chunk, device):
         if chunk.index == index:
@@ -63,26 +64,26 @@ def failing_at(index: int, error: BaseException):
 
 @pytest.mark.parametrize("overlap", [False, True])
 def test_a_chunk_that_fails_stops_the_run_with_its_message(tmp_path, monkeypatch, overlap):
-    monkeypatch.setattr(AtomsGenerator, "compute", failing_at(4, UserError("chunk 4 is bad")))
+    monkeypatch.setattr(ToyGenerator, "compute", failing_at(4, UserError("chunk 4 is bad")))
     calls: list[int] = []
     o = RunOptions(
         quiet=True, overlap=overlap, checkpoint_s=0.0, after_round=lambda n, out: calls.append(n)
     )
     with pytest.raises(UserError) as e:
-        run(atoms_spec(tmp_path / "o.h5"), o, SerialComm())
+        run(toy_spec(tmp_path / "o.h5"), o, SerialComm())
     assert str(e.value) == "chunk 4 is bad"
     assert calls == [0, 1, 2, 3, 4]  # rounds 0-3 done; round 4 met the error
     monkeypatch.undo()
-    res = run(atoms_spec(tmp_path / "o.h5"), opts(resume=True), SerialComm())
+    res = run(toy_spec(tmp_path / "o.h5"), opts(resume=True), SerialComm())
     assert res.chunks_written == 3  # chunks 0-3 were flagged done
-    run(atoms_spec(tmp_path / "ref.h5"), opts(), SerialComm())
+    run(toy_spec(tmp_path / "ref.h5"), opts(), SerialComm())
     assert_same_data(tmp_path / "ref.h5", tmp_path / "o.h5")
 
 
 def test_a_bug_in_the_worker_is_raised_in_the_loop(tmp_path, monkeypatch):
-    monkeypatch.setattr(AtomsGenerator, "compute", failing_at(2, ZeroDivisionError("bug")))
+    monkeypatch.setattr(ToyGenerator, "compute", failing_at(2, ZeroDivisionError("bug")))
     with pytest.raises(ZeroDivisionError, match="bug"):
-        run(atoms_spec(tmp_path / "o.h5"), opts(overlap=True), SerialComm())
+        run(toy_spec(tmp_path / "o.h5"), opts(overlap=True), SerialComm())
 
 
 def test_a_stop_with_a_chunk_computed_ahead_resumes_to_the_same_bytes(tmp_path):
@@ -93,11 +94,11 @@ def test_a_stop_with_a_chunk_computed_ahead_resumes_to_the_same_bytes(tmp_path):
     part = tmp_path / "part.h5"
     o = RunOptions(quiet=True, overlap=True, after_round=term_after_2)
     with pytest.raises(RunInterrupted) as stopped:
-        run(atoms_spec(part), o, SerialComm())
+        run(toy_spec(part), o, SerialComm())
     assert stopped.value.done == 3  # chunk 3, computed ahead, is not written
-    res = run(atoms_spec(part), opts(resume=True, overlap=True), SerialComm())
+    res = run(toy_spec(part), opts(resume=True, overlap=True), SerialComm())
     assert res.chunks_written == 4
-    run(atoms_spec(tmp_path / "ref.h5"), opts(), SerialComm())
+    run(toy_spec(tmp_path / "ref.h5"), opts(), SerialComm())
     assert_same_data(tmp_path / "ref.h5", part)
 
 
@@ -111,8 +112,8 @@ def test_overlap_under_mpi_writes_the_same_bytes(io):
 
     comm = MPI.COMM_WORLD
     d = Path(comm.bcast(tempfile.mkdtemp(prefix="hpcgen-overlap-") if comm.rank == 0 else None))
-    run(atoms_spec(d / "plain.h5", io), opts(), comm)
-    run(atoms_spec(d / "overlap.h5", io), opts(overlap=True), comm)
+    run(toy_spec(d / "plain.h5", io), opts(), comm)
+    run(toy_spec(d / "overlap.h5", io), opts(overlap=True), comm)
     comm.Barrier()
     if comm.rank == 0:
         try:

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from helpers import run_hpcgen
+from helpers import hpcgen_env, run_hpcgen
 
 BIG = {"HPCGEN_CONFIRM_BYTES": "1"}  # every output counts as "large"
 
@@ -24,7 +24,7 @@ def run_on_terminal(args: list[str], answer: bytes, env: dict, timeout: float = 
         stdin=slave,
         stdout=slave,
         stderr=slave,
-        env={**os.environ, **env},
+        env=hpcgen_env(env),
         close_fds=True,
     )
     os.close(slave)
@@ -50,39 +50,39 @@ def run_on_terminal(args: list[str], answer: bytes, env: dict, timeout: float = 
     return proc.returncode, (seen + out).decode(errors="replace")
 
 
-def test_terminal_no_writes_nothing(tmp_path: Path, tiny_spec: Path):
+def test_terminal_no_writes_nothing(tmp_path: Path, toy_spec: Path):
     out = tmp_path / "big.h5"
-    code, text = run_on_terminal(["run", str(tiny_spec), "--out", str(out)], b"n\n", BIG)
+    code, text = run_on_terminal(["run", str(toy_spec), "--out", str(out)], b"n\n", BIG)
     assert "[y/N]" in text and "write" in text
     assert code == 1
     assert not out.exists()
 
 
-def test_terminal_yes_writes(tmp_path: Path, tiny_spec: Path):
+def test_terminal_yes_writes(tmp_path: Path, toy_spec: Path):
     out = tmp_path / "big.h5"
-    code, text = run_on_terminal(["run", str(tiny_spec), "--out", str(out)], b"y\n", BIG)
+    code, text = run_on_terminal(["run", str(toy_spec), "--out", str(out)], b"y\n", BIG)
     assert code == 0, text
     assert out.exists()
 
 
-def test_yes_flag_skips_the_question(tmp_path: Path, tiny_spec: Path):
+def test_yes_flag_skips_the_question(tmp_path: Path, toy_spec: Path):
     out = tmp_path / "big.h5"
     code, text = run_on_terminal(
-        ["run", str(tiny_spec), "--out", str(out), "--yes"], b"", BIG, timeout=120
+        ["run", str(toy_spec), "--out", str(out), "--yes"], b"", BIG, timeout=120
     )
     assert code == 0 and "[y/N]" not in text
     assert out.exists()
 
 
-def test_not_a_terminal_never_waits_and_logs_progress(tmp_path: Path, tiny_spec: Path):
+def test_not_a_terminal_never_waits_and_logs_progress(tmp_path: Path, toy_spec: Path):
     out = tmp_path / "big.h5"
     # stdin is an open pipe nobody writes to: a prompt would hang until the timeout
     proc = subprocess.run(
-        [sys.executable, "-m", "hpcgen", "run", str(tiny_spec), "--out", str(out)],
+        [sys.executable, "-m", "hpcgen", "run", str(toy_spec), "--out", str(out)],
         stdin=subprocess.PIPE,
         capture_output=True,
         text=True,
-        env={**os.environ, **BIG},
+        env=hpcgen_env(BIG),
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
@@ -91,15 +91,15 @@ def test_not_a_terminal_never_waits_and_logs_progress(tmp_path: Path, tiny_spec:
     assert out.exists()
 
 
-def test_quiet_prints_nothing(tmp_path: Path, tiny_spec: Path):
-    proc = run_hpcgen("run", tiny_spec, "--out", tmp_path / "q.h5", "--quiet")
+def test_quiet_prints_nothing(tmp_path: Path, toy_spec: Path):
+    proc = run_hpcgen("run", toy_spec, "--out", tmp_path / "q.h5", "--quiet")
     assert proc.returncode == 0 and proc.stderr == ""
 
 
-def test_terminal_end_of_input_cancels_cleanly(tmp_path: Path, tiny_spec: Path):
+def test_terminal_end_of_input_cancels_cleanly(tmp_path: Path, toy_spec: Path):
     out = tmp_path / "big.h5"
     # Ctrl-D at the start of a line: the terminal ends the input, input() raises EOFError
-    code, text = run_on_terminal(["run", str(tiny_spec), "--out", str(out)], b"\x04", BIG)
+    code, text = run_on_terminal(["run", str(toy_spec), "--out", str(out)], b"\x04", BIG)
     assert code == 1, text
     assert "hpcgen: aborted, nothing written" in text
     assert "Traceback" not in text and "EOFError" not in text
@@ -126,15 +126,15 @@ def wait_in_read(pid: int, deadline: float) -> None:
     time.sleep(1.0)  # no /proc: a person's reaction time
 
 
-def test_terminal_interrupt_at_the_prompt_is_one_line(tmp_path: Path, tiny_spec: Path):
+def test_terminal_interrupt_at_the_prompt_is_one_line(tmp_path: Path, toy_spec: Path):
     out = tmp_path / "big.h5"
     master, slave = pty.openpty()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hpcgen", "run", str(tiny_spec), "--out", str(out)],
+        [sys.executable, "-m", "hpcgen", "run", str(toy_spec), "--out", str(out)],
         stdin=slave,
         stdout=slave,
         stderr=slave,
-        env={**os.environ, **BIG},
+        env=hpcgen_env(BIG),
         close_fds=True,
     )
     os.close(slave)
