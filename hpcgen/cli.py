@@ -16,6 +16,7 @@ from typing import Any
 from hpcgen import __version__
 from hpcgen.engine.space import human_bytes
 from hpcgen.errors import UserError
+from hpcgen.io.paths import make_parent
 
 #: ``hpcgen run`` asks on a terminal before writing more than this (bytes); HPCGEN_CONFIRM_BYTES
 CONFIRM_BYTES = int(os.environ.get("HPCGEN_CONFIRM_BYTES", str(20 * 2**30)))
@@ -168,12 +169,7 @@ def make_output_dir(spec: Any) -> None:
     gen = spec.make_generator()
     gen.check_n_samples(spec.n_samples)
     gen.input_files()
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(
-            f"output directory does not exist and cannot be created: {parent}: {e.strerror or e}"
-        ) from None
+    make_parent(parent / "x")
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

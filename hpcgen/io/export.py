@@ -18,6 +18,7 @@ import numpy as np
 from hpcgen.errors import OutputExistsError, UserError
 from hpcgen.generators.base import FileView
 from hpcgen.io import checksums
+from hpcgen.io.paths import make_parent
 from hpcgen.io.reader import Reader
 from hpcgen.io.writer import check_vds_sources
 
@@ -28,8 +29,7 @@ RowFilter = Callable[[Mapping[str, np.ndarray]], np.ndarray] | None
 def check_output(out: Path, overwrite: bool) -> None:
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{out} exists; use --overwrite to replace it")
-    if not out.parent.resolve().is_dir():
-        raise UserError(f"output directory does not exist: {out.parent}")
+    make_parent(out)
 
 
 def export_npz(
@@ -129,16 +129,16 @@ def export(
         formats = r.generator.exporters()
         for each in readers:
             check_exportable(each)
-        check_output(out, bool(options.get("overwrite")))
         if fmt not in formats and fmt != "npz":
             known = ", ".join(sorted({"npz", *formats}))
             raise UserError(
                 f"unknown export format {fmt!r} for {r.spec.generator} (known: {known})"
             )
         fn = formats.get(fmt)
+        if len(readers) > 1 and (fn is None or not getattr(fn, "many_files", False)):
+            raise UserError(f"export --format {fmt} takes one file, got {len(readers)}")
+        check_output(out, bool(options.get("overwrite")))
         if len(readers) > 1:
-            if fn is None or not getattr(fn, "many_files", False):
-                raise UserError(f"export --format {fmt} takes one file, got {len(readers)}")
             # a many_files exporter takes the list, outside the Exporter signature
             cast(Callable[..., None], fn)(readers, out, options)
         elif fn is not None:

@@ -24,6 +24,7 @@ import numpy as np
 from hpcgen.engine.provenance import base_record, now_iso
 from hpcgen.errors import OutputExistsError, UserError
 from hpcgen.io import checksums, layout
+from hpcgen.io.paths import make_parent
 from hpcgen.io.writer import build_vds, check_vds_sources, create_layout
 from hpcgen.spec import RunSpec
 
@@ -162,9 +163,8 @@ def merge(
 ) -> dict[str, Any]:
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{out} exists; use --overwrite to replace it")
-    if not out.parent.resolve().is_dir():
-        raise UserError(f"output directory does not exist: {out.parent}")
     spec, shards, gaps = plan_merge(shard_dir, allow_partial)
+    make_parent(out)
     gen = spec.make_generator()
     identity = {"data_hash": shards[0].data_hash, "inputs": shards[0].inputs}
     prov = base_record(spec.to_dict(), [], 1, "none", "merge-virtual" if virtual else "merge")

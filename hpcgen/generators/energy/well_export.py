@@ -48,6 +48,7 @@ from hpcgen.errors import UserError
 from hpcgen.generators.base import FileView, Node
 from hpcgen.generators.energy.reader import RunningStats
 from hpcgen.io import layout
+from hpcgen.io.paths import make_parent
 
 SPLITS = ("train", "valid", "test")
 #: train, valid, test
@@ -293,8 +294,7 @@ def export_readers(
     plans = [(r, split_rows(r.n_rows, fractions)) for r in readers]
     if (out.exists() or out.is_symlink()) and not overwrite:
         raise UserError(f"{out} exists; use --overwrite to replace it")
-    if not out.parent.resolve().is_dir():
-        raise UserError(f"output directory does not exist: {out.parent}")
+    make_parent(out)
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)  # a previous export that did not finish

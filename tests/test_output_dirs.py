@@ -1,0 +1,62 @@
+"""Every command that writes a file makes its missing output directory (parents too), after its
+other checks: run, export, merge, fieldmap synth. A directory that cannot be made (a file in its
+way) is one line, exit 2."""
+
+from __future__ import annotations
+
+import numpy as np
+from helpers import assert_same_data, run_hpcgen
+
+from hpcgen.io.writer import shard_name
+
+SPEC = (
+    'generator = "toy_generator:ToyGenerator"\nn_samples = 300\nseed = 3\nchunk_size = 100\n'
+    'output = "toy.h5"\n'
+)
+
+
+def test_run_export_and_merge_make_missing_directories(tmp_path):
+    spec = tmp_path / "toy.toml"
+    spec.write_text(SPEC)
+    single = tmp_path / "a" / "b" / "toy.h5"
+    run_hpcgen("run", spec, "--out", single, "-q", check=True)
+    npz = tmp_path / "c" / "d" / "toy.npz"
+    run_hpcgen("export", single, "--format", "npz", "--out", npz, check=True)
+    with np.load(npz) as d:
+        assert d["y"].shape == (300,)
+    shards = tmp_path / "shards"
+    for a, b in ((0, 2), (2, 3)):
+        out = shards / shard_name((a, b))  # shards/ is made by the first job
+        run_hpcgen("run", spec, "--out", out, "--chunks", f"{a}:{b}", "--atomic", "-q", check=True)
+    merged = tmp_path / "e" / "merged.h5"
+    run_hpcgen("merge", shards, "--out", merged, check=True)
+    assert_same_data(single, merged)
+
+
+def test_a_file_in_the_way_is_one_line(tmp_path):
+    spec = tmp_path / "toy.toml"
+    spec.write_text(SPEC)
+    good = tmp_path / "toy.h5"
+    run_hpcgen("run", spec, "--out", good, "-q", check=True)
+    (tmp_path / "afile").write_text("")
+    proc = run_hpcgen("export", good, "--format", "npz", "--out", tmp_path / "afile" / "x.npz")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot be created" in lines[0] and "afile" in lines[0], lines
+
+
+def test_refused_export_leaves_no_directory(tmp_path):
+    spec = tmp_path / "toy.toml"
+    spec.write_text(SPEC)
+    good = tmp_path / "toy.h5"
+    run_hpcgen("run", spec, "--out", good, "-q", check=True)
+    target = tmp_path / "new" / "x.npz"
+    proc = run_hpcgen("export", good, "--format", "nosuchformat", "--out", target)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert not (tmp_path / "new").exists()
+
+
+def test_fieldmap_synth_makes_its_directory(tmp_path):
+    out = tmp_path / "fieldmaps" / "synth.txt"
+    run_hpcgen("fieldmap", "synth", "--out", out, check=True)
+    assert out.stat().st_size > 0
