@@ -57,9 +57,10 @@ def test_export_help_lists_every_generators_formats() -> None:
 
 
 @pytest.fixture
-def tiny_file(tmp_path: Path, tiny_spec: Path) -> Path:
+def tiny_file(tmp_path: Path, toy_spec: Path) -> Path:
+    """toy_spec's run (verify's options are the CLI's, not a generator's)."""
     out = tmp_path / "tiny.h5"
-    run_hpcgen("run", tiny_spec, "--out", out, "--quiet", check=True)
+    run_hpcgen("run", toy_spec, "--out", out, "--quiet", check=True)
     return out
 
 
@@ -81,7 +82,7 @@ def test_verify_report_names_the_file_and_json_exit_status_follows_the_checks(
     assert json.loads((tmp_path / "r.json").read_text())["passed"] is True
     assert not (tmp_path / "tiny.verify.json").exists()
     with h5py.File(tiny_file, "r+") as f:  # a changed row fails its chunk's checksum
-        f["X"][5, 0] += 1.0
+        f["x"][5, 0] += 1.0
     proc = run_hpcgen("verify", tiny_file, "--json", "--report", tmp_path / "bad.json")
     assert proc.returncode == 1
     assert json.loads(proc.stdout)["passed"] is False
@@ -91,10 +92,10 @@ def test_verify_report_names_the_file_and_json_exit_status_follows_the_checks(
 
 
 def test_run_creates_the_missing_output_directory_and_its_parents(
-    tmp_path: Path, tiny_spec: Path
+    tmp_path: Path, toy_spec: Path
 ) -> None:
     out = tmp_path / "a" / "b" / "c" / "t.h5"
-    proc = run_hpcgen("run", tiny_spec, "--out", out, "--quiet", ranks=2)
+    proc = run_hpcgen("run", toy_spec, "--out", out, "--quiet", ranks=2)
     assert proc.returncode == 0, proc.stderr
     assert out.is_file()
 
@@ -108,30 +109,30 @@ def test_a_spec_that_cannot_run_creates_no_directory(tmp_path: Path, tiny_spec: 
     assert not (tmp_path / "new").exists()
 
 
-def test_an_output_directory_that_cannot_be_made_is_one_line(tmp_path: Path, tiny_spec) -> None:
+def test_an_output_directory_that_cannot_be_made_is_one_line(tmp_path: Path, toy_spec) -> None:
     (tmp_path / "afile").write_text("")
-    proc = run_hpcgen("run", tiny_spec, "--out", tmp_path / "afile" / "d" / "t.h5")
+    proc = run_hpcgen("run", toy_spec, "--out", tmp_path / "afile" / "d" / "t.h5")
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1
     assert "output directory does not exist and cannot be created" in proc.stderr
 
 
-def test_a_complete_output_is_already_complete(tmp_path: Path, tiny_spec: Path) -> None:
+def test_a_complete_output_is_already_complete(tmp_path: Path, toy_spec: Path) -> None:
     out = tmp_path / "t.h5"
-    run_hpcgen("run", tiny_spec, "--out", out, "--quiet", check=True)
+    run_hpcgen("run", toy_spec, "--out", out, "--quiet", check=True)
     before = out.stat().st_mtime_ns
     for extra in ([], ["--resume"], ["--atomic"]):
-        proc = run_hpcgen("run", tiny_spec, "--out", out, *extra)
+        proc = run_hpcgen("run", toy_spec, "--out", out, *extra)
         assert proc.returncode == 0, proc.stderr
         assert proc.stderr == f"hpcgen: {out}: already complete, nothing to do\n"
     assert out.stat().st_mtime_ns == before
     # another spec's data: the file is not this run's, so the usual refusal
-    proc = run_hpcgen("run", tiny_spec, "--out", out, "--seed", "8")
+    proc = run_hpcgen("run", toy_spec, "--out", out, "--seed", "8")
     assert proc.returncode == 2 and "exists; use --resume" in proc.stderr
     # an unfinished file is not complete: --resume finishes it
     with h5py.File(out, "r+") as f:
         f["_hpcgen/done"][3] = 0
-    proc = run_hpcgen("run", tiny_spec, "--out", out, "--resume")
+    proc = run_hpcgen("run", toy_spec, "--out", out, "--resume")
     assert proc.returncode == 0 and "wrote 400 samples (1 chunks)" in proc.stderr
 
 
