@@ -4,6 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 NP ?= 2
 export HDF5_USE_FILE_LOCKING ?= FALSE
+# worker processes of the serial suite (pytest-xdist): the CPU count, at most 4; 0 runs it in
+# make's own pytest process
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n > 4 ? 4 : n )))
 
 .PHONY: setup demo test test-serial test-mpi lint bench clean
 
@@ -26,8 +29,10 @@ lint:
 	$(BIN)/ruff format --check hpcgen tests bench
 	$(BIN)/mypy
 
+# --dist loadfile: a module's tests share a worker, so that its module-scoped fixtures (runs,
+# exports, the SLURM cluster) are built once
 test-serial:
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra -n $(TEST_WORKERS) --dist loadfile
 
 test-mpi:
 	mpiexec.mpich -n 2 $(BIN)/python -m pytest -q -ra --with-mpi -m mpi -p no:cacheprovider
