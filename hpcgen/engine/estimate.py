@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from hpcgen.errors import UserError
 from hpcgen.generators.base import Chunk, Device, Generator
 from hpcgen.spec import RunSpec
 
@@ -207,17 +208,22 @@ def write_rate(directory: Path, nbytes: int) -> float:
     at most 256 MiB) in ``directory``; the file is removed."""
     nbytes = int(min(max(nbytes, 2**20), 256 * 2**20))
     block = np.random.default_rng(0).integers(0, 255, size=min(nbytes, 16 * 2**20), dtype=np.uint8)
-    fd, name = tempfile.mkstemp(prefix=".hpcgen-plan-", suffix=".tmp", dir=directory)
     try:
-        t0 = time.perf_counter()
-        left = nbytes
-        while left > 0:
-            left -= os.write(fd, block[: min(left, block.size)].tobytes())
-        os.fsync(fd)
-        dt = time.perf_counter() - t0
-    finally:
-        os.close(fd)
-        os.unlink(name)
+        fd, name = tempfile.mkstemp(prefix=".hpcgen-plan-", suffix=".tmp", dir=directory)
+        try:
+            t0 = time.perf_counter()
+            left = nbytes
+            while left > 0:
+                left -= os.write(fd, block[: min(left, block.size)].tobytes())
+            os.fsync(fd)
+            dt = time.perf_counter() - t0
+        finally:
+            os.close(fd)
+            os.unlink(name)
+    except OSError as e:  # not writable, full, missing: the user's to fix, one line
+        raise UserError(
+            f"plan --calibrate: cannot measure the write rate in {directory}: {e.strerror or e}"
+        ) from None
     return nbytes / dt if dt > 0 else float("inf")
 
 

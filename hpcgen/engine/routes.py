@@ -157,6 +157,13 @@ class ShardsRoute(Route):
 
     def make_ready(self) -> None:
         sdir = shard_dir(self.out)
+        if self.out.exists() and not sdir.exists():
+            # one file written by the mpio route (another rank count, or --io mpio): resuming it
+            # here would replace it by an empty set of shards
+            raise UserError(
+                f"cannot resume {self.out}: it was written as one file (--io mpio), not as "
+                f"shards; resume with --io mpio (or 1 rank)"
+            )
         sdir.mkdir(exist_ok=True)
         expected = {shard_name(cr) for cr in self.blocks() if cr[0] < cr[1]}
         found = {p.name for p in sdir.glob("chunks-*.h5")}

@@ -297,7 +297,7 @@ def _prepare_output(r: Run, route: Route) -> dict[str, Any]:
     if opts.atomic:
         if out.exists():
             if _is_complete(out, r.data_hash, r.chunk_range):
-                return {"skip": "already complete"}
+                return _skip_complete(r, out)
             if not opts.overwrite:
                 raise OutputExistsError(
                     f"{out} exists and is not this job's complete output; "
@@ -305,6 +305,7 @@ def _prepare_output(r: Run, route: Route) -> dict[str, Any]:
                 )
         _check_space(out, need, space.allocated_bytes(out) + space.allocated_bytes(target))
         out.unlink(missing_ok=True)
+        sidecar_path(out).unlink(missing_ok=True)
         target.unlink(missing_ok=True)  # half-written temporary of a killed attempt: discard
         _after_prepare(opts, out)
         return {"mode": "create", "target": str(target)}
@@ -312,7 +313,7 @@ def _prepare_output(r: Run, route: Route) -> dict[str, Any]:
     exists = route.found()
     reused = space.allocated_bytes(out) + space.allocated_bytes(sdir)
     if exists and not opts.overwrite and _is_complete(out, r.data_hash, r.chunk_range):
-        return {"skip": "already complete"}  # with or without --resume: nothing left to write
+        return _skip_complete(r, out)  # with or without --resume: nothing left to write
     if exists and not opts.resume:
         if not opts.overwrite:
             raise OutputExistsError(
@@ -320,6 +321,7 @@ def _prepare_output(r: Run, route: Route) -> dict[str, Any]:
             )
         _check_space(out, need, reused)
         out.unlink(missing_ok=True)
+        sidecar_path(out).unlink(missing_ok=True)  # it described the file being replaced
         if sdir.exists():
             shutil.rmtree(sdir)
         exists = False
@@ -330,6 +332,19 @@ def _prepare_output(r: Run, route: Route) -> dict[str, Any]:
     route.make_ready()
     _after_prepare(opts, out)
     return {"mode": route.mode(exists), "target": str(target)}
+
+
+def _skip_complete(r: Run, out: Path) -> dict[str, Any]:
+    """Nothing to write: the output is complete. Its sidecar is written last, after the final
+    provenance: a run stopped between the two (a full disk) left the file without it, so it is
+    written now from the file's own provenance."""
+    if not sidecar_path(out).exists():
+        import h5py
+
+        with h5py.File(out, "r") as f:
+            provenance = json.loads(f.attrs[layout.ATTR_PROVENANCE])
+        write_sidecar(out, r.spec, r.gen, provenance, r.data_hash)
+    return {"skip": "already complete"}
 
 
 def _after_prepare(opts: RunOptions, out: Path) -> None:
