@@ -743,7 +743,7 @@ def test_sbatch_reads_the_site_lines_of_every_script(slurm: SlurmCluster, tmp_pa
     lines are read, not ignored); a held submission carries the account and the extra line."""
     spec = write_spec(tmp_path)
 
-    def test_only(out: Path) -> list[subprocess.CompletedProcess]:
+    def sbatch_test_only(out: Path) -> list[subprocess.CompletedProcess]:
         return [
             slurm.run("sbatch", "--test-only", *args, check=False)
             for args in (
@@ -757,7 +757,7 @@ def test_sbatch_reads_the_site_lines_of_every_script(slurm: SlurmCluster, tmp_pa
     good = tmp_path / "good"
     site = ("--account", "phys", "--qos", "normal", "--sbatch-extra=--comment=hpcgen-site")
     assert jobs("slurm", spec, "--jobs", 2, "--out", good, "--mem", "256M", *site).returncode == 0
-    for proc in test_only(good):
+    for proc in sbatch_test_only(good):
         assert proc.returncode == 0 and "to start at" in proc.stderr, proc.stderr
     for args, refusal in (
         (("--reservation", "nosuch"), "reservation is invalid"),
@@ -765,7 +765,7 @@ def test_sbatch_reads_the_site_lines_of_every_script(slurm: SlurmCluster, tmp_pa
     ):
         out = tmp_path / args[1]
         assert jobs("slurm", spec, "--jobs", 2, "--out", out, *args).returncode == 0
-        for proc in test_only(out):
+        for proc in sbatch_test_only(out):
             assert proc.returncode != 0 and refusal in proc.stderr, proc.stderr
     job = slurm.sbatch("--hold", str(good / "merge.sbatch"))
     shown = slurm.run("scontrol", "show", "job", "-o", job).stdout

@@ -5,13 +5,22 @@ shards, and plan --calibrate in a directory it cannot write to."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import pytest
 from helpers import assert_same_data, run_hpcgen
 from toy_generator import SPEC_NAME
 
 from hpcgen.engine.run import CRASH_ENV
 
 SPEC = f'generator = "{SPEC_NAME}"\nn_samples = 500\nseed = 9\nchunk_size = 100\noutput = "t.h5"\n'
+
+
+@pytest.fixture
+def spec(tmp_path: Path) -> Path:
+    path = tmp_path / "toy.toml"
+    path.write_text(SPEC)
+    return path
 
 
 def one_line(proc, code=2) -> str:
@@ -21,9 +30,7 @@ def one_line(proc, code=2) -> str:
     return lines[0]
 
 
-def test_complete_output_gets_its_missing_sidecar_back(tmp_path):
-    spec = tmp_path / "toy.toml"
-    spec.write_text(SPEC)
+def test_complete_output_gets_its_missing_sidecar_back(tmp_path, spec):
     out = tmp_path / "t.h5"
     run_hpcgen("run", spec, "--out", out, "-q", check=True)
     sidecar = tmp_path / "t.metadata.json"
@@ -38,9 +45,7 @@ def test_complete_output_gets_its_missing_sidecar_back(tmp_path):
         sidecar.unlink()
 
 
-def test_overwrite_drops_the_old_sidecar_before_writing(tmp_path):
-    spec = tmp_path / "toy.toml"
-    spec.write_text(SPEC)
+def test_overwrite_drops_the_old_sidecar_before_writing(tmp_path, spec):
     out = tmp_path / "t.h5"
     run_hpcgen("run", spec, "--out", out, "-q", check=True)
     sidecar = tmp_path / "t.metadata.json"
@@ -59,9 +64,7 @@ def test_overwrite_drops_the_old_sidecar_before_writing(tmp_path):
     assert json.loads(sidecar.read_text())["fields"][0]["shape"][0] == 300
 
 
-def test_one_file_output_is_not_resumed_as_shards(tmp_path):
-    spec = tmp_path / "toy.toml"
-    spec.write_text(SPEC)
+def test_one_file_output_is_not_resumed_as_shards(tmp_path, spec):
     ref, out = tmp_path / "ref.h5", tmp_path / "t.h5"
     run_hpcgen("run", spec, "--out", ref, "-q", check=True)
     crashed = run_hpcgen(
@@ -78,9 +81,7 @@ def test_one_file_output_is_not_resumed_as_shards(tmp_path):
     assert_same_data(ref, out)
 
 
-def test_calibrate_where_it_cannot_write_is_one_line(tmp_path):
-    spec = tmp_path / "toy.toml"
-    spec.write_text(SPEC)
+def test_calibrate_where_it_cannot_write_is_one_line(tmp_path, spec):
     # /proc exists and is a directory, but no file can be made there, not even by root
     line = one_line(run_hpcgen("plan", spec, "--out", "/proc/x.h5", "--calibrate"))
     assert "cannot measure the write rate in /proc" in line

@@ -16,8 +16,12 @@ from helpers import hpcgen_env, run_hpcgen
 BIG = {"HPCGEN_CONFIRM_BYTES": "1"}  # every output counts as "large"
 
 
-def run_on_terminal(args: list[str], answer: bytes, env: dict, timeout: float = 120):
-    """Run hpcgen with stdin/stdout/stderr on a pseudo-terminal, type ``answer`` at the prompt."""
+def start_at_prompt(
+    args: list[str], env: dict, deadline: float
+) -> tuple[subprocess.Popen, int, bytes]:
+    """Start hpcgen with stdin/stdout/stderr on a pseudo-terminal and read until its [y/N]
+    prompt (or the deadline). Returns the process, the terminal's master end and what it
+    printed so far."""
     master, slave = pty.openpty()
     proc = subprocess.Popen(
         [sys.executable, "-m", "hpcgen", *args],
@@ -29,12 +33,17 @@ def run_on_terminal(args: list[str], answer: bytes, env: dict, timeout: float = 
     )
     os.close(slave)
     seen = b""
-    deadline = time.monotonic() + timeout
     while b"[y/N]" not in seen and time.monotonic() < deadline:
         try:
             seen += os.read(master, 1024)
         except OSError:
             break
+    return proc, master, seen
+
+
+def run_on_terminal(args: list[str], answer: bytes, env: dict, timeout: float = 120):
+    """Run hpcgen on a pseudo-terminal, type ``answer`` at the prompt."""
+    proc, master, seen = start_at_prompt(args, env, time.monotonic() + timeout)
     os.write(master, answer)
     out = b""
     while True:
@@ -155,20 +164,8 @@ def interrupt(proc: subprocess.Popen, deadline: float) -> None:
 
 def test_terminal_interrupt_at_the_prompt_is_one_line(tmp_path: Path, toy_spec: Path):
     out = tmp_path / "big.h5"
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hpcgen", "run", str(toy_spec), "--out", str(out)],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        env=hpcgen_env(BIG),
-        close_fds=True,
-    )
-    os.close(slave)
-    seen = b""
     deadline = time.monotonic() + 120
-    while b"[y/N]" not in seen and time.monotonic() < deadline:
-        seen += os.read(master, 1024)
+    proc, master, seen = start_at_prompt(["run", str(toy_spec), "--out", str(out)], BIG, deadline)
     wait_in_read(proc.pid, deadline)
     interrupt(proc, time.monotonic() + 120)
     os.set_blocking(master, False)  # the process has ended: read what it left, never wait
