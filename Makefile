@@ -34,9 +34,13 @@ lint:
 test-serial:
 	$(BIN)/python -m pytest -q -ra -n $(TEST_WORKERS) --dist loadfile
 
+# only the modules that hold MPI tests are collected: every rank collecting the whole suite (its
+# imports) took longer than the tests
+MPI_TESTS = $(shell grep -l "mark\.mpi" tests/test_*.py)
+
 test-mpi:
-	mpiexec.mpich -n 2 $(BIN)/python -m pytest -q -ra --with-mpi -m mpi -p no:cacheprovider
-	mpiexec.mpich -n 3 $(BIN)/python -m pytest -q -ra --with-mpi -m mpi -p no:cacheprovider
+	mpiexec.mpich -n 2 $(BIN)/python -m pytest -q -ra --with-mpi -m mpi -p no:cacheprovider $(MPI_TESTS)
+	mpiexec.mpich -n 3 $(BIN)/python -m pytest -q -ra --with-mpi -m mpi -p no:cacheprovider $(MPI_TESTS)
 
 ## make bench: every benchmark, one after the other (minutes; results: docs/benchmarks.md)
 bench: setup

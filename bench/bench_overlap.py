@@ -2,6 +2,8 @@
 
     python bench/bench_overlap.py [--spec jobs/ptycho_demo.toml] [--n-samples N] [--repeats 2]
     mpiexec.mpich -n 2 python bench/bench_overlap.py ...
+    mpiexec.mpich -n 2 python bench/bench_overlap.py --spec jobs/tracks_10M.toml --fsync
+    mpiexec.mpich -n 2 python bench/bench_overlap.py --spec jobs/tracks_10M.toml --write-wait 1.0
 
 Runs the spec once to warm up, then with ``RunOptions.overlap`` off and on, alternating
 (repeats x 2 runs, same process, same ranks), into a temporary directory beside the repository,
@@ -10,6 +12,14 @@ seconds, the seconds in sample + compute and in write, and ``loop / max(sample +
 write)``: 1 is a perfect overlap, (sample + compute + write) / max(...) none (the last column).
 ``wall`` also counts the run's start (validation, file creation) and finish. Checks that both
 files hold the same bytes.
+
+A slower write, where the overlap matters (both modes change the write only, never the bytes):
+
+- ``--fsync``: after every chunk's write each rank fsyncs the output file, as a file system that
+  puts every write on the disk before it returns would (real I/O on this machine's disk);
+- ``--write-wait S``: after every chunk's write the rank sleeps S seconds per GB it wrote, without
+  holding the GIL or a core: a model of a shared file system's wait (the client blocked on the
+  servers), not a measurement of one.
 """
 
 from __future__ import annotations
@@ -29,6 +39,10 @@ def main() -> None:
     ap.add_argument("--n-samples", type=int, default=0, help="override the spec's n_samples")
     ap.add_argument("--chunk-size", type=int, default=0, help="override the spec's chunk_size")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--fsync", action="store_true", help="fsync the file after every chunk")
+    ap.add_argument(
+        "--write-wait", type=float, default=0.0, help="sleep this many s per GB written"
+    )
     args = ap.parse_args()
 
     import h5py
@@ -39,6 +53,8 @@ def main() -> None:
     from hpcgen.spec import RunSpec
 
     comm = world()
+    if args.fsync or args.write_wait:
+        slow_down_writes(fsync=args.fsync, wait_s_per_gb=args.write_wait)
     spec = RunSpec.load(args.spec)
     d = comm.bcast(tempfile.mkdtemp(prefix="bench-overlap-", dir=ROOT) if comm.rank == 0 else None)
     rows: list[tuple[bool, int, list[dict[str, float]]]] = []
@@ -68,7 +84,10 @@ def main() -> None:
 
     assert_same_data(files[False], files[True])
     n = spec.n_samples if not args.n_samples else args.n_samples
-    print(f"spec {args.spec}, {n:,} samples, {comm.size} rank(s); same bytes with and without")
+    slow = f"; fsync every chunk: {args.fsync}; write wait: {args.write_wait} s/GB"
+    print(
+        f"spec {args.spec}, {n:,} samples, {comm.size} rank(s){slow}; same bytes with and without"
+    )
     print(
         "| overlap | run | rank | wall (s) | loop (s) | sample + compute (s) | write (s) | "
         "loop / max | wall / max | no-overlap bound |"
@@ -94,6 +113,34 @@ def main() -> None:
     import shutil
 
     shutil.rmtree(d, ignore_errors=True)
+
+
+def slow_down_writes(*, fsync: bool, wait_s_per_gb: float) -> None:
+    """Wrap the engine's FileWriter.write: after the chunk's collective write, fsync the file
+    (every rank, through its own descriptor: fsync flushes the file's dirty pages whoever wrote
+    them) and/or sleep in proportion to the bytes this rank wrote."""
+    import os
+    import time
+
+    from hpcgen.io.writer import FileWriter
+
+    plain = FileWriter.write
+
+    def write(self: FileWriter, k: int | None, data: dict | None) -> None:
+        plain(self, k, data)
+        if data is None:
+            return
+        if fsync:
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        if wait_s_per_gb:
+            nbytes = sum(getattr(v, "nbytes", 0) for v in data.values())
+            time.sleep(wait_s_per_gb * nbytes / 1e9)
+
+    FileWriter.write = write  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":

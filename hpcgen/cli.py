@@ -99,11 +99,11 @@ def parse_chunks(text: str | None) -> tuple[int, int] | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from hpcgen import kernel_cache
+    from hpcgen.compile_notices import set_notices
     from hpcgen.engine.comm import bcast_result, world
     from hpcgen.engine.run import RunOptions, run, sample_bytes
 
-    kernel_cache.set_notices(not args.quiet)
+    set_notices(not args.quiet)
     comm = world()
     spec = bcast_result(comm, load_spec, args)
     chunks = parse_chunks(args.chunks)

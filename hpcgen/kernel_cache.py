@@ -43,6 +43,8 @@ import numba
 from numba.core import caching, sigutils
 from numba.core.dispatcher import Dispatcher
 
+from hpcgen import compile_notices
+
 #: rough cold-compile time of a generator's kernels on one core, for the notice (seconds)
 COMPILE_SECONDS = {"tracks": 20, "energy": 10, "ptycho": 6, "atoms": 6, "illumination": 2}
 
@@ -54,14 +56,7 @@ RANK_VARIABLES = ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "SLURM_PROCID
 
 _local = threading.local()  # .depth: compile locks this thread holds (nested compiles)
 _said: set[str] = set()  # notices already printed by this process
-_notices = True
 _warming = False  # warm() is running: the notice need not point to it
-
-
-def set_notices(enabled: bool) -> None:
-    """Turn the compile notices of this process on or off (``hpcgen run --quiet`` may want off)."""
-    global _notices
-    _notices = bool(enabled)
 
 
 def is_rank0() -> bool:
@@ -75,7 +70,7 @@ def is_rank0() -> bool:
 
 def _say(key: str, message: str) -> None:
     """Print ``message`` on stderr once per process (``key``), from rank 0 only."""
-    if key in _said or not _notices or not is_rank0():
+    if key in _said or not compile_notices.enabled or not is_rank0():
         return
     _said.add(key)
     print(message, file=sys.stderr, flush=True)

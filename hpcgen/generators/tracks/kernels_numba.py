@@ -566,7 +566,9 @@ def _make_kernel(tab: Tableau) -> Any:
     L = LANES
     SOURCE_KEY = _SOURCE_KEY
 
-    @njit(cache=True, _nrt=False)
+    # nogil: with `run --overlap` the next chunk is computed in a worker thread while the loop's
+    # thread writes (h5py holds the GIL while it writes)
+    @njit(cache=True, _nrt=False, nogil=True)
     def kernel(
         state, z0, z1, out, status, nsteps, kind, fpar, fmap, imap, mask, bmap, ru, sp,
         S, K, NEW, ERR, LF, FL, FLAGS, LI,
