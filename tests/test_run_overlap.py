@@ -120,3 +120,25 @@ def test_overlap_under_mpi_writes_the_same_bytes(io):
             assert_same_data(d / "plain.h5", d / "overlap.h5")
         finally:
             shutil.rmtree(d, ignore_errors=True)
+
+
+def test_the_generators_kernels_let_go_of_the_gil() -> None:
+    """The worker thread overlaps the write only where the compute runs without the GIL (h5py
+    holds it while it writes): every compiled kernel a generator calls from Python is ``nogil``
+    (the functions inlined into them need not be)."""
+    import importlib
+
+    from numba.core.registry import CPUDispatcher
+
+    from hpcgen.generators.tracks import kernels_numba
+    from hpcgen.generators.tracks.tableaus import TABLEAUS
+
+    kernels = {f"tracks {s}": kernels_numba.kernel_for(s) for s in TABLEAUS}
+    for name in ("atoms.kernel", "illumination.lit", "ptycho.forward", "ptycho.poisson",
+                 "energy.kernels", "energy.normal"):  # fmt: skip
+        module = importlib.import_module(f"hpcgen.generators.{name}")
+        for attr, f in vars(module).items():
+            if isinstance(f, CPUDispatcher) and f.targetoptions.get("inline") != "always":
+                kernels[f"{name}.{attr}"] = f
+    assert len(kernels) > len(TABLEAUS) + 6
+    assert [k for k, f in kernels.items() if f.targetoptions.get("nogil") is not True] == []

@@ -163,16 +163,6 @@ def test_kernel_refuses_work_arrays_of_another_scheme():
     assert (nsteps > 0).all() and (status == 0).all()
 
 
-def test_every_scheme_s_kernel_lets_go_of_the_gil():
-    """`run --overlap` computes the next chunk in a worker thread while the loop's thread writes
-    through h5py, which holds the GIL: the kernel must run without it to overlap at all."""
-    from hpcgen.generators.tracks import kernels_numba as kn
-    from hpcgen.generators.tracks.tableaus import TABLEAUS
-
-    for scheme in TABLEAUS:
-        assert kn.kernel_for(scheme).targetoptions.get("nogil") is True, scheme
-
-
 def test_map_tracks_run_column_by_column_in_a_serpentine():
     """run_order: a permutation of the tracks, by 400 mm x column of the half-way point, y up in
     even columns and down in odd ones; tracks far outside the grid join the edge columns."""

@@ -49,7 +49,7 @@ def _randint(state: np.ndarray, n: int) -> int:
     return k if k < n else n - 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _grow_blob(state, size, g, blocked, inblob, seen, stamp, oy, ox, fy, fx, fw, weight) -> bool:
     """Grow a 4-connected blob of ``size`` cells from a random seed cell into free cells.
 
@@ -109,7 +109,7 @@ def _grow_blob(state, size, g, blocked, inblob, seen, stamp, oy, ox, fy, fx, fw,
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def render(
     seeds,
     g,

@@ -21,14 +21,7 @@ from hpcgen.generators.base import (
     Generator,
     Verifier,
 )
-from hpcgen.generators.tracks.checks import (
-    FLAG_ROWS,
-    SAMPLE_ROWS,
-    TracksVerifier,
-    outside_acceptance,
-)
 from hpcgen.generators.tracks.fields import OUT_OF_ACCEPTANCE, STATUS_NAMES, Field, UniformField
-from hpcgen.generators.tracks.independent import ReferenceField
 from hpcgen.generators.tracks.options import OPTIONS
 from hpcgen.generators.tracks.params import TracksParams
 from hpcgen.generators.tracks.propagate import Propagator, make_field
@@ -116,7 +109,7 @@ class TracksGenerator(Generator):
         Y = Y.astype(self.float_dtype)
         if self.params.acceptance:  # on the stored values, so that verify sees the same cut
             status = status | np.where(
-                outside_acceptance(Y, self.params.acceptance), OUT_OF_ACCEPTANCE, 0
+                _outside(Y, self.params.acceptance), OUT_OF_ACCEPTANCE, 0
             ).astype(np.uint8)
         return {"Y": Y, "status": status, "n_steps": nsteps}
 
@@ -127,9 +120,14 @@ class TracksGenerator(Generator):
             self._propagators[kernel] = Propagator(self.field, self.settings, kernel)
         return self._propagators[kernel]
 
-    def verifier(self, sample_rows: int = SAMPLE_ROWS, flag_rows: int = FLAG_ROWS) -> Verifier:
+    def verifier(self, sample_rows: int | None = None, flag_rows: int | None = None) -> Verifier:
         """The streaming checks; ``sample_rows`` and ``flag_rows``: how many rows the independent
         reference propagates (defaults: checks.SAMPLE_ROWS, FLAG_ROWS)."""
+        # imported here: the independent reference (scipy's constants, its own compiled
+        # integrator) is verify's, and `hpcgen run` need not load it
+        from hpcgen.generators.tracks.checks import FLAG_ROWS, SAMPLE_ROWS, TracksVerifier
+        from hpcgen.generators.tracks.independent import ReferenceField
+
         p = self.params
         cpu = self.propagator().kernel
         dz = tuple(d for d in p.dz_range if d != 0) or (p.z_end - p.z_start,)
@@ -151,8 +149,8 @@ class TracksGenerator(Generator):
             reference=ReferenceField.from_params(p, getattr(self.field, "grid", None)),
             max_slope=p.max_slope,
             longest_step_mm=p.step if p.integrator == "rk4" else p.max_step,
-            sample_rows=sample_rows,
-            flag_rows=flag_rows,
+            sample_rows=SAMPLE_ROWS if sample_rows is None else sample_rows,
+            flag_rows=FLAG_ROWS if flag_rows is None else flag_rows,
             rel_tolerance=turn_allowance(p),
         )
 
@@ -199,6 +197,14 @@ def integrator_accuracy(p: TracksParams) -> float:
 
 #: 1/mm: verify's turn allowance per unit of ``tolerance`` (mm) where ``rel_tolerance`` is smaller
 TURN_ALLOWANCE_PER_MM = 0.1
+
+
+def _outside(Y: np.ndarray, box: tuple[float, ...]) -> np.ndarray:
+    """Bool (n,): rows of Y (x, y, tx, ty at z_end) outside the acceptance box (mm, mm, 1, 1);
+    NaN rows (stopped tracks) are not. Verify recomputes the flag with its own function
+    (checks.outside_acceptance)."""
+    with np.errstate(invalid="ignore"):
+        return np.logical_or.reduce([np.abs(Y[:, i]) >= box[i] for i in range(4)])
 
 
 def turn_allowance(p: TracksParams) -> float:
