@@ -38,8 +38,17 @@ def run_hpcgen(
     env: dict | None = None,
     timeout: float = 300,
     check: bool = False,
+    subprocess_: bool = False,
 ) -> subprocess.CompletedProcess:
-    """Run ``hpcgen ARGS`` as users do: ranks=0 plain, ranks=N under ``mpiexec -n N``."""
+    """Run ``hpcgen ARGS`` as users do: ranks=0 plain, ranks=N under ``mpiexec -n N``.
+
+    A plain call without ``env`` runs ``hpcgen.cli.main`` in this process (what ``python -m
+    hpcgen`` runs, after its start-up: a second of the suite's time per call), its stdout and
+    stderr captured and its working directory ``cwd``; a crash is exit 1 with the traceback on
+    stderr, as from the interpreter. ``subprocess_=True`` forces a new process, for what only a
+    process shows (its start-up, imports, signals, what it leaves in the environment)."""
+    if not ranks and env is None and not subprocess_:
+        return _in_process([str(a) for a in args], cwd, check)
     cmd = [sys.executable, "-m", "hpcgen", *map(str, args)]
     if ranks:
         cmd = [mpiexec(), "-n", str(ranks), *cmd]
@@ -50,6 +59,48 @@ def run_hpcgen(
         raise AssertionError(
             f"{' '.join(cmd)} exited {proc.returncode}\n"
             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
+    return proc
+
+
+def _in_process(
+    argv: list[str], cwd: str | Path | None, check: bool
+) -> subprocess.CompletedProcess:
+    """``hpcgen ARGV`` through hpcgen.cli.main in this process (see run_hpcgen)."""
+    import contextlib
+    import io
+    import traceback
+
+    from hpcgen.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    here = os.getcwd()
+    saved = {k: os.environ.get(k) for k in ("HDF5_USE_FILE_LOCKING",)}
+    os.environ["HDF5_USE_FILE_LOCKING"] = "FALSE"
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                rc = main(argv)
+            except SystemExit as e:  # argparse's usage errors and --help, --version
+                rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+                if e.code is not None and not isinstance(e.code, int):
+                    print(e.code, file=sys.stderr)
+            except BaseException:  # the interpreter would print it and exit 1
+                traceback.print_exc()
+                rc = 1
+    finally:
+        os.chdir(here)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    proc = subprocess.CompletedProcess(["hpcgen", *argv], rc, out.getvalue(), err.getvalue())
+    if check and rc != 0:
+        raise AssertionError(
+            f"hpcgen {' '.join(argv)} exited {rc}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
         )
     return proc
 

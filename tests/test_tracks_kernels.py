@@ -5,6 +5,7 @@ cleanly without one)."""
 from __future__ import annotations
 
 import ctypes
+import functools
 import shutil
 import subprocess
 
@@ -414,14 +415,14 @@ def _lookup_points(ax: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return rng.permutation(pts)
 
 
-@pytest.mark.parametrize("axes", ["synth", "uneven"])
-def test_numba_map_lookup_is_the_reference_to_the_bit(axes):
-    """The kernel's vector lookup (uniform-run fast path or index table, lanes mixed) against
-    FieldMap.lookup, bit for bit, at nodes, one ulp off them, at and outside the ends."""
+@functools.cache
+def _vector_lookups():
+    """A compiled loop of the kernel's vector lookup over rows of points (built once per process:
+    its compile is most of the test's time)."""
     from numba import njit
 
     from hpcgen.generators.tracks import kernels_numba as kn
-    from hpcgen.generators.tracks.simd import LANES, vload, vstore
+    from hpcgen.generators.tracks.simd import vload, vstore
 
     @njit(cache=False)
     def run(has_mask, fmap, imap, mask, bmap, ru, P, out):
@@ -434,6 +435,17 @@ def test_numba_map_lookup_is_the_reference_to_the_bit(axes):
             for c in range(4):
                 vstore(out, 4 * r + c, res[c])
 
+    return run
+
+
+@pytest.mark.parametrize("axes", ["synth", "uneven"])
+def test_numba_map_lookup_is_the_reference_to_the_bit(axes):
+    """The kernel's vector lookup (uniform-run fast path or index table, lanes mixed) against
+    FieldMap.lookup, bit for bit, at nodes, one ulp off them, at and outside the ends."""
+    from hpcgen.generators.tracks import kernels_numba as kn
+    from hpcgen.generators.tracks.simd import LANES
+
+    run = _vector_lookups()
     rng = np.random.default_rng(3)
     if axes == "synth":
         xs, ys, zs = sm.synth_axes()
