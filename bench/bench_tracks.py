@@ -48,7 +48,13 @@ from hpcgen.generators.tracks.stepper import StepperSettings, propagate_referenc
 ROOT = Path(__file__).resolve().parents[1]
 #: the settings this benchmark has always measured with: LHCb's extrapolator's tolerances (the
 #: generator's defaults are tighter, docs/tracks.md "What the tolerance means"), no grid planes
-LHCB = {"tolerance": 0.001, "rel_tolerance": 5e-5, "grid_steps": "off"}
+LHCB = {
+    "tolerance": 0.001,
+    "rel_tolerance": 5e-5,
+    "step_control": "lhcb",
+    "initial_step": 1000.0,
+    "grid_steps": "off",
+}
 
 
 def lhcb(scheme: str = "cashkarp", **kw) -> StepperSettings:

@@ -1,7 +1,8 @@
 """Global accuracy and speed of the tracks step control: the defaults against the old defaults.
 
-The adaptive step control bounds the error of each step (``tolerance`` mm on x, y;
-tolerance/|dz| + ``rel_tolerance`` x the step's change of tx, ty on the slopes). What a trainer
+The adaptive step control bounds the error of each step (``step_control``: "lhcb", ``tolerance``
+mm on x, y and tolerance/|dz| + ``rel_tolerance`` x the step's change of tx, ty on the slopes;
+"global", the step's error carried to z_end within ``tolerance``). What a trainer
 sees is the error at z_end, summed over the steps and carried by the lever arm and the bending.
 This measures that global error against an independent DOP853 integration
 (hpcgen.generators.tracks.independent, rtol 1e-11, atol 1e-9 mm on x, y), and the cost of the
@@ -14,8 +15,9 @@ settings with the compiled CPU kernel (numba, one thread), for three samples:
 - ``corner``: the hardest corner of the specs, every track at 2 GeV over the longest dz
   (10000 mm, z_start in [0, 4000] mm), the slopes over their whole ranges.
 
-Old settings: tolerance 0.001 mm, rel_tolerance 5e-5 (LHCb's; the defaults before this
-benchmark). New: the current TracksParams defaults, or ``--tolerance``/``--rel-tolerance``.
+Old settings: LHCb's, step_control "lhcb", tolerance 0.001 mm, rel_tolerance 5e-5, initial_step
+1000 mm. New: the current TracksParams defaults, or ``--tolerance``, ``--rel-tolerance``,
+``--step-control``, ``--initial-step``, ``--integrator``.
 Speed: both settings on the same tracks in the same process, alternating, ``--repeats`` times;
 process CPU seconds, best and median (the machine is shared: best is the kernel, median the
 weather).
@@ -46,7 +48,7 @@ from hpcgen.generators.tracks.sampling import sample_tracks  # noqa: E402
 from hpcgen.generators.tracks.stepper import StepperSettings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-OLD = {"tolerance": 0.001, "rel_tolerance": 5e-5}
+OLD = {"tolerance": 0.001, "rel_tolerance": 5e-5, "step_control": "lhcb", "initial_step": 1000.0}
 #: the judge: DOP853 at these tolerances (mm on x, y; slopes get atol / 1000)
 JUDGE_RTOL, JUDGE_ATOL_MM = 1e-11, 1e-9
 SPEC_Z = {"z_range": (0.0, 14000.0), "dz_range": (1000.0, 10000.0)}
@@ -174,6 +176,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--tolerance", type=float, help="new setting (default: TracksParams')")
     ap.add_argument("--rel-tolerance", type=float, help="new setting (default: TracksParams')")
+    ap.add_argument("--step-control", choices=("global", "lhcb"), help="new setting")
+    ap.add_argument("--initial-step", type=float, help="new setting, mm")
+    ap.add_argument("--integrator", choices=("cashkarp", "dopri5", "bs32"), help="new setting")
     ap.add_argument("--only", choices=list(SAMPLES), action="append", help="samples to run")
     ap.add_argument("--no-speed", action="store_true")
     ap.add_argument("--json", type=Path, help="write the figures here")
@@ -184,6 +189,9 @@ def main() -> None:
         "tolerance": base.tolerance if args.tolerance is None else args.tolerance,
         "rel_tolerance": base.rel_tolerance if args.rel_tolerance is None else args.rel_tolerance,
     }
+    for name in ("step_control", "initial_step", "integrator"):
+        value = getattr(args, name)
+        new[name] = getattr(base, name) if value is None else value
     settings = {"old": OLD, "new": new}
     result: dict = {"commit": commit(), "load_before": load(), "old": OLD, "new": new}
     print(f"commit {result['commit']}, load {result['load_before']}; old {OLD}, new {new}")

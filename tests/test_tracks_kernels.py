@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import itertools
 import shutil
 import subprocess
 
@@ -31,6 +32,12 @@ from hpcgen.generators.tracks.propagate import Propagator
 from hpcgen.generators.tracks.stepper import StepperSettings
 
 SCHEMES = ["rk4", "cashkarp", "dopri5", "bs32"]
+#: the step controls with and without a relative slope tolerance (StepperSettings' fields)
+CONTROLS = [
+    {"step_control": "global", "rel_tolerance": 0.0},
+    {"step_control": "global", "rel_tolerance": 5e-5},
+    {"step_control": "lhcb", "rel_tolerance": 5e-5},
+]
 
 
 @pytest.fixture(scope="session")
@@ -69,8 +76,9 @@ def _compare(field, settings, n=150, seed=1, dz=(3000.0, 9000.0)):
     [("rk4", "off"), ("cashkarp", "off"), ("cashkarp", "z"), ("cashkarp", "xy"),
      ("cashkarp", "xyz"), ("cashkarp", "cell"), ("dopri5", "off"), ("bs32", "off")],
 )  # fmt: skip
-def test_numba_equals_the_reference_through_the_map(synth_field, scheme, grid_steps):
-    st = StepperSettings(scheme=scheme, grid_steps=grid_steps, step=25.0)
+@pytest.mark.parametrize("control", CONTROLS, ids=lambda c: "-".join(map(str, c.values())))
+def test_numba_equals_the_reference_through_the_map(synth_field, scheme, grid_steps, control):
+    st = StepperSettings(scheme=scheme, grid_steps=grid_steps, step=25.0, **control)
     _, (y_ref, s_ref, n_ref), (y, s, n) = _compare(synth_field, st, n=100)
     np.testing.assert_array_equal(s, s_ref)
     np.testing.assert_array_equal(n, n_ref)
@@ -82,8 +90,10 @@ def test_numba_equals_the_reference_through_the_map(synth_field, scheme, grid_st
     "field", [GaussianDipole(-1.0182, 5007.0, 1744.0), UniformField(0.1, -1.0, 0.2)]
 )
 @pytest.mark.parametrize("scheme", ["rk4", "cashkarp"])
-def test_numba_equals_the_reference_in_analytic_fields(field, scheme):
-    _, (y_ref, s_ref, n_ref), (y, s, n) = _compare(field, StepperSettings(scheme=scheme))
+@pytest.mark.parametrize("control", CONTROLS, ids=lambda c: "-".join(map(str, c.values())))
+def test_numba_equals_the_reference_in_analytic_fields(field, scheme, control):
+    st = StepperSettings(scheme=scheme, **control)
+    _, (y_ref, s_ref, n_ref), (y, s, n) = _compare(field, st)
     np.testing.assert_array_equal(s, s_ref)
     np.testing.assert_array_equal(n, n_ref)
     assert np.nanmax(np.abs(y - y_ref)) < 1e-9
@@ -280,9 +290,9 @@ def run_host(fn, field, settings, state, z0, z1):
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_cuda_source_run_on_the_host_equals_numba(host_kernel, synth_field, scheme):
     fields = [synth_field, GaussianDipole(-1.0182, 5007.0, 1744.0), UniformField(0.1, -1.0, 0.2)]
-    for field in fields:
+    for field, control in itertools.product(fields, CONTROLS):
         for grid_steps in ("off", "z", "xy", "xyz", "cell") if field is synth_field else ("off",):
-            st = StepperSettings(scheme=scheme, grid_steps=grid_steps, step=25.0)
+            st = StepperSettings(scheme=scheme, grid_steps=grid_steps, step=25.0, **control)
             state = standard_tracks(200, seed=3)
             state[7, 0] = np.nan  # a NaN coordinate: outside the map in both (B = 0)
             z0 = np.full(200, 3000.0)

@@ -15,7 +15,8 @@ from hpcgen.generators.tracks.stepper import StepperSettings, propagate_referenc
 GAUSS = GaussianDipole(-1.0182, 5007.0, 1744.0)
 SCHEMES = ["rk4", "cashkarp", "dopri5", "bs32"]
 #: LHCb's extrapolator's tolerances (the generator's defaults are tighter)
-LHCB = {"tolerance": 0.001, "rel_tolerance": 5e-5}
+#: LHCb's extrapolator's step control and tolerances (the defaults are "global" at 0.6 um)
+LHCB = {"tolerance": 0.001, "rel_tolerance": 5e-5, "step_control": "lhcb", "initial_step": 1000.0}
 
 
 def propagate_rk4(state, z0, z1, field, step: float) -> np.ndarray:

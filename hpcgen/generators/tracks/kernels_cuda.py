@@ -334,6 +334,7 @@ extern "C" __global__ void propagate_tracks(
     const int grid = kind == KIND_MAP ? (int)sp[SP_GRID] : 0;
     const double pshrink = sp[SP_PSHRINK], pgrow = sp[SP_PGROW];
     const double fmin_ = sp[SP_SCALE_MIN], fmax_ = sp[SP_SCALE_MAX], safety = sp[SP_SAFETY];
+    const bool glob = sp[SP_CONTROL] != 0.0;  // step_control "global": the error at z_end
     double k[7][4], s[4], nw[4], err[4];
     for (int c = 0; c < 4; ++c) s[c] = state[t * 5 + c];
     const double kap = C_LIGHT * state[t * 5 + 4];
@@ -386,11 +387,21 @@ extern "C" __global__ void propagate_tracks(
             int fl = rk_step(f, (grid & CELL) ? &cp : nullptr, A, bw, ew, cw, ns, z, s, kap,
                              dir * h, k, nw, err);
             attempts++;
-            double ex = fabs(err[0]) / tol;
-            double ey = fabs(err[1]) / tol;
-            double etx = fabs(err[2]) / (tol_t + rel * fabs(nw[2] - s[2]));
-            double ety = fabs(err[3]) / (tol_t + rel * fabs(nw[3] - s[3]));
-            double eot = maxd(maxd(ex, ey), maxd(etx, ety));
+            double eot;
+            if (glob) {  // stepper.error_over_tolerance: x, y with their slopes' lever arm
+                double lev = maxd(h, fabs(ze - (z + dir * h)));
+                double ex = (fabs(err[0]) + lev * fabs(err[2])) /
+                            (tol + rel * (lev * fabs(nw[2] - s[2])));
+                double ey = (fabs(err[1]) + lev * fabs(err[3])) /
+                            (tol + rel * (lev * fabs(nw[3] - s[3])));
+                eot = maxd(ex, ey);
+            } else {
+                double ex = fabs(err[0]) / tol;
+                double ey = fabs(err[1]) / tol;
+                double etx = fabs(err[2]) / (tol_t + rel * fabs(nw[2] - s[2]));
+                double ety = fabs(err[3]) / (tol_t + rel * fabs(nw[3] - s[3]));
+                eot = maxd(maxd(ex, ey), maxd(etx, ety));
+            }
             // "cell": a step whose stage points strayed from its cell is retried at half its length
             bool stray = (grid & CELL) && cp.inside && cp.strayed;
             bool accept = (eot <= 1.0 && !stray) || h <= hmin;

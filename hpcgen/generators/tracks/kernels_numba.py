@@ -73,6 +73,7 @@ from hpcgen.generators.tracks.stepper import (
     EPS_CELL,
     EPS_XY,
     EPS_Z,
+    SP_CONTROL,
     SP_GRID,
     SP_INITIAL_STEP,
     SP_MAX_SLOPE,
@@ -602,6 +603,7 @@ def _make_kernel(tab: Tableau) -> Any:
         fmin = sp[SP_SCALE_MIN]
         fmax = sp[SP_SCALE_MAX]
         safety = sp[SP_SAFETY]
+        glob = sp[SP_CONTROL] != 0.0  # step_control "global": the error carried to z_end
         has_mask = fpar[0] != 0.0
         if kind == KIND_MAP:
             gi, gf = _geometry(fmap, imap)
@@ -804,17 +806,28 @@ def _make_kernel(tab: Tableau) -> Any:
                 e1 = vabs(vload(ERR, 1))
                 e2 = vabs(vload(ERR, 2))
                 e3 = vabs(vload(ERR, 3))
-                dtx = tolt + rel * vabs(n2 - s2)
-                dty = tolt + rel * vabs(n3 - s3)
-                small = mand(vle(e0, eot_small * tol), vle(e1, eot_small * tol))
-                small = mand(small, mand(vle(e2, eot_small * dtx), vle(e3, eot_small * dty)))
+                if glob:  # stepper.error_over_tolerance: x and y with their slopes' lever arm
+                    lev = vmax(h, vabs(vload(LF, C_ZE) - (zz + hs)))
+                    e0 = e0 + lev * e2
+                    e1 = e1 + lev * e3
+                    dtx = tol + rel * (lev * vabs(n2 - s2))
+                    dty = tol + rel * (lev * vabs(n3 - s3))
+                    small = mand(vle(e0, eot_small * dtx), vle(e1, eot_small * dty))
+                else:
+                    dtx = tolt + rel * vabs(n2 - s2)
+                    dty = tolt + rel * vabs(n3 - s3)
+                    small = mand(vle(e0, eot_small * tol), vle(e1, eot_small * tol))
+                    small = mand(small, mand(vle(e2, eot_small * dtx), vle(e3, eot_small * dty)))
                 # a step whose stage points strayed from its (inside) cell is retried shorter
                 stray = mand(far, mnot(outside))
                 if not many(mnot(mor(small, mnot(act)))):
                     factor = splat(fmax)
                     acc = mand(act, mor(mnot(stray), vle(h, hmin)))
                 else:
-                    eot = vmax(vmax(e0 / tol, e1 / tol), vmax(e2 / dtx, e3 / dty))
+                    if glob:
+                        eot = vmax(e0 / dtx, e1 / dty)
+                    else:
+                        eot = vmax(vmax(e0 / tol, e1 / tol), vmax(e2 / dtx, e3 / dty))
                     if many(vgt(eot, eot_grow_max)):
                         big = vgt(eot, 1.0)
                         scale = safety * vpow(eot, select(big, pshrink, pgrow))
@@ -991,17 +1004,27 @@ def _make_kernel(tab: Tableau) -> Any:
                 vstore(ERR, c, hs * ae)
             if ADAPTIVE:
                 # the error over the tolerance and the next step size (stepper._adaptive)
-                ex = vabs(vload(ERR, 0)) / tol
-                ey = vabs(vload(ERR, 1)) / tol
-                tolt = vload(LF, F_TOLT)
-                etx = vabs(vload(ERR, 2)) / (tolt + rel * vabs(vload(NEW, 2) - s2))
-                ety = vabs(vload(ERR, 3)) / (tolt + rel * vabs(vload(NEW, 3) - s3))
-                eot = vmax(vmax(ex, ey), vmax(etx, ety))
+                h = vload(LF, F_H)
+                if glob:  # stepper.error_over_tolerance: x and y with their slopes' lever arm
+                    lev = vmax(h, vabs(vload(LF, F_ZE) - (zz + hs)))
+                    ex = (vabs(vload(ERR, 0)) + lev * vabs(vload(ERR, 2))) / (
+                        tol + rel * (lev * vabs(vload(NEW, 2) - s2))
+                    )
+                    ey = (vabs(vload(ERR, 1)) + lev * vabs(vload(ERR, 3))) / (
+                        tol + rel * (lev * vabs(vload(NEW, 3) - s3))
+                    )
+                    eot = vmax(ex, ey)
+                else:
+                    ex = vabs(vload(ERR, 0)) / tol
+                    ey = vabs(vload(ERR, 1)) / tol
+                    tolt = vload(LF, F_TOLT)
+                    etx = vabs(vload(ERR, 2)) / (tolt + rel * vabs(vload(NEW, 2) - s2))
+                    ety = vabs(vload(ERR, 3)) / (tolt + rel * vabs(vload(NEW, 3) - s3))
+                    eot = vmax(vmax(ex, ey), vmax(etx, ety))
                 big = vgt(eot, 1.0)
                 scale = safety * vpow(eot, select(big, pshrink, pgrow))  # stepper.step_power
                 factor = select(big, vmax(fmin, scale), vmin(fmax, scale))
                 factor = select(mor(big, vgt(eot, 0.0)), factor, fmax)
-                h = vload(LF, F_H)
                 hnew = vmin(vmax(h * factor, hmin), hmax)
                 vstore(LF, F_EOT, eot)
                 vstore(LF, F_HNEW, hnew)

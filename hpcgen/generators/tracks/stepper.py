@@ -15,10 +15,13 @@ here and numba's vectors in kernels_numba; kernels_cuda's rk_step is their C cop
 Two schemes:
 
 - fixed step (``rk4``): floor(|dz|/step) steps of ``step`` mm and a final partial step;
-- adaptive embedded Runge-Kutta (``cashkarp``, ``dopri5``, ``bs32``), step control as LHCb's
+- adaptive embedded Runge-Kutta (``cashkarp``, ``dopri5``, ``bs32``), step control after LHCb's
   TrackRungeKuttaExtrapolator: initial step min(|dz|, initial_step); error over tolerance
-  eot = max(|ex|/tol, |ey|/tol, |etx|/(tol/|dz| + rel_tol |dtx|), |ety|/(...)) where dtx is the
-  change of tx over the step; accept if eot <= 1 or the step is <= min_step; the next step is
+  (``step_control``) "lhcb" (LHCb's): eot = max(|ex|/tol, |ey|/tol, |etx|/(tol/|dz| + rel_tol
+  |dtx|), |ety|/(...)) where dtx is the change of tx over the step; "global" (the default):
+  eot = max((|ex| + l |etx|)/(tol + rel_tol l |dtx|), (|ey| + l |ety|)/(...)), the lever arm
+  l = max(h, |z_end - (z + hs)|) (hs the signed step): the step's error carried straight to
+  z_end; accept if eot <= 1 or the step is <= min_step; the next step is
   h * clamp(safety * eot^(-1/q) or eot^(-1/(q+1)), 0.125, 4), clamped to [min_step, max_step]
   (the power from step_power: the same bits in every kernel);
   at most ``max_steps`` attempts (accepted + rejected), then STEP_LIMIT; |tx| or |ty| > max_slope
@@ -60,6 +63,8 @@ from hpcgen.generators.tracks.tableaus import TABLEAUS, Tableau
 SAFETY = 0.9
 #: bit 1: z planes, bit 2: x and y planes, bit 4: one cell's field per step ("cell")
 GRID_MODES = {"off": 0, "z": 1, "xy": 2, "xyz": 3, "cell": 7}
+#: the step controls (TracksParams.step_control): 1 = "global" (error carried to z_end)
+STEP_CONTROLS = {"lhcb": 0, "global": 1}
 CELL = 4
 EPS_Z = 1e-6  # mm: a z plane closer than this is the one we are on
 EPS_XY = 1.0  # mm: x/y planes closer than this are not worth a step of their own
@@ -84,8 +89,9 @@ EPS_CELL = 0.1  # mm: the same for "cell" (each step's field must stay one cell'
     SP_SCALE_MIN,  # the step scale's clamp
     SP_SCALE_MAX,
     SP_SAFETY,  # SAFETY
-) = range(16)
-SP_SIZE = 16
+    SP_CONTROL,  # STEP_CONTROLS[step_control]
+) = range(17)
+SP_SIZE = 17
 
 # step_power's constants (fdlibm's split of ln 2: k * LN2_HI is exact for |k| < 2**20)
 LOG2E = 1.4426950408889634
@@ -100,6 +106,7 @@ FROM_PARAMS = {
     "step": "step",
     "tolerance": "tolerance",
     "rel_tolerance": "rel_tolerance",
+    "step_control": "step_control",
     "min_step": "min_step",
     "max_step": "max_step",
     "initial_step": "initial_step",
@@ -119,6 +126,7 @@ class StepperSettings:
     step: float = _DEFAULT["step"]
     tolerance: float = _DEFAULT["tolerance"]
     rel_tolerance: float = _DEFAULT["rel_tolerance"]
+    step_control: str = _DEFAULT["step_control"]
     min_step: float = _DEFAULT["min_step"]
     max_step: float = _DEFAULT["max_step"]
     initial_step: float = _DEFAULT["initial_step"]
@@ -157,6 +165,7 @@ class StepperSettings:
         sp[SP_SCALE_MIN] = self.scale_min
         sp[SP_SCALE_MAX] = self.scale_max
         sp[SP_SAFETY] = SAFETY
+        sp[SP_CONTROL] = float(STEP_CONTROLS[self.step_control])
         return sp
 
     def tableau_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -392,6 +401,29 @@ def _slope_stop(st, s, idx, status, alive):
     alive[idx[steep]] = False
 
 
+def error_over_tolerance(st: StepperSettings, err, new, s0, tol_t, h, z_new, z_end):
+    """The step's error over its tolerance (``step_control``; module doc): err the embedded
+    estimate (x, y, tx, ty), new and s0 the states after and before the step, tol_t =
+    tolerance/|dz| ("lhcb"), h the step's length (> 0, mm), z_new the z it ends at, z_end the
+    track's."""
+    if STEP_CONTROLS[st.step_control]:
+        # "global": what the step's error becomes at z_end along a straight line, its slope error
+        # over the lever arm still ahead (at least the step's own length: the slopes at z_end)
+        lev = _where_max(h, np.abs(z_end - z_new))
+        ex = (np.abs(err[0]) + lev * np.abs(err[2])) / (
+            st.tolerance + st.rel_tolerance * (lev * np.abs(new[2] - s0[2]))
+        )
+        ey = (np.abs(err[1]) + lev * np.abs(err[3])) / (
+            st.tolerance + st.rel_tolerance * (lev * np.abs(new[3] - s0[3]))
+        )
+        return np.maximum(ex, ey)
+    ex = np.abs(err[0]) / st.tolerance
+    ey = np.abs(err[1]) / st.tolerance
+    etx = np.abs(err[2]) / (tol_t + st.rel_tolerance * np.abs(new[2] - s0[2]))
+    ety = np.abs(err[3]) / (tol_t + st.rel_tolerance * np.abs(new[3] - s0[3]))
+    return np.maximum(np.maximum(ex, ey), np.maximum(etx, ety))
+
+
 def _adaptive(field, tab, st, s, z, z0, z1, kap, status, nsteps):
     dz = z1 - z0
     direction = np.where(dz >= 0, 1.0, -1.0)
@@ -432,11 +464,7 @@ def _adaptive(field, tab, st, s, z, z0, z1, kap, status, nsteps):
             f = field.cell_polynomial(s0[0] + half * s0[2], s0[1] + half * s0[3], z[idx] + half)
         new, err, fl = rk_step(f, tab, z[idx], s0, kap[idx], d * h)
         attempts[idx] += 1
-        ex = np.abs(err[0]) / st.tolerance
-        ey = np.abs(err[1]) / st.tolerance
-        etx = np.abs(err[2]) / (tol_t[idx] + st.rel_tolerance * np.abs(new[2] - s0[2]))
-        ety = np.abs(err[3]) / (tol_t[idx] + st.rel_tolerance * np.abs(new[3] - s0[3]))
-        eot = np.maximum(np.maximum(ex, ey), np.maximum(etx, ety))
+        eot = error_over_tolerance(st, err, new, s0, tol_t[idx], h, z[idx] + d * h, z1[idx])
         # "cell": a step whose stage points strayed from its cell is retried at half its length
         stray = (f.inside & f.strayed) if grid & CELL else np.zeros(len(idx), bool)
         accept = ((eot <= 1.0) & ~stray) | (h <= st.min_step)
