@@ -58,7 +58,10 @@ def test_cell_is_the_maps_default_and_verify_holds_it_to_the_integrators_accurac
     "xyz": the integrator's own accuracy (verify once had no limit for "cell": a KeyError)."""
     p = TracksParams(field="map")
     assert p.grid_steps == "cell"
-    assert generator.field_accuracy(p) == generator.integrator_accuracy(p) == 10 * p.tolerance
+    assert p.step_control == "global"
+    assert generator.field_accuracy(p) == generator.integrator_accuracy(p) == 4 * p.tolerance
+    lhcb = replace(p, step_control="lhcb")
+    assert generator.field_accuracy(lhcb) == generator.integrator_accuracy(lhcb) == 10 * p.tolerance
     assert generator.field_accuracy(replace(p, grid_steps="z")) == 0.05
 
 
