@@ -174,20 +174,29 @@ def accuracy_analytic(n: int) -> dict:
     return out
 
 
-def accuracy_map(field, n: int, n_rate: int) -> dict:
-    """The grid_steps trade-off through the trilinear map: error vs a 0.5 mm RK4, and speed."""
+def accuracy_map(field, n: int, n_rate: int, cell_schemes: bool = False) -> dict:
+    """The grid_steps trade-off through the trilinear map: error vs a 0.5 mm RK4, and speed;
+    with ``cell_schemes`` also "cell" with each adaptive scheme (how much of a step is its
+    stages: the grid planes set the steps, so the schemes differ only in stages per step)."""
     state, z0, z1 = standard_tracks(n, seed=12)
     ref, s_ref, _ = Propagator(field, lhcb("rk4", step=0.5), "numba")(state, z0, z1)
     out = {}
-    for mode in ("off", "z", "xy", "xyz", "cell"):
-        for max_step in (1000.0, 250.0) if mode == "off" else (1000.0,):
-            st = lhcb(grid_steps=mode, max_step=max_step)
-            y, status, _ = Propagator(field, st, "numba")(state, z0, z1)
-            ok = (status == 0) & (s_ref == 0)
-            out[f"grid_steps={mode}/max_step={max_step:g}"] = {
-                **err_stats(y, ref, ok),
-                **{k: v for k, v in throughput(field, st, n_rate, 3).items() if k != "n"},
-            }
+    cases = [
+        (mode, max_step, "cashkarp")
+        for mode in ("off", "z", "xy", "xyz", "cell")
+        for max_step in ((1000.0, 250.0) if mode == "off" else (1000.0,))
+    ]
+    if cell_schemes:
+        cases += [("cell", 1000.0, "dopri5"), ("cell", 1000.0, "bs32")]
+    for mode, max_step, scheme in cases:
+        st = lhcb(scheme, grid_steps=mode, max_step=max_step)
+        y, status, _ = Propagator(field, st, "numba")(state, z0, z1)
+        ok = (status == 0) & (s_ref == 0)
+        name = f"grid_steps={mode}/max_step={max_step:g}"
+        out[name if scheme == "cashkarp" else f"{name}/{scheme}"] = {
+            **err_stats(y, ref, ok),
+            **{k: v for k, v in throughput(field, st, n_rate, 3).items() if k != "n"},
+        }
     return out
 
 
@@ -282,7 +291,9 @@ def end_to_end(spec: Path, ranks: int) -> dict:
 
 
 def map_accuracy(res: dict, map_field, a: argparse.Namespace) -> None:
-    res["accuracy_map_vs_rk4_0.5mm"] = accuracy_map(map_field, a.n_map_accuracy, a.n_map // 4)
+    res["accuracy_map_vs_rk4_0.5mm"] = accuracy_map(
+        map_field, a.n_map_accuracy, a.n_map // 4, a.cell_schemes
+    )
     for k, v in res["accuracy_map_vs_rk4_0.5mm"].items():
         print(
             f"map {k:30s} max {v['max_mm']:.2e} p99 {v['p99_mm']:.2e} mm  "
@@ -305,6 +316,9 @@ def main() -> None:
     ap.add_argument("--json", help="write the results here as JSON")
     ap.add_argument(
         "--map-only", action="store_true", help="only the map's grid_steps trade-off table"
+    )
+    ap.add_argument(
+        "--cell-schemes", action="store_true", help="the map table also has cell with dopri5, bs32"
     )
     a = ap.parse_args()
 
