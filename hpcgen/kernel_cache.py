@@ -3,16 +3,17 @@
 Every numba kernel of hpcgen is declared with this module's :func:`njit` (numba's, with
 ``cache=True``): numba keeps the machine code of each (kernel, argument types, CPU) in its cache
 (``__pycache__`` beside the source, or ``$NUMBA_CACHE_DIR``), and a later process loads it in
-well under a second instead of compiling it again (the tracks kernel: ~20 s per integrator
-scheme). What this module adds around numba's own compile step (``Dispatcher.compile``, called
-only when a process meets argument types it has no machine code for yet):
+well under a second instead of compiling it again (the tracks kernel: 1-1.5 min per adaptive
+integrator scheme on one core). What this module adds around numba's own compile step
+(``Dispatcher.compile``, called only when a process meets argument types it has no machine code
+for yet):
 
 - **Pay at install.** ``python -m hpcgen.kernel_cache warm`` (run by ``scripts/setup.sh``; after
   ``pip install``, run it once) runs every generator's kernels on tiny inputs, once for each
   set of argument types the runs use (the numba specialisations: every tracks integrator, float32
   and float64 where a generator has both, ...), so that runs find the cache warm.
 - **Say so.** Before a compile starts, rank 0 prints one line on stderr: ``hpcgen: compiling
-  tracks kernels (~20 s, once; ...)``. A warm cache prints nothing. A miss is known before
+  tracks kernels (~90 s, once; ...)``. A warm cache prints nothing. A miss is known before
   compiling: the cache is asked for the signature first, exactly as numba asks it.
 - **Many processes at once.** numba's cache writes are atomic file by file, but its index is
   read, extended and rewritten: two processes compiling different signatures of one kernel at
@@ -45,8 +46,9 @@ from numba.core.dispatcher import Dispatcher
 
 from hpcgen import compile_notices
 
-#: rough cold-compile time of a generator's kernels on one core, for the notice (seconds)
-COMPILE_SECONDS = {"tracks": 20, "energy": 10, "ptycho": 6, "atoms": 6, "illumination": 2}
+#: rough cold-compile time of a generator's kernels on one core, for the notice (seconds; tracks:
+#: one adaptive scheme, docs/compile.md)
+COMPILE_SECONDS = {"tracks": 90, "energy": 10, "ptycho": 6, "atoms": 6, "illumination": 2}
 
 #: the lock file, one per cache directory
 LOCK_NAME = ".hpcgen-compile.lock"
