@@ -75,7 +75,7 @@ def _in_process(
 
     out, err = io.StringIO(), io.StringIO()
     here = os.getcwd()
-    saved = {k: os.environ.get(k) for k in ("HDF5_USE_FILE_LOCKING",)}
+    locking = os.environ.get("HDF5_USE_FILE_LOCKING")
     os.environ["HDF5_USE_FILE_LOCKING"] = "FALSE"
     try:
         if cwd is not None:
@@ -92,11 +92,10 @@ def _in_process(
                 rc = 1
     finally:
         os.chdir(here)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        if locking is None:
+            os.environ.pop("HDF5_USE_FILE_LOCKING")
+        else:
+            os.environ["HDF5_USE_FILE_LOCKING"] = locking
     proc = subprocess.CompletedProcess(["hpcgen", *argv], rc, out.getvalue(), err.getvalue())
     if check and rc != 0:
         raise AssertionError(

@@ -41,19 +41,25 @@ def start_at_prompt(
     return proc, master, seen
 
 
-def run_on_terminal(args: list[str], answer: bytes, env: dict, timeout: float = 120):
-    """Run hpcgen on a pseudo-terminal, type ``answer`` at the prompt."""
-    proc, master, seen = start_at_prompt(args, env, time.monotonic() + timeout)
-    os.write(master, answer)
+def read_to_end(master: int) -> bytes:
+    """What the terminal's master side still holds, until the process's side is closed."""
     out = b""
     while True:
         try:
             chunk = os.read(master, 4096)
-        except OSError:
+        except OSError:  # EIO: the process ended and closed its side
             break
         if not chunk:
             break
         out += chunk
+    return out
+
+
+def run_on_terminal(args: list[str], answer: bytes, env: dict, timeout: float = 120):
+    """Run hpcgen on a pseudo-terminal, type ``answer`` at the prompt."""
+    proc, master, seen = start_at_prompt(args, env, time.monotonic() + timeout)
+    os.write(master, answer)
+    out = read_to_end(master)
     proc.wait(timeout=timeout)
     os.close(master)
     return proc.returncode, (seen + out).decode(errors="replace")
@@ -169,14 +175,7 @@ def test_terminal_interrupt_at_the_prompt_is_one_line(tmp_path: Path, toy_spec: 
     wait_in_read(proc.pid, deadline)
     interrupt(proc, time.monotonic() + 120)
     os.set_blocking(master, False)  # the process has ended: read what it left, never wait
-    while True:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        seen += chunk
+    seen += read_to_end(master)
     os.close(master)
     text = seen.decode(errors="replace")
     assert proc.returncode == 130, text

@@ -252,18 +252,19 @@ def close_quietly(writer: FileWriter | None) -> None:
 
 def checkpoint(writer: FileWriter | None) -> None:
     """Collective (agree it): the writer's checkpoint; a failed write is a UserError."""
-    if writer is not None:
-        try:
-            writer.checkpoint()
-        except OSError as e:
-            raise UserError(write_error(e, writer.path)) from None
+    _call(writer, "checkpoint")
 
 
 def close(writer: FileWriter | None) -> None:
     """Collective (agree it): close the writer; a failed write is a UserError."""
+    _call(writer, "close")
+
+
+def _call(writer: FileWriter | None, method: str) -> None:
+    """writer.<method>() where there is a writer, an OSError as the one-line write error."""
     if writer is not None:
         try:
-            writer.close()
+            getattr(writer, method)()
         except OSError as e:
             raise UserError(write_error(e, writer.path)) from None
 
