@@ -16,7 +16,7 @@ from typing import Any
 from hpcgen import __version__
 from hpcgen.engine.space import human_bytes
 from hpcgen.errors import UserError
-from hpcgen.io.paths import make_parent
+from hpcgen.io.paths import make_parent, remove_empty_dirs
 
 #: ``hpcgen run`` asks on a terminal before writing more than this (bytes); HPCGEN_CONFIRM_BYTES
 CONFIRM_BYTES = int(os.environ.get("HPCGEN_CONFIRM_BYTES", str(20 * 2**30)))
@@ -119,7 +119,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not bcast_result(comm, confirm):
         print("hpcgen: aborted, nothing written", file=sys.stderr)
         return 1
-    bcast_result(comm, make_output_dir, spec)
+    created = bcast_result(comm, make_output_dir, spec)
     opts = RunOptions(
         resume=args.resume,
         overwrite=args.overwrite,
@@ -129,7 +129,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         checkpoint_s=args.checkpoint_every,
         overlap=args.overlap,
     )
-    res = run(spec, opts, comm)
+    try:
+        res = run(spec, opts, comm)
+    except BaseException:
+        # refused after the directory was made (no space, another writer holds the output):
+        # leave the file system as it was; a partial output keeps its directory for --resume
+        if comm.rank == 0:
+            remove_empty_dirs(created)
+        raise
     if comm.rank == 0 and not args.quiet:
         if res.skipped:  # "already complete": the output holds this spec's data
             print(f"hpcgen: {res.output}: {res.skipped}, nothing to do", file=sys.stderr)
@@ -160,16 +167,17 @@ def ask(question: str) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
-def make_output_dir(spec: Any) -> None:
+def make_output_dir(spec: Any) -> list[Path]:
     """Create the output's directory (and its parents) if missing, once the generator has been
-    built and its input files checked, so that a spec that cannot run leaves no directory."""
+    built and its input files checked, so that a spec that cannot run leaves no directory.
+    Returns the directories created (make_parent)."""
     parent = Path(spec.output).parent
     if parent.is_dir():
-        return
+        return []
     gen = spec.make_generator()
     gen.check_n_samples(spec.n_samples)
     gen.input_files()
-    make_parent(parent / "x")
+    return make_parent(parent / "x")
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

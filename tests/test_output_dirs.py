@@ -60,3 +60,42 @@ def test_fieldmap_synth_makes_its_directory(tmp_path):
     out = tmp_path / "fieldmaps" / "synth.txt"
     run_hpcgen("fieldmap", "synth", "--out", out, check=True)
     assert out.stat().st_size > 0
+
+
+def test_run_refused_after_making_its_directory_removes_it(tmp_path):
+    # the space check comes after the directory is made (it measures the file system there)
+    spec = tmp_path / "toy.toml"
+    big = SPEC.replace("n_samples = 300", "n_samples = 10_000_000_000_000")
+    spec.write_text(big.replace("chunk_size = 100", "chunk_size = 10_000_000"))
+    (tmp_path / "keep").mkdir()
+    target = tmp_path / "keep" / "new" / "deeper" / "toy.h5"
+    proc = run_hpcgen("run", spec, "--out", target, "--yes", "-q")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "not enough space" in proc.stderr
+    assert not (tmp_path / "keep" / "new").exists()
+    assert (tmp_path / "keep").is_dir()  # it was there before: never removed
+
+
+def test_output_parent_undoes_only_what_it_made_and_only_while_empty(tmp_path):
+    from hpcgen.io.paths import output_parent
+
+    out = tmp_path / "a" / "b" / "c" / "file"
+    try:
+        with output_parent(out) as made:
+            assert made == [tmp_path / "a", tmp_path / "a" / "b", tmp_path / "a" / "b" / "c"]
+            raise RuntimeError("late failure")
+    except RuntimeError:
+        pass
+    assert not (tmp_path / "a").exists()
+    # a partial output (what --resume needs) keeps its directory and every one above it
+    try:
+        with output_parent(out):
+            (out.parent / "file.partial").write_text("x")
+            raise RuntimeError("late failure")
+    except RuntimeError:
+        pass
+    assert (out.parent / "file.partial").exists()
+    # success keeps the directories
+    with output_parent(tmp_path / "d" / "file") as made:
+        pass
+    assert made == [tmp_path / "d"] and (tmp_path / "d").is_dir()

@@ -18,7 +18,7 @@ import numpy as np
 from hpcgen.errors import OutputExistsError, UserError
 from hpcgen.generators.base import FileView
 from hpcgen.io import checksums
-from hpcgen.io.paths import make_parent
+from hpcgen.io.paths import output_parent
 from hpcgen.io.reader import Reader
 from hpcgen.io.writer import check_vds_sources
 
@@ -29,7 +29,6 @@ RowFilter = Callable[[Mapping[str, np.ndarray]], np.ndarray] | None
 def check_output(out: Path, overwrite: bool) -> None:
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{out} exists; use --overwrite to replace it")
-    make_parent(out)
 
 
 def export_npz(
@@ -138,6 +137,7 @@ def export(
         if len(readers) > 1 and (fn is None or not getattr(fn, "many_files", False)):
             raise UserError(f"export --format {fmt} takes one file, got {len(readers)}")
         check_output(out, bool(options.get("overwrite")))
+        stack.enter_context(output_parent(out))
         if len(readers) > 1:
             # a many_files exporter takes the list, outside the Exporter signature
             cast(Callable[..., None], fn)(readers, out, options)

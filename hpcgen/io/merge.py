@@ -24,7 +24,7 @@ import numpy as np
 from hpcgen.engine.provenance import base_record, now_iso
 from hpcgen.errors import OutputExistsError, UserError
 from hpcgen.io import checksums, layout
-from hpcgen.io.paths import make_parent
+from hpcgen.io.paths import output_parent
 from hpcgen.io.writer import build_vds, check_vds_sources, create_layout
 from hpcgen.spec import RunSpec
 
@@ -164,23 +164,23 @@ def merge(
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{out} exists; use --overwrite to replace it")
     spec, shards, gaps = plan_merge(shard_dir, allow_partial)
-    make_parent(out)
-    gen = spec.make_generator()
-    identity = {"data_hash": shards[0].data_hash, "inputs": shards[0].inputs}
-    prov = base_record(spec.to_dict(), [], 1, "none", "merge-virtual" if virtual else "merge")
-    prov["start_time"] = now_iso()
-    prov["merged_from"] = [
-        {"file": s.path.name, "chunk_range": list(s.chunk_range)} for s in shards
-    ]
-    prov["missing_chunk_ranges"] = [list(g) for g in gaps]
-    if virtual:
-        prov["end_time"] = now_iso()
-        build_vds(out, spec, gen, [(s.path, s.chunk_range) for s in shards], prov, gaps)
-        missing = check_vds_sources(out)
-        if missing:
-            raise UserError(f"{out}: virtual sources missing after merge: {', '.join(missing)}")
-    else:
-        _merge_copy(out, spec, gen, shards, gaps, prov, identity)
+    with output_parent(out):
+        gen = spec.make_generator()
+        identity = {"data_hash": shards[0].data_hash, "inputs": shards[0].inputs}
+        prov = base_record(spec.to_dict(), [], 1, "none", "merge-virtual" if virtual else "merge")
+        prov["start_time"] = now_iso()
+        prov["merged_from"] = [
+            {"file": s.path.name, "chunk_range": list(s.chunk_range)} for s in shards
+        ]
+        prov["missing_chunk_ranges"] = [list(g) for g in gaps]
+        if virtual:
+            prov["end_time"] = now_iso()
+            build_vds(out, spec, gen, [(s.path, s.chunk_range) for s in shards], prov, gaps)
+            missing = check_vds_sources(out)
+            if missing:
+                raise UserError(f"{out}: virtual sources missing after merge: {', '.join(missing)}")
+        else:
+            _merge_copy(out, spec, gen, shards, gaps, prov, identity)
     return {"output": str(out), "shards": len(shards), "missing": gaps}
 
 

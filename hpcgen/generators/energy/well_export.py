@@ -48,7 +48,7 @@ from hpcgen.errors import UserError
 from hpcgen.generators.base import FileView, Node
 from hpcgen.generators.energy.reader import RunningStats
 from hpcgen.io import layout
-from hpcgen.io.paths import make_parent
+from hpcgen.io.paths import output_parent
 
 SPLITS = ("train", "valid", "test")
 #: train, valid, test
@@ -294,22 +294,22 @@ def export_readers(
     plans = [(r, split_rows(r.n_rows, fractions)) for r in readers]
     if (out.exists() or out.is_symlink()) and not overwrite:
         raise UserError(f"{out} exists; use --overwrite to replace it")
-    make_parent(out)
-    tmp = out.with_name(out.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)  # a previous export that did not finish
-    stats = {name: FieldStats() for name in _t0_fields(readers[0])}
-    totals = dict.fromkeys(SPLITS, 0)
-    for split in SPLITS:
-        (tmp / "data" / split).mkdir(parents=True)
-    for r, plan in plans:
-        for split, rows in plan.items():
-            target = tmp / "data" / split / f"{r.path.stem}.hdf5"
-            _write_split(r, split, rows, target, stats if split == "train" else None)
-            totals[split] += rows[1] - rows[0]
-    with open(tmp / STATS, "w") as fh:
-        yaml.safe_dump(stats_document(stats), fh, sort_keys=True)
-    _replace(tmp, out, overwrite)
+    with output_parent(out):
+        tmp = out.with_name(out.name + ".partial")
+        if tmp.exists():
+            shutil.rmtree(tmp)  # a previous export that did not finish
+        stats = {name: FieldStats() for name in _t0_fields(readers[0])}
+        totals = dict.fromkeys(SPLITS, 0)
+        for split in SPLITS:
+            (tmp / "data" / split).mkdir(parents=True)
+        for r, plan in plans:
+            for split, rows in plan.items():
+                target = tmp / "data" / split / f"{r.path.stem}.hdf5"
+                _write_split(r, split, rows, target, stats if split == "train" else None)
+                totals[split] += rows[1] - rows[0]
+        with open(tmp / STATS, "w") as fh:
+            yaml.safe_dump(stats_document(stats), fh, sort_keys=True)
+        _replace(tmp, out, overwrite)
     return totals
 
 

@@ -139,17 +139,17 @@ def plot_profile(grid, s: dict, out: Path) -> None:
 def cmd_synth(args: argparse.Namespace) -> int:
     from hpcgen.generators.tracks.fieldmap import prime_cache, write_text
     from hpcgen.generators.tracks.synthmap import synth_map
-    from hpcgen.io.paths import make_parent
+    from hpcgen.io.paths import output_parent
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise UserError(f"{out} exists; use --overwrite to replace it")
     if not 0 < args.artefact_fraction <= 1:
         raise UserError(f"--artefact-fraction must be in (0, 1], got {args.artefact_fraction}")
-    make_parent(out)
-    grid = synth_map(args.artefact_fraction if args.artefacts else 0.0, seed=args.seed)
-    write_text(out, grid)
-    prime_cache(out, grid)
+    with output_parent(out):
+        grid = synth_map(args.artefact_fraction if args.artefacts else 0.0, seed=args.seed)
+        write_text(out, grid)
+        prime_cache(out, grid)
     nx, ny, nz = grid.shape
     print(
         f"wrote {out}: synthetic LHCb-like dipole map, {nx} x {ny} x {nz} points"
