@@ -559,3 +559,26 @@ def test_verifier_catches_each_kind_of_bad_data(verified_data, default_model):
     north[:, 2] = np.abs(north[:, 2])  # all suns in the upper hemisphere
     failed = failing(sun_vectors=north)
     assert {"mean sun vector is 0", "sun z uniform on [-1, 1] (KS)"} <= failed
+
+
+def test_sun_file_rewritten_or_named_from_another_directory_is_read_again(tmp_path, monkeypatch):
+    # one process (a notebook, the Python API) that runs again after the file changed, or from
+    # another working directory, reads the file the path names now, not a cached earlier one
+    first = np.tile([1.0, 0.0, 0.0], (10, 1))
+    second = np.tile([0.0, 0.0, 1.0], (12, 1))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for name, rows in (("a/sun.csv", first), ("b/sun.csv", second)):
+        (tmp_path / name).write_text("".join(",".join(map(str, r)) + "\n" for r in rows))
+    chunk = Chunk(index=0, start=0, count=10, seed=0)
+
+    def sun(cwd: str) -> np.ndarray:
+        monkeypatch.chdir(tmp_path / cwd)
+        return IlluminationGenerator(Params(level=0, sun_file="sun.csv")).sample(chunk)[
+            "sun_vectors"
+        ]
+
+    np.testing.assert_array_equal(sun("a"), first)
+    np.testing.assert_array_equal(sun("b"), second[:10])  # same relative name, other file
+    (tmp_path / "a" / "sun.csv").write_text("0,1,0\n" * 11)  # rewritten in place
+    np.testing.assert_array_equal(sun("a"), np.tile([0.0, 1.0, 0.0], (10, 1)))

@@ -81,8 +81,22 @@ class Params:
             _sun_file(self.sun_file)  # exists and is readable
 
 
-@functools.lru_cache(maxsize=4)
 def _sun_file(path: str) -> Any:
+    """The SunFile that ``path`` names now, cached per file version (its resolved path, mtime
+    and size, as load_model): a process that runs again after the file was rewritten, or from
+    another working directory, reads the file it names, never an earlier one."""
+    from hpcgen.generators.illumination.sun import SunFile
+
+    p = Path(path).expanduser()
+    try:
+        st = p.stat()
+    except OSError:
+        return SunFile(path)  # its one-line error
+    return _sun_file_version(str(p.resolve()), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _sun_file_version(path: str, mtime_ns: int, size: int) -> Any:
     from hpcgen.generators.illumination.sun import SunFile
 
     return SunFile(path)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import numpy as np
@@ -82,9 +81,9 @@ class SunFile:
         return raw / norm
 
 
-@functools.lru_cache(maxsize=4)
 def _scan_text(path: str) -> tuple[int, str | None, int]:
-    """(header lines, delimiter, data rows) of a text table; one pass, cached per path."""
+    """(header lines, delimiter, data rows) of a text table; one pass (once per file version:
+    the generator caches the SunFile)."""
     header, delimiter, rows, first = 0, None, 0, True
     with open(path, errors="replace") as fh:
         for line in fh:
