@@ -94,6 +94,34 @@ def relocate_path(value: Any, base: str | os.PathLike) -> Any:
     return os.path.relpath(os.path.abspath(value), os.path.abspath(base))
 
 
+def identity_difference(was: Mapping[str, Any], now: Mapping[str, Any]) -> str | None:
+    """How two specs' data identities (``RunSpec.to_dict`` of each) differ, as a phrase for an
+    error message ("seed is 3 there, 4 here; params.p_min ..."); None if they agree. A differing
+    input path gets a hint: such paths are kept relative to the working directory the run
+    started in."""
+    diffs: list[str] = []
+    hint = False
+    for key in DATA_KEYS:
+        a, b = was.get(key), now.get(key)
+        if key != "params" or not isinstance(a, Mapping) or not isinstance(b, Mapping):
+            if a != b:
+                diffs.append(f"{key} is {a!r} there, {b!r} here")
+            continue
+        paths = path_params(str(now.get("generator", "")))
+        for name in sorted(set(a) | set(b)):
+            if a.get(name) != b.get(name):
+                diffs.append(f"params.{name} is {a.get(name)!r} there, {b.get(name)!r} here")
+                hint = hint or name in paths
+    if not diffs:
+        return None
+    if hint:
+        diffs.append(
+            "input paths are kept relative to the working directory: run from the directory "
+            "the run started in"
+        )
+    return "; ".join(diffs)
+
+
 @dataclass(frozen=True)
 class RunSpec:
     generator: str

@@ -202,6 +202,29 @@ def test_cli_run_from_another_directory_reads_the_specs_input(
     assert (tmp_path / "work" / "lit.h5").is_file()  # output: relative to the working directory
 
 
+def test_resume_from_another_directory_names_the_path_that_differs(
+    tmp_path: Path, spec_with_input: Path
+) -> None:
+    out = str(tmp_path / "lit.h5")
+    run_hpcgen("run", "specs/lit.toml", "--out", out, "--quiet", cwd=tmp_path, check=True)
+    (tmp_path / "work").mkdir()
+    proc = run_hpcgen(
+        "run", "../specs/lit.toml", "--out", out, "--resume", "--seed", "2", cwd=tmp_path / "work"
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "different spec" in lines[0], lines
+    assert (
+        "params.sun_file is 'specs/inputs/sun.npy' there, '../specs/inputs/sun.npy' here"
+        in (lines[0])
+    )
+    assert "seed is 1 there, 2 here" in lines[0]
+    assert "run from the directory the run started in" in lines[0]
+    # from where it started, the same spec is this file's: nothing left to do
+    done = run_hpcgen("run", "specs/lit.toml", "--out", out, "--resume", cwd=tmp_path)
+    assert done.returncode == 0 and "nothing to do" in done.stderr, done.stderr
+
+
 def test_to_toml_relative_to_another_directory_round_trips(
     tmp_path: Path, spec_with_input: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -140,7 +140,7 @@ def test_resume_refuses_a_different_spec(tmp_path, reference):
     out = tmp_path / "a.h5"
     run_ok("run", spec, "--out", out)
     proc = run_hpcgen("run", spec, "--out", out, "--resume", "--seed", "99")
-    assert proc.returncode == 2 and "different spec" in proc.stderr
+    assert proc.returncode == 2 and "different spec: seed is 7 there, 99 here" in proc.stderr
 
 
 def test_overwrite_replaces_and_complete_resume_is_a_no_op(tmp_path, reference):

@@ -39,7 +39,7 @@ from hpcgen.engine import space
 from hpcgen.errors import UserError
 from hpcgen.generators.base import FieldSpec, Generator
 from hpcgen.io import checksums, layout
-from hpcgen.spec import RunSpec
+from hpcgen.spec import RunSpec, identity_difference
 
 
 def mpio_available() -> bool:
@@ -229,9 +229,14 @@ def check_resumable(
                     f"(sha256 {old[p][:12]}..., now {inputs[p][:12]}...): restore it, or use "
                     "--overwrite to start again"
                 )
+            try:
+                was = json.loads(f.attrs[layout.ATTR_SPEC])
+            except (TypeError, ValueError):
+                was = {}
+            what = identity_difference(was, spec.to_dict()) if isinstance(was, dict) else None
             raise UserError(
-                f"cannot resume {path}: it was written from a different spec "
-                "(generator, params, input files, n_samples, seed, chunk_size or dtype differ)"
+                f"cannot resume {path}: it was written from a different spec: "
+                + (what or "its input files differ (names or contents)")
             )
         have = tuple(int(x) for x in f.attrs[layout.ATTR_CHUNK_RANGE])
         if have != tuple(chunk_range):
