@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_tracks import GAUSS, FieldMap, fm, sm, standard_tracks  # noqa: E402
+from bench_tracks import GAUSS, standard_tracks, synth_map_field  # noqa: E402
 
 from hpcgen.generators.tracks import kernels_numba  # noqa: E402
 from hpcgen.generators.tracks.stepper import StepperSettings  # noqa: E402
@@ -90,11 +90,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         base = base_kernel(a.base, Path(d))
         if a.field == "map":
-            path = Path(d) / "synth.txt"
-            grid = sm.synth_map()
-            fm.write_text(path, grid)
-            fm.prime_cache(path, grid)
-            field = FieldMap(fm.load_map(path))
+            field = synth_map_field()
             st = StepperSettings(tolerance=0.001, rel_tolerance=5e-5, grid_steps=a.grid_steps)
         else:  # LHCb's tolerances, as this comparison has always used
             field, st = GAUSS, StepperSettings(tolerance=0.001, rel_tolerance=5e-5)

@@ -64,6 +64,17 @@ def lhcb(scheme: str = "cashkarp", **kw) -> StepperSettings:
 GAUSS = GaussianDipole(-1.0182, 5007.0, 1744.0)
 
 
+def synth_map_field() -> FieldMap:
+    """The synthetic map (``hpcgen fieldmap synth``) as a run loads it: written as text, read
+    back through the map cache."""
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "synth.txt"
+        grid = sm.synth_map()
+        fm.write_text(path, grid)
+        fm.prime_cache(path, grid)
+        return FieldMap(fm.load_map(path))
+
+
 def uptime() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -328,12 +339,7 @@ def main() -> None:
         "loadavg_start": uptime(),
     }
     print(f"load average at start: {res['loadavg_start']}", flush=True)
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "synth.txt"
-        grid = sm.synth_map()
-        fm.write_text(path, grid)
-        fm.prime_cache(path, grid)
-        map_field = FieldMap(fm.load_map(path))
+    map_field = synth_map_field()
 
     if a.map_only:
         map_accuracy(res, map_field, a)

@@ -25,7 +25,6 @@ import json
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -41,19 +40,10 @@ def run(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(ROOT / "bench"))
     import bench_tracks as bt
 
-    from hpcgen.generators.tracks import fieldmap as fm
     from hpcgen.generators.tracks import kernels_numba as kn
-    from hpcgen.generators.tracks import synthmap as sm
-    from hpcgen.generators.tracks.fields import FieldMap
     from hpcgen.generators.tracks.propagate import Propagator
 
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "synth.txt"
-        grid = sm.synth_map()
-        fm.write_text(path, grid)
-        fm.prime_cache(path, grid)
-        field = FieldMap(fm.load_map(path))
-    prop = Propagator(field, bt.lhcb(args.scheme, grid_steps="cell"), "numba")
+    prop = Propagator(bt.synth_map_field(), bt.lhcb(args.scheme, grid_steps="cell"), "numba")
     state, z0, z1 = bt.standard_tracks(args.n)
     prop(state[:100], z0[:100], z1[:100])  # compile or load from the cache
     best = float("inf")
