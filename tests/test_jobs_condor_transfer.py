@@ -164,6 +164,26 @@ def transfer_out(sub, scratch: Path) -> None:
         shutil.copy(scratch / name, table[name])
 
 
+def test_rerendering_in_the_other_transfer_mode_says_so(origin: Path) -> None:
+    out = origin / "jobs"
+    assert jobs("condor", "lit.toml", "--jobs", 3, "--out", out).returncode == 0
+    xfer = jobs("condor", "lit.toml", "--jobs", 3, "--out", out, "--no-shared-fs")
+    assert xfer.returncode == 2
+    assert xfer.stderr.strip().endswith(
+        "holds jobs rendered for a shared file system; use --overwrite to replace them"
+    ), xfer.stderr
+    assert (
+        jobs(
+            "condor", "lit.toml", "--jobs", 3, "--out", out, "--no-shared-fs", "--overwrite"
+        ).returncode
+        == 0
+    )
+    back = jobs("condor", "lit.toml", "--jobs", 3, "--out", out)
+    assert back.returncode == 2 and "holds jobs rendered with --no-shared-fs" in back.stderr
+    other = jobs("condor", "lit.toml", "--jobs", 2, "--out", out, "--no-shared-fs")
+    assert other.returncode == 2 and "another spec or job split" in other.stderr
+
+
 @pytest.mark.slow  # five hpcgen processes: a reference run, three jobs, the merge
 def test_dag_run_in_scratch_directories_reproduces_the_single_run(origin: Path) -> None:
     ref = single_run(origin / "lit.toml", origin.parent / "ref.h5")

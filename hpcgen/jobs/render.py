@@ -59,6 +59,8 @@ _PLACEHOLDER = re.compile(r"\{\{([A-Z][A-Z0-9_]*)\}\}")
 # filename pattern), no '$' (a condor macro), no shell metacharacters.
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9_./+,=@-]*$")
 # transfer_input_files is a comma-separated list: its entries must not hold ',' either
+#: the line that marks a generation job of --no-shared-fs in its submit file
+_TRANSFER_ON = "should_transfer_files   = YES"
 _SAFE_TRANSFER = re.compile(r"^[A-Za-z0-9_./+=@-]+$")
 # sizes in output names: 2000000 -> 2M (the largest unit dividing n exactly), 1500 -> 1500
 _SIZE_UNITS = (("G", 10**9), ("M", 10**6), ("k", 10**3))
@@ -211,20 +213,35 @@ def _check_existing(
             f"--out {out} is not empty and holds no hpcgen jobs (no spec.toml): "
             "choose a new directory"
         )
-    old = RunSpec.load(spec_file, relative_to=relative_to)
     old_ranges = (out / "ranges.txt").read_text() if (out / "ranges.txt").is_file() else ""
-    if old.data_hash() == frozen.data_hash() and old_ranges == ranges:
-        return
+    # the frozen spec's input paths are relative to DIR, or with --no-shared-fs to the job's
+    # scratch directory: jobs rendered for the other mode read back as another spec, or not at
+    # all (their inputs are not where this mode looks)
+    old_transfer = any(
+        _TRANSFER_ON in p.read_text()
+        for p in (out / "node.sub", out / "generate.sub")
+        if p.is_file()
+    )
+    if old_transfer != (relative_to is not None):
+        what = "jobs rendered " + (
+            "with --no-shared-fs" if old_transfer else "for a shared file system"
+        )
+    else:
+        try:
+            old: RunSpec | None = RunSpec.load(spec_file, relative_to=relative_to)
+        except UserError:  # its inputs are gone, say: not this spec's jobs
+            old = None
+        if old is not None and old.data_hash() == frozen.data_hash() and old_ranges == ranges:
+            return
+        what = "another spec or job split"
     shards = sorted((out / "shards").glob("*.h5*")) if (out / "shards").is_dir() else []
     if shards:
         raise UserError(
-            f"{out} holds {len(shards)} shard file(s) of another spec or job split: "
+            f"{out} holds {len(shards)} shard file(s) of {what}: "
             f"remove {out / 'shards'} or choose a new --out"
         )
     if not overwrite:
-        raise UserError(
-            f"{out} holds jobs of another spec or job split; use --overwrite to replace them"
-        )
+        raise UserError(f"{out} holds {what}; use --overwrite to replace them")
 
 
 def prepare(
@@ -312,7 +329,7 @@ def _condor_files(directory: Path, inputs: list[str] | None) -> str:
             "# nothing (ON_SUCCESS: under ON_EXIT its missing shard would put it on hold instead",
             "# of a retry).",
             "shard                   = chunks-$INT(chunk_a,%09d)-$INT(chunk_b,%09d)",
-            "should_transfer_files   = YES",
+            _TRANSFER_ON,
             "when_to_transfer_output = ON_SUCCESS",
             "success_exit_code       = 0",
             "preserve_relative_paths = true",
