@@ -3,6 +3,7 @@ of every defect with a report naming the chunk ranges."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -67,6 +68,17 @@ def test_merge_equals_single_run(setup, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert_same_data(single, out)
     assert run_hpcgen("verify", out).returncode == 0
+    # OUT.metadata.json, as a run writes it: the merged file's own provenance and identity
+    meta = json.loads((tmp_path / "merged.metadata.json").read_text())
+    with h5py.File(out) as f:
+        assert meta["provenance"] == json.loads(f.attrs["hpcgen_provenance"])
+        assert meta["data_hash"] == f.attrs["hpcgen_data_hash"]
+    assert meta["file"] == "merged.h5" and len(meta["provenance"]["merged_from"]) == 4
+    with h5py.File(single) as f:
+        assert meta["data_hash"] == f.attrs["hpcgen_data_hash"]
+    assert [m["name"] for m in meta["fields"]] == [
+        m["name"] for m in json.loads((single.with_suffix(".metadata.json")).read_text())["fields"]
+    ]
 
 
 def test_virtual_merge_equals_single_run_and_detects_a_lost_source(setup, tmp_path):

@@ -41,6 +41,7 @@ from hpcgen.engine.routes import Route, close_quietly, make_route
 from hpcgen.errors import OutputExistsError, UserError
 from hpcgen.generators.base import Device, Generator
 from hpcgen.io import layout
+from hpcgen.io.sidecar import sidecar_path, write_sidecar
 from hpcgen.io.writer import check_layout, mpio_available, shard_dir
 from hpcgen.spec import RunSpec
 
@@ -393,43 +394,3 @@ def _finish(r: Run, route: Route, t: dict[str, float], written: int) -> RunResul
         time.monotonic() - r.t_start,
         timings=timings,
     )
-
-
-def sidecar_path(out: Path) -> Path:
-    return out.with_name(out.stem + ".metadata.json")
-
-
-def write_sidecar(
-    out: Path,
-    spec: RunSpec,
-    gen: Generator,
-    provenance: dict[str, Any],
-    data_hash: str | None = None,
-) -> None:
-    """metadata.json beside the file: provenance + the fields, readable without HDF5. Written
-    to a temporary name and renamed: a full disk leaves no half file."""
-    meta = {
-        "file": out.name,
-        "provenance": provenance,
-        "data_hash": data_hash or spec.data_hash(),
-        "fields": [
-            {
-                "name": f.name,
-                "shape": [spec.n_samples, *f.shape],
-                "dtype": str(f.resolved_dtype(spec.dtype)),
-                "units": f.units,
-                "description": f.description,
-            }
-            for f in gen.fields()
-        ],
-    }
-    path = sidecar_path(out)
-    tmp = path.with_name(path.name + ".partial")
-    try:
-        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        if space.is_enospc(e):
-            raise UserError(space.no_space_message(path, space.METADATA_ALLOWANCE)) from None
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None

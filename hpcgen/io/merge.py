@@ -25,6 +25,7 @@ from hpcgen.engine.provenance import base_record, now_iso
 from hpcgen.errors import OutputExistsError, UserError
 from hpcgen.io import checksums, layout
 from hpcgen.io.paths import output_parent
+from hpcgen.io.sidecar import write_sidecar
 from hpcgen.io.writer import build_vds, check_vds_sources, create_layout
 from hpcgen.spec import RunSpec
 
@@ -181,6 +182,7 @@ def merge(
                 raise UserError(f"{out}: virtual sources missing after merge: {', '.join(missing)}")
         else:
             _merge_copy(out, spec, gen, shards, gaps, prov, identity)
+        write_sidecar(out, spec, gen, prov, identity["data_hash"])
     return {"output": str(out), "shards": len(shards), "missing": gaps}
 
 
