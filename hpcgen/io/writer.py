@@ -233,7 +233,8 @@ def check_resumable(
                 was = json.loads(f.attrs[layout.ATTR_SPEC])
             except (TypeError, ValueError):
                 was = {}
-            what = identity_difference(was, spec.to_dict()) if isinstance(was, dict) else None
+            now = json.loads(spec.to_json())  # as stored: lists, not tuples
+            what = identity_difference(was, now) if isinstance(was, dict) else None
             raise UserError(
                 f"cannot resume {path}: it was written from a different spec: "
                 + (what or "its input files differ (names or contents)")
