@@ -182,7 +182,7 @@ def merge(
                 raise UserError(f"{out}: virtual sources missing after merge: {', '.join(missing)}")
         else:
             _merge_copy(out, spec, gen, shards, gaps, prov, identity)
-        write_sidecar(out, spec, gen, prov, identity["data_hash"])
+        write_sidecar(out, spec, gen, prov, shards[0].data_hash)
     return {"output": str(out), "shards": len(shards), "missing": gaps}
 
 
