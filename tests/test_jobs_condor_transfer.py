@@ -182,6 +182,10 @@ def test_rerendering_in_the_other_transfer_mode_says_so(origin: Path) -> None:
     assert back.returncode == 2 and "holds jobs rendered with --no-shared-fs" in back.stderr
     other = jobs("condor", "lit.toml", "--jobs", 2, "--out", out, "--no-shared-fs")
     assert other.returncode == 2 and "another spec or job split" in other.stderr
+    # the mode is the frozen spec's, not read from submit files an earlier render left behind
+    assert jobs("slurm", "lit.toml", "--jobs", 3, "--out", out, "--overwrite").returncode == 0
+    assert (out / "node.sub").is_file()  # HTCondor's files stay beside SLURM's
+    assert jobs("slurm", "lit.toml", "--jobs", 3, "--out", out).returncode == 0
 
 
 @pytest.mark.slow  # five hpcgen processes: a reference run, three jobs, the merge

@@ -59,8 +59,9 @@ _PLACEHOLDER = re.compile(r"\{\{([A-Z][A-Z0-9_]*)\}\}")
 # filename pattern), no '$' (a condor macro), no shell metacharacters.
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9_./+,=@-]*$")
 # transfer_input_files is a comma-separated list: its entries must not hold ',' either
-#: the line that marks a generation job of --no-shared-fs in its submit file
-_TRANSFER_ON = "should_transfer_files   = YES"
+#: the line that marks the frozen spec of jobs rendered with --no-shared-fs (its input paths are
+#: relative to the jobs' scratch directory, not to the spec's own folder)
+_TRANSFER_MARK = "# --no-shared-fs: input paths are relative to the job's scratch directory"
 _SAFE_TRANSFER = re.compile(r"^[A-Za-z0-9_./+=@-]+$")
 # sizes in output names: 2000000 -> 2M (the largest unit dividing n exactly), 1500 -> 1500
 _SIZE_UNITS = (("G", 10**9), ("M", 10**6), ("k", 10**3))
@@ -217,11 +218,7 @@ def _check_existing(
     # the frozen spec's input paths are relative to DIR, or with --no-shared-fs to the job's
     # scratch directory: jobs rendered for the other mode read back as another spec, or not at
     # all (their inputs are not where this mode looks)
-    old_transfer = any(
-        _TRANSFER_ON in p.read_text()
-        for p in (out / "node.sub", out / "generate.sub")
-        if p.is_file()
-    )
+    old_transfer = _TRANSFER_MARK in spec_file.read_text().splitlines()
     if old_transfer != (relative_to is not None):
         what = "jobs rendered " + (
             "with --no-shared-fs" if old_transfer else "for a shared file system"
@@ -266,7 +263,9 @@ def prepare(
     (directory / "shards").mkdir(exist_ok=True)
     (directory / "spec.toml").write_text(
         f"# Frozen by hpcgen {__version__} `hpcgen jobs`: the batch jobs in this folder read only "
-        "this file.\n" + frozen.to_toml(relative_to=os.curdir if transfer else directory)
+        "this file.\n"
+        + (_TRANSFER_MARK + "\n" if transfer else "")
+        + frozen.to_toml(relative_to=os.curdir if transfer else directory)
     )
     (directory / "ranges.txt").write_text(text)
     back = RunSpec.load(directory / "spec.toml", relative_to=os.curdir if transfer else None)
@@ -329,7 +328,7 @@ def _condor_files(directory: Path, inputs: list[str] | None) -> str:
             "# nothing (ON_SUCCESS: under ON_EXIT its missing shard would put it on hold instead",
             "# of a retry).",
             "shard                   = chunks-$INT(chunk_a,%09d)-$INT(chunk_b,%09d)",
-            _TRANSFER_ON,
+            "should_transfer_files   = YES",
             "when_to_transfer_output = ON_SUCCESS",
             "success_exit_code       = 0",
             "preserve_relative_paths = true",
