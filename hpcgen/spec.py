@@ -99,17 +99,21 @@ def identity_difference(was: Mapping[str, Any], now: Mapping[str, Any]) -> str |
     error message ("seed is 3 there, 4 here; params.p_min ..."); None if they agree. A differing
     input path gets a hint: such paths are kept relative to the working directory the run
     started in."""
+
+    def differ(x: Any, y: Any) -> bool:  # as the data hash sees them: -0.0 is not 0.0, 1 not 1.0
+        return json.dumps(x, sort_keys=True) != json.dumps(y, sort_keys=True)
+
     diffs: list[str] = []
     hint = False
     for key in DATA_KEYS:
         a, b = was.get(key), now.get(key)
         if key != "params" or not isinstance(a, Mapping) or not isinstance(b, Mapping):
-            if a != b:
+            if differ(a, b):
                 diffs.append(f"{key} is {a!r} there, {b!r} here")
             continue
         paths = path_params(str(now.get("generator", "")))
         for name in sorted(set(a) | set(b)):
-            if a.get(name) != b.get(name):
+            if differ(a.get(name), b.get(name)):
                 diffs.append(f"params.{name} is {a.get(name)!r} there, {b.get(name)!r} here")
                 hint = hint or name in paths
     if not diffs:

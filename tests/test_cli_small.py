@@ -263,3 +263,16 @@ def test_frozen_batch_spec_names_the_inputs_where_the_jobs_read_it(
         back = RunSpec.load(directory / "spec.toml")
     assert back.params["sun_file"] == "specs/inputs/sun.npy"
     assert back.data_hash() == frozen.data_hash() == spec.data_hash()
+
+
+def test_identity_difference_sees_what_the_data_hash_sees() -> None:
+    from hpcgen.spec import identity_difference
+
+    base = {"generator": "tracks", "n_samples": 10, "seed": 1, "chunk_size": 5, "dtype": "float64"}
+    same = {**base, "params": {"z_range": [0.0, 1.0], "rel_tolerance": 0.0}}
+    assert identity_difference(same, json.loads(json.dumps(same))) is None
+    negzero = {**base, "params": {"z_range": [0.0, 1.0], "rel_tolerance": -0.0}}
+    assert identity_difference(same, negzero) == "params.rel_tolerance is 0.0 there, -0.0 here"
+    assert identity_difference({**same, "seed": 1}, {**same, "seed": 1.0}) == (
+        "seed is 1 there, 1.0 here"
+    )

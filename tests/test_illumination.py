@@ -13,6 +13,7 @@ shadow edge crosses one column of cells and the error is at most 2^-L.
 from __future__ import annotations
 
 import json
+import os
 import types
 
 import numpy as np
@@ -582,3 +583,22 @@ def test_sun_file_rewritten_or_named_from_another_directory_is_read_again(tmp_pa
     np.testing.assert_array_equal(sun("b"), second[:10])  # same relative name, other file
     (tmp_path / "a" / "sun.csv").write_text("0,1,0\n" * 11)  # rewritten in place
     np.testing.assert_array_equal(sun("a"), np.tile([0.0, 1.0, 0.0], (10, 1)))
+
+
+def test_sun_file_copied_over_with_its_size_and_mtime_is_read_again(tmp_path):
+    # cp -p, rsync -t or a file system of whole seconds: the same size and mtime, new rows
+    path = tmp_path / "sun.csv"
+    path.write_text("1,0,0\n" * 4)
+    chunk = Chunk(index=0, start=0, count=4, seed=0)
+    gen = IlluminationGenerator(Params(level=0, sun_file=str(path)))
+    np.testing.assert_array_equal(gen.sample(chunk)["sun_vectors"], np.tile([1.0, 0, 0], (4, 1)))
+    st = path.stat()
+    fresh = tmp_path / "fresh.csv"
+    fresh.write_text("0,0,1\n" * 4)
+    os.utime(fresh, ns=(st.st_atime_ns, st.st_mtime_ns))
+    fresh.replace(path)  # same size, same mtime, another file
+    again = IlluminationGenerator(Params(level=0, sun_file=str(path)))
+    np.testing.assert_array_equal(again.sample(chunk)["sun_vectors"], np.tile([0, 0, 1.0], (4, 1)))
+    # within one run (one generator) the version its first chunk read stays: a file rewritten
+    # during a run is refused by --resume (its input hash), never mixed into the run's rows
+    np.testing.assert_array_equal(gen.sample(chunk)["sun_vectors"], np.tile([1.0, 0, 0], (4, 1)))

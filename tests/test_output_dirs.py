@@ -4,7 +4,12 @@ way) is one line, exit 2."""
 
 from __future__ import annotations
 
+import errno
+import json
+from pathlib import Path
+
 import numpy as np
+import pytest
 from helpers import assert_same_data, run_hpcgen
 
 from hpcgen.io.writer import shard_name
@@ -99,3 +104,47 @@ def test_output_parent_undoes_only_what_it_made_and_only_while_empty(tmp_path):
     with output_parent(tmp_path / "d" / "file") as made:
         pass
     assert made == [tmp_path / "d"] and (tmp_path / "d").is_dir()
+
+
+def test_make_parent_resolves_dotdot_and_undoes_a_partial_failure(tmp_path):
+    from hpcgen.errors import UserError
+    from hpcgen.io.paths import make_parent, output_parent
+
+    # a/../b makes b only; a failure afterwards removes it again, and "a" was never made
+    try:
+        with output_parent(tmp_path / "a" / ".." / "b" / "file") as made:
+            assert made == [tmp_path / "b"]
+            raise RuntimeError("late failure")
+    except RuntimeError:
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    # a name too long for the file system: the directories made before it are removed
+    with pytest.raises(UserError, match="cannot be created"):
+        make_parent(tmp_path / "new" / ("x" * 300) / "file")
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_failed_sidecar_leaves_none_of_the_file_it_replaced(tmp_path, monkeypatch):
+    from toy_generator import SPEC_NAME
+
+    from hpcgen.errors import UserError
+    from hpcgen.io.sidecar import sidecar_path, write_sidecar
+    from hpcgen.spec import RunSpec
+
+    spec = RunSpec.from_dict(
+        {"generator": SPEC_NAME, "n_samples": 10, "seed": 1, "chunk_size": 5, "output": "t.h5"}
+    )
+    out = tmp_path / "t.h5"
+    write_sidecar(out, spec, spec.make_generator(), {"run": "old"})
+    assert json.loads(sidecar_path(out).read_text())["provenance"] == {"run": "old"}
+    real_write = Path.write_text
+
+    def full_disk(self, *args, **kwargs):
+        if self.name.endswith(".partial"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(UserError, match="not enough space"):
+        write_sidecar(out, spec, spec.make_generator(), {"run": "new"})
+    assert not sidecar_path(out).exists()  # no sidecar rather than the old file's

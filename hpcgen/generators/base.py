@@ -437,3 +437,13 @@ def require(cond: bool, message: str) -> None:
     """Raise SpecError(message) unless cond: the one-liner for Params.__post_init__."""
     if not cond:
         raise SpecError(message)
+
+
+def file_version(path: str | Path) -> tuple[str, int, int, int, int]:
+    """(resolved path, size, mtime, ctime (ns), inode) of an existing file: the key of an
+    in-process cache of what was read from it. A rewrite changes the ctime even when a copy
+    keeps the size and the mtime (``cp -p``, ``rsync -t``, a file system of whole seconds), and
+    a file moved into place has another inode."""
+    p = Path(path).expanduser()
+    st = p.stat()
+    return str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino

@@ -26,7 +26,8 @@ def write_sidecar(
     data_hash: str | None = None,
 ) -> None:
     """metadata.json beside the file: provenance + the fields, readable without HDF5. Written
-    to a temporary name and renamed: a full disk leaves no half file."""
+    to a temporary name and renamed: a full disk leaves no half file, and no older sidecar (one
+    that described the file this one replaced)."""
     meta = {
         "file": out.name,
         "provenance": provenance,
@@ -49,6 +50,8 @@ def write_sidecar(
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
+        # no sidecar rather than one of the file this one replaced (a merge --overwrite)
+        path.unlink(missing_ok=True)
         if space.is_enospc(e):
             raise UserError(space.no_space_message(path, space.METADATA_ALLOWANCE)) from None
         raise UserError(f"cannot write {path}: {e.strerror or e}") from None

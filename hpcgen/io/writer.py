@@ -237,7 +237,11 @@ def check_resumable(
             what = identity_difference(was, now) if isinstance(was, dict) else None
             raise UserError(
                 f"cannot resume {path}: it was written from a different spec: "
-                + (what or "its input files differ (names or contents)")
+                + (
+                    what
+                    or "the spec reads the same, its input files or the way hpcgen identifies "
+                    "data differ (input files renamed or changed, another hpcgen version)"
+                )
             )
         have = tuple(int(x) for x in f.attrs[layout.ATTR_CHUNK_RANGE])
         if have != tuple(chunk_range):

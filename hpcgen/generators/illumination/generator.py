@@ -26,6 +26,7 @@ from hpcgen.generators.base import (
     Generator,
     StaticData,
     Verifier,
+    file_version,
     require,
 )
 from hpcgen.generators.illumination.model import (
@@ -82,24 +83,23 @@ class Params:
 
 
 def _sun_file(path: str) -> Any:
-    """The SunFile that ``path`` names now, cached per file version (its resolved path, mtime
-    and size, as load_model): a process that runs again after the file was rewritten, or from
-    another working directory, reads the file it names, never an earlier one."""
+    """The SunFile that ``path`` names now, cached per file version (base.file_version, as the
+    model): a process that runs again after the file was rewritten, or from another working
+    directory, reads the file it names, never an earlier one."""
     from hpcgen.generators.illumination.sun import SunFile
 
-    p = Path(path).expanduser()
     try:
-        st = p.stat()
+        version = file_version(path)
     except OSError:
         return SunFile(path)  # its one-line error
-    return _sun_file_version(str(p.resolve()), st.st_mtime_ns, st.st_size)
+    return _sun_file_version(version)
 
 
 @functools.lru_cache(maxsize=4)
-def _sun_file_version(path: str, mtime_ns: int, size: int) -> Any:
+def _sun_file_version(version: tuple[str, int, int, int, int]) -> Any:
     from hpcgen.generators.illumination.sun import SunFile
 
-    return SunFile(path)
+    return SunFile(version[0])
 
 
 class IlluminationGenerator(Generator):
@@ -114,6 +114,7 @@ class IlluminationGenerator(Generator):
         super().__init__(params, float_dtype)
         self.model: Model = load_model(params.model, params.articulation)
         self._calculators: dict[str, Any] = {}
+        self._sun: Any = None  # the sun file's SunFile, once a chunk has read it
 
     # --- fields -----------------------------------------------------------------------------------
     @property
@@ -198,7 +199,11 @@ class IlluminationGenerator(Generator):
         from hpcgen.generators.illumination.sun import uniform_sphere
 
         if self.params.sun_file:
-            sun = _sun_file(self.params.sun_file).rows(chunk.start, chunk.count)
+            # one version for the whole run: the file the run's input hash was taken of (a file
+            # rewritten during a run is refused by --resume, never mixed into it)
+            if self._sun is None:
+                self._sun = _sun_file(self.params.sun_file)
+            sun = self._sun.rows(chunk.start, chunk.count)
         else:
             sun = uniform_sphere(chunk.rng("sun"), chunk.count)
         # compute() sees exactly the stored (possibly float32) values, so verify can recheck them

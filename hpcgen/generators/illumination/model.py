@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from hpcgen.errors import SpecError
+from hpcgen.generators.base import file_version
 
 #: the bundled Intelsat 901 box-wing model (package data)
 DEFAULT_MODEL = Path(__file__).with_name("models") / "intelsat901.yaml"
@@ -249,20 +250,16 @@ def load_model(model: str | Path, articulation: str | Path = "") -> Model:
     """
     p = resolve_model_path(str(model))
     a = resolve_articulation_path(str(articulation))
-    st = p.stat()
-    key = (str(p.resolve()), st.st_mtime_ns, st.st_size)
-    if a is None:
-        return _load_cached(*key, None, 0, 0)
-    sa = a.stat()
-    return _load_cached(*key, str(a.resolve()), sa.st_mtime_ns, sa.st_size)
+    return _load_cached(file_version(p), None if a is None else file_version(a))
 
 
 @functools.lru_cache(maxsize=8)
 def _load_cached(
-    path: str, mtime_ns: int, size: int, articulation: str | None, a_mtime_ns: int, a_size: int
+    model: tuple[str, int, int, int, int], articulation: tuple[str, int, int, int, int] | None
 ) -> Model:
-    p = Path(path)
-    a = Path(articulation) if articulation is not None else None
+    """The model of one version of its files (base.file_version)."""
+    p = Path(model[0])
+    a = Path(articulation[0]) if articulation is not None else None
     if p.suffix.lower() in YAML_SUFFIXES:
         return _load_yaml(p, a)
     if a is not None:
