@@ -223,6 +223,14 @@ def test_resume_from_another_directory_names_the_path_that_differs(
     # from where it started, the same spec is this file's: nothing left to do
     done = run_hpcgen("run", "specs/lit.toml", "--out", out, "--resume", cwd=tmp_path)
     assert done.returncode == 0 and "nothing to do" in done.stderr, done.stderr
+    # a spec changed and an input file changed: both named
+    sun = tmp_path / "specs" / "inputs" / "sun.npy"
+    np.save(sun, np.eye(3)[np.arange(20) % 3][::-1].copy())
+    both = run_hpcgen(
+        "run", "specs/lit.toml", "--out", out, "--resume", "--seed", "2", cwd=tmp_path
+    )
+    assert both.returncode == 2 and "seed is 1 there, 2 here" in both.stderr, both.stderr
+    assert "input file specs/inputs/sun.npy changed since the run started" in both.stderr
 
 
 def test_to_toml_relative_to_another_directory_round_trips(

@@ -235,6 +235,12 @@ def check_resumable(
                 was = {}
             now = json.loads(spec.to_json())  # as stored: lists, not tuples
             what = identity_difference(was, now) if isinstance(was, dict) else None
+            if what and changed:  # both: name the input files too
+                what += "".join(
+                    f"; input file {p} changed since the run started (sha256 {old[p][:12]}..., "
+                    f"now {inputs[p][:12]}...)"
+                    for p in changed
+                )
             raise UserError(
                 f"cannot resume {path}: it was written from a different spec: "
                 + (
