@@ -439,7 +439,11 @@ def require(cond: bool, message: str) -> None:
         raise SpecError(message)
 
 
-def file_version(path: str | Path) -> tuple[str, int, int, int, int]:
+#: (resolved path, size, mtime ns, ctime ns, inode): one version of a file (file_version)
+FileVersion = tuple[str, int, int, int, int]
+
+
+def file_version(path: str | Path) -> FileVersion:
     """(resolved path, size, mtime, ctime (ns), inode) of an existing file: the key of an
     in-process cache of what was read from it. A rewrite changes the ctime even when a copy
     keeps the size and the mtime (``cp -p``, ``rsync -t``, a file system of whole seconds), and

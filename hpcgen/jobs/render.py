@@ -59,10 +59,10 @@ _PLACEHOLDER = re.compile(r"\{\{([A-Z][A-Z0-9_]*)\}\}")
 # filename pattern), no '$' (a condor macro), no shell metacharacters.
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9_./+,=@-]*$")
 # transfer_input_files is a comma-separated list: its entries must not hold ',' either
+_SAFE_TRANSFER = re.compile(r"^[A-Za-z0-9_./+=@-]+$")
 #: the line that marks the frozen spec of jobs rendered with --no-shared-fs (its input paths are
 #: relative to the jobs' scratch directory, not to the spec's own folder)
 _TRANSFER_MARK = "# --no-shared-fs: input paths are relative to the job's scratch directory"
-_SAFE_TRANSFER = re.compile(r"^[A-Za-z0-9_./+=@-]+$")
 # sizes in output names: 2000000 -> 2M (the largest unit dividing n exactly), 1500 -> 1500
 _SIZE_UNITS = (("G", 10**9), ("M", 10**6), ("k", 10**3))
 _SIZE_TOKEN = re.compile(r"^(\d+)([kKmMgG]?)$")

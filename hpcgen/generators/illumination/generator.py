@@ -22,6 +22,7 @@ from hpcgen.generators.base import (
     Device,
     Exporter,
     FieldSpec,
+    FileVersion,
     FileView,
     Generator,
     StaticData,
@@ -86,20 +87,22 @@ def _sun_file(path: str) -> Any:
     """The SunFile that ``path`` names now, cached per file version (base.file_version, as the
     model): a process that runs again after the file was rewritten, or from another working
     directory, reads the file it names, never an earlier one."""
-    from hpcgen.generators.illumination.sun import SunFile
-
     try:
         version = file_version(path)
     except OSError:
-        return SunFile(path)  # its one-line error
+        return _read_sun_file(path)  # its one-line error
     return _sun_file_version(version)
 
 
 @functools.lru_cache(maxsize=4)
-def _sun_file_version(version: tuple[str, int, int, int, int]) -> Any:
+def _sun_file_version(version: FileVersion) -> Any:
+    return _read_sun_file(version[0])
+
+
+def _read_sun_file(path: str) -> Any:
     from hpcgen.generators.illumination.sun import SunFile
 
-    return SunFile(version[0])
+    return SunFile(path)
 
 
 class IlluminationGenerator(Generator):

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from hpcgen.errors import SpecError
-from hpcgen.generators.base import file_version
+from hpcgen.generators.base import FileVersion, file_version
 
 #: the bundled Intelsat 901 box-wing model (package data)
 DEFAULT_MODEL = Path(__file__).with_name("models") / "intelsat901.yaml"
@@ -254,9 +254,7 @@ def load_model(model: str | Path, articulation: str | Path = "") -> Model:
 
 
 @functools.lru_cache(maxsize=8)
-def _load_cached(
-    model: tuple[str, int, int, int, int], articulation: tuple[str, int, int, int, int] | None
-) -> Model:
+def _load_cached(model: FileVersion, articulation: FileVersion | None) -> Model:
     """The model of one version of its files (base.file_version)."""
     p = Path(model[0])
     a = Path(articulation[0]) if articulation is not None else None
