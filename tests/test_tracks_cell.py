@@ -155,6 +155,27 @@ def test_numba_equals_the_reference_in_cell_mode_for_other_schemes(masked_field,
     np.testing.assert_array_equal(y, y_ref)
 
 
+@pytest.mark.parametrize("step", [1000.0, 37.0])
+def test_numba_equals_the_reference_for_fixed_steps_in_cell_mode(masked_field, step):
+    """Fixed RK4 steps cut at the cell faces (stepper._fixed_cell): the kernel's "cell" loop
+    without a step control computes the reference's bits, through masked cells, the grid's
+    edges, NaN inputs, backward tracks and slope stops; steps of 1 m are set by the cells."""
+    state, z0, z1 = hard_sample(seed=7)
+    st = StepperSettings(scheme="rk4", step=step, grid_steps="cell")
+    y_ref, s_ref, n_ref = Propagator(masked_field, st, "numpy")(state, z0, z1)
+    y, s, n = Propagator(masked_field, st, "numba")(state, z0, z1)
+    np.testing.assert_array_equal(s, s_ref)
+    np.testing.assert_array_equal(n, n_ref)
+    np.testing.assert_array_equal(y, y_ref)
+    seen = set(s_ref.tolist())
+    assert {0, LEFT_VOLUME, MASKED_CELL} <= seen and any(f & SLOPE for f in seen)
+    assert not any(f & STEP_LIMIT for f in seen)  # fixed steps have no attempt limit
+    # more steps than the cells' planes alone would need at 37 mm, about one per cell at 1 m
+    full = (s_ref == 0) & (np.abs(z1 - z0) > 3000)
+    per_mm = n_ref[full] / np.abs(z1 - z0)[full]
+    assert (per_mm > 1 / 80.0 if step == 37.0 else per_mm < 1 / 40.0).all()
+
+
 def test_a_step_that_strays_from_its_cell_is_retried_shorter(masked_field, monkeypatch):
     """Strongly bending tracks leave the straight line the planes are found along: their stage
     points stray over the cell's faces, and the polynomial's continuation there is not the
@@ -190,14 +211,17 @@ def test_cell_mode_is_within_a_micron_of_an_independent_integration(grid, synth_
         ref = independent.propagate(ref_field, state, z0, z1, 10.0, rtol=1e-11, atol_mm=1e-10)
         assert not ref.failed
         err = {}
-        for mode in ("xyz", "cell"):
-            st = replace(StepperSettings.from_params(p), grid_steps=mode)  # the defaults, but
+        for mode in ("xyz", "cell", "rk4 cell", "rk4 off"):
+            st = replace(StepperSettings.from_params(p), grid_steps=mode.split()[-1])
+            if mode.startswith("rk4"):  # fixed steps of 1 m, cut at the cells' faces or not
+                st = replace(st, scheme="rk4", step=1000.0)
             y, s, _ = Propagator(field, st, "numba")(state, z0, z1)
             ok = (s == 0) & np.isfinite(ref.Y[:, 0])
             assert ok.sum() > 60
             err[mode] = np.abs(y[ok, :2] - ref.Y[ok, :2]).max()
-        assert err["cell"] < 1e-3
+        assert err["cell"] < 1e-3 and err["rk4 cell"] < 1e-3
         assert err["cell"] <= err["xyz"]
+        assert err["rk4 off"] > 100 * err["rk4 cell"]
 
 
 def test_the_vector_plane_search_is_stepper_plane_distance():

@@ -341,7 +341,26 @@ extern "C" __global__ void propagate_tracks(
     double z = z0[t];
     const double ze = z1[t];
     int st = 0, nst = 0;
-    if (!adaptive) {
+    if (!adaptive && (grid & CELL)) {  // stepper._fixed_cell: fixed steps cut at cell faces
+        double dir = ze - z >= 0 ? 1.0 : -1.0;
+        while (true) {
+            double rem = (ze - z) * dir;
+            if (rem <= 0) { z = ze; break; }
+            double h = mind(step, rem);
+            bool last = step >= rem;
+            double dp = plane_distance(f, grid, s[0], s[1], z, s[2], s[3], dir, EPS_CELL);
+            if (dp < h) { h = dp; last = false; }
+            CellPoly cp;
+            double half = 0.5 * (dir * h);
+            cell_polynomial(f, s[0] + half * s[2], s[1] + half * s[3], z + half, &cp);
+            st |= rk_step(f, &cp, A, bw, ew, cw, ns, z, s, kap, dir * h, k, nw, err);
+            for (int c = 0; c < 4; ++c) s[c] = nw[c];
+            z = last ? ze : z + dir * h;
+            nst++;
+            if (steep(s[2], s[3], max_slope)) { st |= SLOPE; break; }
+            if (last) break;
+        }
+    } else if (!adaptive) {
         double dz = ze - z;
         double sg = dz > 0 ? 1.0 : (dz < 0 ? -1.0 : 0.0);
         double h = sg * step;

@@ -500,8 +500,9 @@ C_KAP, C_Z, C_ZE, C_DIR, C_TOLT, C_HC, C_IDX, C_ATT, C_NST, C_OUT, C_MSK, C_SLP,
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def _cell_start(ln, t, state, z0, z1, S, LF, tol, h0):
-    """Load track t into lane ln of the "cell" loop (stepper._adaptive's start values)."""
+def _cell_start(ln, t, state, z0, z1, S, LF, tol, h0, adaptive, step):
+    """Load track t into lane ln of the "cell" loop (stepper._adaptive's start values; fixed
+    steps: stepper._fixed_cell's, every step at most ``step``)."""
     for c in range(4):
         S[c, ln] = state[t, c]
     dz = z1[t] - z0[t]
@@ -510,7 +511,7 @@ def _cell_start(ln, t, state, z0, z1, S, LF, tol, h0):
     LF[C_ZE, ln] = z1[t]
     LF[C_DIR, ln] = 1.0 if dz >= 0 else -1.0
     LF[C_TOLT, ln] = tol / abs(dz if dz != 0 else 1.0)
-    LF[C_HC, ln] = min(abs(dz), h0)
+    LF[C_HC, ln] = min(abs(dz), h0) if adaptive else step
     LF[C_IDX, ln] = t
     for r in (C_ATT, C_NST, C_OUT, C_MSK, C_SLP, C_DONE):
         LF[r, ln] = 0.0
@@ -539,7 +540,8 @@ def _make_kernel(tab: Tableau) -> Any:
     """The kernel for one tableau: its coefficients become compile-time constants.
 
     Each track runs the scalar algorithm of stepper.py (fixed: floor(|dz|/step) steps then the
-    remainder; adaptive: LHCb's step control), operation for operation. simd.LANES = 8 tracks
+    remainder, or stepper._fixed_cell's steps in "cell"; adaptive: LHCb's step control), operation
+    for operation. simd.LANES = 8 tracks
     are in flight at once, one in each lane of a vector (simd.Vec: two AVX2 registers): the
     stages, the field (Gaussian: simd.vexp; map: _map_field_v, all points at once), the error
     estimate and the next step size (simd.vpow = stepper.step_power) are computed for all lanes
@@ -611,9 +613,10 @@ def _make_kernel(tab: Tableau) -> Any:
             gi = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
             gf = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
         n = state.shape[0]
-        if kind == KIND_MAP and ADAPTIVE and (grid & CELL) != 0:
+        if kind == KIND_MAP and (grid & CELL) != 0:
             # --- grid_steps "cell": one cell's field per step, all bookkeeping in vectors ------
-            # (stepper._adaptive with CellPolynomial; lanes hand over tracks as the loop below)
+            # (stepper._adaptive with CellPolynomial, fixed steps stepper._fixed_cell; lanes
+            # hand over tracks as the loop below)
             nx, ny, nz = gi[0], gi[1], gi[2]
             x_lo, x_hi = fmap[gi[4]], fmap[gi[4] + nx - 1]
             y_lo, y_hi = fmap[gi[5]], fmap[gi[5] + ny - 1]
@@ -631,7 +634,7 @@ def _make_kernel(tab: Tableau) -> Any:
             running = 0
             for ln in range(L):
                 if nxt < n:
-                    _cell_start(ln, nxt, state, z0, z1, S, LF, tol, h0)
+                    _cell_start(ln, nxt, state, z0, z1, S, LF, tol, h0, ADAPTIVE, step)
                     nxt += 1
                     running += 1
             while running > 0:
@@ -639,7 +642,9 @@ def _make_kernel(tab: Tableau) -> Any:
                 act = vge(vload(LF, C_IDX), 0.0)
                 rem = (vload(LF, C_ZE) - vload(LF, C_Z)) * vload(LF, C_DIR)
                 over = mor(vgt(vload(LF, C_DONE), 0.0), vle(rem, 0.0))
-                over = mand(act, mor(over, vge(vload(LF, C_ATT), float(max_steps))))
+                if ADAPTIVE:
+                    over = mor(over, vge(vload(LF, C_ATT), float(max_steps)))
+                over = mand(act, over)
                 if many(over):
                     for ln in range(L):
                         while LF[C_IDX, ln] >= 0:
@@ -648,13 +653,13 @@ def _make_kernel(tab: Tableau) -> Any:
                                 r = (LF[C_ZE, ln] - LF[C_Z, ln]) * LF[C_DIR, ln]
                                 if r <= 0:
                                     LF[C_Z, ln] = LF[C_ZE, ln]
-                                elif LF[C_ATT, ln] >= max_steps:
+                                elif ADAPTIVE and LF[C_ATT, ln] >= max_steps:
                                     limit = True
                                 else:
                                     break
                             _cell_finish(ln, S, LF, limit, out, status, nsteps)
                             if nxt < n:
-                                _cell_start(ln, nxt, state, z0, z1, S, LF, tol, h0)
+                                _cell_start(ln, nxt, state, z0, z1, S, LF, tol, h0, ADAPTIVE, step)
                                 nxt += 1
                             else:
                                 LF[C_IDX, ln] = -1.0
@@ -790,58 +795,63 @@ def _make_kernel(tab: Tableau) -> Any:
                     for j in range(NS):
                         kc = vload(K, 4 * j + c)
                         ab = ab + BW[j] * kc
-                        ae = ae + EW[j] * kc
+                        if ADAPTIVE:
+                            ae = ae + EW[j] * kc
                     vstore(NEW, c, vload(S, c) + hs * ab)
                     vstore(ERR, c, hs * ae)
-                # the error over the tolerance, the next step size (as the loop below)
-                # the error over the tolerance, the next step size (as the loop below). Nearly
-                # always every lane's error is far below the tolerance: when each part is below
-                # eot_small of its tolerance, with room for the rounding of the products, eot
-                # (its quotients) is below eot_grow_max and 1, so the step is accepted and grows
-                # by the most, and no quotient or power is needed for those bits
-                tolt = vload(LF, C_TOLT)
                 n2 = vload(NEW, 2)
                 n3 = vload(NEW, 3)
-                e0 = vabs(vload(ERR, 0))
-                e1 = vabs(vload(ERR, 1))
-                e2 = vabs(vload(ERR, 2))
-                e3 = vabs(vload(ERR, 3))
-                if glob:  # stepper.error_over_tolerance: x and y with their slopes' lever arm
-                    lev = vmax(h, vabs(vload(LF, C_ZE) - (zz + hs)))
-                    e0 = e0 + lev * e2
-                    e1 = e1 + lev * e3
-                    dtx = tol + rel * (lev * vabs(n2 - s2))
-                    dty = tol + rel * (lev * vabs(n3 - s3))
-                    small = mand(vle(e0, eot_small * dtx), vle(e1, eot_small * dty))
-                else:
-                    dtx = tolt + rel * vabs(n2 - s2)
-                    dty = tolt + rel * vabs(n3 - s3)
-                    small = mand(vle(e0, eot_small * tol), vle(e1, eot_small * tol))
-                    small = mand(small, mand(vle(e2, eot_small * dtx), vle(e3, eot_small * dty)))
-                # a step whose stage points strayed from its (inside) cell is retried shorter
-                stray = mand(far, mnot(outside))
-                if not many(mnot(mor(small, mnot(act)))):
-                    factor = splat(fmax)
-                    acc = mand(act, mor(mnot(stray), vle(h, hmin)))
-                else:
-                    if glob:
-                        eot = vmax(e0 / dtx, e1 / dty)
+                if ADAPTIVE:
+                    # the error over the tolerance, the next step size (as the loop below). Nearly
+                    # always every lane's error is far below the tolerance: when each part is below
+                    # eot_small of its tolerance, with room for the rounding of the products, eot
+                    # (its quotients) is below eot_grow_max and 1, so the step is accepted and grows
+                    # by the most, and no quotient or power is needed for those bits
+                    tolt = vload(LF, C_TOLT)
+                    e0 = vabs(vload(ERR, 0))
+                    e1 = vabs(vload(ERR, 1))
+                    e2 = vabs(vload(ERR, 2))
+                    e3 = vabs(vload(ERR, 3))
+                    if glob:  # stepper.error_over_tolerance: x and y with their slopes' lever arm
+                        lev = vmax(h, vabs(vload(LF, C_ZE) - (zz + hs)))
+                        e0 = e0 + lev * e2
+                        e1 = e1 + lev * e3
+                        dtx = tol + rel * (lev * vabs(n2 - s2))
+                        dty = tol + rel * (lev * vabs(n3 - s3))
+                        small = mand(vle(e0, eot_small * dtx), vle(e1, eot_small * dty))
                     else:
-                        eot = vmax(vmax(e0 / tol, e1 / tol), vmax(e2 / dtx, e3 / dty))
-                    if many(vgt(eot, eot_grow_max)):
-                        big = vgt(eot, 1.0)
-                        scale = safety * vpow(eot, select(big, pshrink, pgrow))
-                        factor = select(big, vmax(fmin, scale), vmin(fmax, scale))
-                        factor = select(mor(big, vgt(eot, 0.0)), factor, fmax)
-                    else:  # every lane grows by the most: no power needed
+                        dtx = tolt + rel * vabs(n2 - s2)
+                        dty = tolt + rel * vabs(n3 - s3)
+                        small = mand(vle(e0, eot_small * tol), vle(e1, eot_small * tol))
+                        small = mand(
+                            small, mand(vle(e2, eot_small * dtx), vle(e3, eot_small * dty))
+                        )
+                    # a step whose stage points strayed from its (inside) cell is retried shorter
+                    stray = mand(far, mnot(outside))
+                    if not many(mnot(mor(small, mnot(act)))):
                         factor = splat(fmax)
-                    acc = mand(act, mor(mand(vle(eot, 1.0), mnot(stray)), vle(h, hmin)))
-                hnew = vmin(vmax(h * factor, hmin), hmax)
-                # accept or reject, all lanes at once
-                vstore(LF, C_ATT, vload(LF, C_ATT) + select(act, 1.0, 0.0))
-                hc_acc = select(short, vmax(hc, hnew), hnew)
-                hc_rej = select(stray, vmin(hnew, 0.5 * h), hnew)
-                vstore(LF, C_HC, select(act, select(acc, hc_acc, hc_rej), hc))
+                        acc = mand(act, mor(mnot(stray), vle(h, hmin)))
+                    else:
+                        if glob:
+                            eot = vmax(e0 / dtx, e1 / dty)
+                        else:
+                            eot = vmax(vmax(e0 / tol, e1 / tol), vmax(e2 / dtx, e3 / dty))
+                        if many(vgt(eot, eot_grow_max)):
+                            big = vgt(eot, 1.0)
+                            scale = safety * vpow(eot, select(big, pshrink, pgrow))
+                            factor = select(big, vmax(fmin, scale), vmin(fmax, scale))
+                            factor = select(mor(big, vgt(eot, 0.0)), factor, fmax)
+                        else:  # every lane grows by the most: no power needed
+                            factor = splat(fmax)
+                        acc = mand(act, mor(mand(vle(eot, 1.0), mnot(stray)), vle(h, hmin)))
+                    hnew = vmin(vmax(h * factor, hmin), hmax)
+                    # accept or reject, all lanes at once
+                    vstore(LF, C_ATT, vload(LF, C_ATT) + select(act, 1.0, 0.0))
+                    hc_acc = select(short, vmax(hc, hnew), hnew)
+                    hc_rej = select(stray, vmin(hnew, 0.5 * h), hnew)
+                    vstore(LF, C_HC, select(act, select(acc, hc_acc, hc_rej), hc))
+                else:  # fixed steps: every step is taken, at its length
+                    acc = act
                 for c in range(4):
                     vstore(S, c, select(acc, vload(NEW, c), vload(S, c)))
                 vstore(LF, C_Z, select(acc, select(last, vload(LF, C_ZE), zz + hs), zz))

@@ -68,7 +68,9 @@ class TracksParams:
     #: "auto": numba on the CPU, CUDA (cupy) on a GPU; "numpy": the vectorised reference (slow,
     #: the definition); "numba": the compiled CPU kernel even where a GPU is present
     kernel: Literal["auto", "numpy", "numba"] = "auto"
-    step: float = 5.0  # mm, > 0: the rk4 step
+    #: mm, > 0: the rk4 step; through a map in grid_steps "cell" the longest one (steps also end
+    #: on the cell faces: with 1000, one RK4 step per cell)
+    step: float = 5.0
     #: adaptive schemes, how a step's error estimate is judged. "global" (default): the step's
     #: error as it arrives at z_end, |e_x| + l |e_tx| (y alike) with the lever arm
     #: l = max(|h|, |z_end - z after the step|), within ``tolerance`` (+ rel_tolerance x l x the
@@ -100,7 +102,9 @@ class TracksParams:
     #: kinks there; "cell" ends them as "xyz" and takes each step's field from the one grid cell
     #: it lies in (a smooth polynomial, so the estimate sees all of the step's error: the most
     #: accurate mode, and the fastest that ends steps on planes). "off" trades accuracy for speed.
-    #: Measured errors and speeds: docs/tracks.md, "Grid-aware steps"
+    #: "rk4" in "cell": each fixed step also ends on the cell faces ahead and takes its cell's
+    #: field (the other modes leave fixed steps as they are). Measured errors and speeds:
+    #: docs/tracks.md, "Grid-aware steps"
     grid_steps: Literal["off", "z", "xy", "xyz", "cell"] = "cell"
     x_range: tuple[float, float] = (-3000.0, 3000.0)
     y_range: tuple[float, float] = (-2500.0, 2500.0)

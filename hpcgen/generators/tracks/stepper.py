@@ -353,7 +353,9 @@ def propagate_reference(state, z0, z1, field, st: StepperSettings):
     status = np.zeros(n, np.uint8)
     nsteps = np.zeros(n, np.int32)
     tab = st.tableau
-    if not tab.adaptive:
+    if not tab.adaptive and field.kind == KIND_MAP and GRID_MODES[st.grid_steps] & CELL:
+        _fixed_cell(field, tab, st, s, z, z1, kap, status, nsteps)
+    elif not tab.adaptive:
         _fixed(field, tab, st, s, z, z1, kap, status, nsteps)
     else:
         _adaptive(field, tab, st, s, z, z0, z1, kap, status, nsteps)
@@ -395,6 +397,52 @@ def _fixed(field, tab, st, s, z, z1, kap, status, nsteps):
     _slope_stop(st, s, idx, status, alive)
 
 
+def _arrivals(z, z1, direction, active):
+    """The running tracks (indices), what is left of their |dz|, and which of them arrived: those
+    are put at z1 exactly and stop running."""
+    idx = np.flatnonzero(active)
+    rem = (z1[idx] - z[idx]) * direction[idx]
+    done = rem <= 0
+    z[idx[done]] = z1[idx[done]]
+    active[idx[done]] = False
+    return idx, rem, done
+
+
+def _fixed_cell(field, tab, st, s, z, z1, kap, status, nsteps):
+    """Fixed steps through a map in grid_steps "cell": each step is ``step`` long or ends at z1
+    or at the first cell face ahead (plane_distance, as an adaptive "cell" step), with the
+    polynomial of the cell that holds its straight-line midpoint. Every step is taken: stage
+    points the path bends beyond the cell read its polynomial's continuation there (no retry,
+    as no fixed step is retried)."""
+    direction = np.where(z1 - z >= 0, 1.0, -1.0)
+    active = np.ones(len(z), bool)
+    while active.any():
+        idx, rem, done = _arrivals(z, z1, direction, active)
+        idx, rem = idx[~done], rem[~done]
+        if not len(idx):
+            continue
+        d = direction[idx]
+        h = np.minimum(st.step, rem)
+        last = st.step >= rem
+        s0 = _take(s, idx)
+        dp = plane_distance(field, GRID_MODES["cell"], s0[0], s0[1], z[idx], s0[2], s0[3], d,
+                            EPS_CELL)  # fmt: skip
+        cut = dp < h
+        h = np.where(cut, dp, h)
+        last &= ~cut
+        half = 0.5 * (d * h)
+        f = field.cell_polynomial(s0[0] + half * s0[2], s0[1] + half * s0[3], z[idx] + half)
+        new, _, fl = rk_step(f, tab, z[idx], s0, kap[idx], d * h)
+        _put(s, idx, new)
+        z[idx] = np.where(last, z1[idx], z[idx] + d * h)
+        status[idx] |= fl
+        nsteps[idx] += 1
+        alive = np.ones(len(z), bool)
+        _slope_stop(st, s, idx, status, alive)
+        active &= alive
+        active[idx[last]] = False
+
+
 def _slope_stop(st, s, idx, status, alive):
     steep = np.maximum(np.abs(s[2][idx]), np.abs(s[3][idx])) > st.max_slope
     status[idx[steep]] |= SLOPE
@@ -434,11 +482,7 @@ def _adaptive(field, tab, st, s, z, z0, z1, kap, status, nsteps):
     grid = GRID_MODES[st.grid_steps] if field.kind == KIND_MAP else 0
     pshrink, pgrow = -1.0 / tab.order, -1.0 / (tab.order + 1)
     while active.any():
-        idx = np.flatnonzero(active)
-        rem = (z1[idx] - z[idx]) * direction[idx]
-        done = rem <= 0
-        z[idx[done]] = z1[idx[done]]
-        active[idx[done]] = False
+        idx, rem, done = _arrivals(z, z1, direction, active)
         limit = ~done & (attempts[idx] >= st.max_steps)
         status[idx[limit]] |= STEP_LIMIT
         active[idx[limit]] = False
