@@ -43,7 +43,9 @@ def run(args: argparse.Namespace) -> None:
     from hpcgen.generators.tracks import kernels_numba as kn
     from hpcgen.generators.tracks.propagate import Propagator
 
-    prop = Propagator(bt.synth_map_field(), bt.lhcb(args.scheme, grid_steps="cell"), "numba")
+    # step: the fixed scheme's longest step (rk4: one step per cell); adaptive ones ignore it
+    st = bt.lhcb(args.scheme, grid_steps="cell", step=1000.0)
+    prop = Propagator(bt.synth_map_field(), st, "numba")
     state, z0, z1 = bt.standard_tracks(args.n)
     prop(state[:100], z0[:100], z1[:100])  # compile or load from the cache
     best = float("inf")
