@@ -701,9 +701,10 @@ def _make_kernel(tab: Tableau) -> Any:
                     )  # fmt: skip
                 else:
                     dp = select(vgt(dirv, 0.0), qzr - zz, zz - qzl)
-                    ddx = select(vgt(svx, 0.0), (qxr - s0) / svx, (qxl - s0) / svx)
+                    # the face ahead, then one division (the quotient of the one selected)
+                    ddx = (select(vgt(svx, 0.0), qxr, qxl) - s0) / svx
                     dp = vminimum(dp, select(mor(vgt(svx, 0.0), vlt(svx, 0.0)), ddx, np.inf))
-                    ddy = select(vgt(svy, 0.0), (qyr - s1) / svy, (qyl - s1) / svy)
+                    ddy = (select(vgt(svy, 0.0), qyr, qyl) - s1) / svy
                     dp = vminimum(dp, select(mor(vgt(svy, 0.0), vlt(svy, 0.0)), ddy, np.inf))
                 cut = vlt(dp, h)
                 h = select(cut, dp, h)
@@ -716,20 +717,24 @@ def _make_kernel(tab: Tableau) -> Any:
                 my = s1 + half * s3
                 mz = zz + half
                 ci, xl, xr, xi = qi, qxl, qxr, qxi
-                if many(mnot(mand(vge(mx, qxl), vlt(mx, qxr)))):
-                    ci, xl, xr, xi = _axis_cell_lr_v(
-                        fmap, imap, nx, gi[4], gi[7], gi[10], gi[13], gf[0], gf[1], ru, 0, mx
-                    )  # fmt: skip
                 cj, yl, yr, yi = qj, qyl, qyr, qyi
-                if many(mnot(mand(vge(my, qyl), vlt(my, qyr)))):
-                    cj, yl, yr, yi = _axis_cell_lr_v(
-                        fmap, imap, ny, gi[5], gi[8], gi[11], gi[14], gf[2], gf[3], ru, 8, my
-                    )  # fmt: skip
                 ck, zl, zr, zi = qk, qzl, qzr, qzi
-                if many(mnot(mand(vge(mz, qzl), vlt(mz, qzr)))):
-                    ck, zl, zr, zi = _axis_cell_lr_v(
-                        fmap, imap, nz, gi[6], gi[9], gi[12], gi[15], gf[4], gf[5], ru, 16, mz
-                    )  # fmt: skip
+                offx = mnot(mand(vge(mx, qxl), vlt(mx, qxr)))
+                offy = mnot(mand(vge(my, qyl), vlt(my, qyr)))
+                offz = mnot(mand(vge(mz, qzl), vlt(mz, qzr)))
+                if many(mor(mor(offx, offy), offz)):  # one branch for the common case
+                    if many(offx):
+                        ci, xl, xr, xi = _axis_cell_lr_v(
+                            fmap, imap, nx, gi[4], gi[7], gi[10], gi[13], gf[0], gf[1], ru, 0, mx
+                        )  # fmt: skip
+                    if many(offy):
+                        cj, yl, yr, yi = _axis_cell_lr_v(
+                            fmap, imap, ny, gi[5], gi[8], gi[11], gi[14], gf[2], gf[3], ru, 8, my
+                        )  # fmt: skip
+                    if many(offz):
+                        ck, zl, zr, zi = _axis_cell_lr_v(
+                            fmap, imap, nz, gi[6], gi[9], gi[12], gi[15], gf[4], gf[5], ru, 16, mz
+                        )  # fmt: skip
                 p = gi[3] + ci * sx + cj * sy + ck * 3.0
                 ca = zpair(bmap, p)
                 cb = zpair(bmap, p + sy)
@@ -798,7 +803,8 @@ def _make_kernel(tab: Tableau) -> Any:
                         if ADAPTIVE:
                             ae = ae + EW[j] * kc
                     vstore(NEW, c, vload(S, c) + hs * ab)
-                    vstore(ERR, c, hs * ae)
+                    if ADAPTIVE:
+                        vstore(ERR, c, hs * ae)
                 n2 = vload(NEW, 2)
                 n3 = vload(NEW, 3)
                 if ADAPTIVE:
