@@ -372,20 +372,19 @@ def _cell_stage(i, A, CW, K, hs, s0, s1, s2, s3, zz, kap, org, top, outside, cfx
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def _ahead_cell_v(fmap, imap, n, off, off_inv, off_tab, ntab, a0, fine, ru, b, v, sv, eps):
+def _ahead_cell_v(fmap, imap, n, off, off_inv, off_tab, ntab, a0, fine, ru, b, v, sv, eps, ends):
     """The cell of v moved by eps the way the track moves on this axis (sv > 0 up, sv < 0 down;
     v itself where sv is 0 or NaN), as (c, ax[c], ax[c + 1], inverse spacing, plain): plain
     marks the lanes whose node ahead in stepper.plane_distance is this cell's far edge (ax[c + 1]
     moving up, ax[c] moving down: all but the lanes off the axis's ends, on a node or NaN), and
-    the lanes that seek none."""
+    the lanes that seek none. ends: (ax[0], ax[n - 1]), read once before the loop."""
     up = vgt(sv, 0.0)
     dn = vlt(sv, 0.0)
     w = select(up, v + eps, select(dn, v - eps, v))
     c, left, right, inv = _axis_cell_lr_v(
         fmap, imap, n, off, off_inv, off_tab, ntab, a0, fine, ru, b, w
     )
-    first = fmap[off]
-    lastv = fmap[off + n - 1]
+    first, lastv = ends
     plain_up = mand(up, mand(vge(w, first), vlt(w, lastv)))
     plain_dn = mand(dn, mand(mand(vgt(w, first), vle(w, lastv)), vlt(left, w)))
     return c, left, right, inv, mor(mor(plain_up, plain_dn), mnot(mor(up, dn)))
@@ -685,15 +684,15 @@ def _make_kernel(tab: Tableau) -> Any:
                 svy = s3 * dirv
                 qi, qxl, qxr, qxi, px_ = _ahead_cell_v(
                     fmap, imap, nx, gi[4], gi[7], gi[10], gi[13], gf[0], gf[1], ru, 0, s0, svx,
-                    EPS_CELL,
+                    EPS_CELL, (x_lo, x_hi),
                 )  # fmt: skip
                 qj, qyl, qyr, qyi, py_ = _ahead_cell_v(
                     fmap, imap, ny, gi[5], gi[8], gi[11], gi[14], gf[2], gf[3], ru, 8, s1, svy,
-                    EPS_CELL,
+                    EPS_CELL, (y_lo, y_hi),
                 )  # fmt: skip
                 qk, qzl, qzr, qzi, pz_ = _ahead_cell_v(
                     fmap, imap, nz, gi[6], gi[9], gi[12], gi[15], gf[4], gf[5], ru, 16, zz, dirv,
-                    EPS_Z,
+                    EPS_Z, (z_lo, z_hi),
                 )  # fmt: skip
                 if many(mnot(mand(mand(px_, py_), pz_))):
                     dp = _plane_distance_v(
