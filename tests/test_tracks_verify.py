@@ -54,6 +54,21 @@ def test_correct_physics_passes_backward_and_with_rk4():
         assert failed(gen, block(gen, 1000)) == set(), p
 
 
+def test_fixed_rk4_one_step_per_cell_passes_with_a_step_above_the_cells(synth_path):
+    """Fixed RK4 through a map in "cell" with `step` above the cells' sizes (the synthetic map's
+    are 80-160 mm) takes one step per cell and passes every check; the helix probe runs in a
+    uniform field, which has no cells, so a 1 m step fails it there (10 um off the helix over
+    the demo's 10 m)."""
+    p = TracksParams(
+        field="map", field_map=str(synth_path), integrator="rk4", grid_steps="cell",
+        z_range=(0.0, 14000.0), dz_range=(1000.0, 10000.0),
+    )  # fmt: skip
+    gen = TracksGenerator(dataclasses.replace(p, step=200.0))
+    assert failed(gen, block(gen, 1000)) == set()
+    gen = TracksGenerator(dataclasses.replace(p, step=1000.0))
+    assert failed(gen, block(gen, 1000)) == {"uniform field: closed-form helix (any ty)"}
+
+
 def test_bending_too_strong_fails():
     p = TracksParams(p_min=20.0, p_max=100.0)
     strong = TracksGenerator(dataclasses.replace(p, b0=1.5 * p.b0))

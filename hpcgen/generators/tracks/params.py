@@ -69,7 +69,7 @@ class TracksParams:
     #: the definition); "numba": the compiled CPU kernel even where a GPU is present
     kernel: Literal["auto", "numpy", "numba"] = "auto"
     #: mm, > 0: the rk4 step; through a map in grid_steps "cell" the longest one (steps also end
-    #: on the cell faces: with 1000, one RK4 step per cell)
+    #: on the cell faces: above the cells' sizes, e.g. 200 for the synthetic map, one per cell)
     step: float = 5.0
     #: adaptive schemes, how a step's error estimate is judged. "global" (default): the step's
     #: error as it arrives at z_end, |e_x| + l |e_tx| (y alike) with the lever arm
