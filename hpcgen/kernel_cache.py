@@ -47,7 +47,7 @@ from numba.core.dispatcher import Dispatcher
 from hpcgen import compile_notices
 
 #: rough cold-compile time of a generator's kernels on one core, for the notice (seconds; tracks:
-#: one adaptive scheme, docs/compile.md)
+#: one scheme, docs/compile.md)
 COMPILE_SECONDS = {"tracks": 90, "energy": 10, "ptycho": 6, "atoms": 6, "illumination": 2}
 
 #: the lock file, one per cache directory
@@ -242,12 +242,12 @@ def _compile_lock(path: str | None, group: str) -> Iterator[None]:
 
 
 def _about(group: str) -> str:
-    """The notice's time: what one run compiles; warm compiles every tracks scheme (fixed RK4
-    takes a fraction of an adaptive one), so it says the time per scheme."""
+    """The notice's time: what one run compiles; warm compiles every tracks scheme (fixed RK4,
+    with its "cell" loop, about as long as an adaptive one), so it says the time per scheme."""
     if group not in COMPILE_SECONDS:
         return ""
     if _warming and group == "tracks":
-        return f"~{COMPILE_SECONDS[group]} s for each adaptive scheme, "
+        return f"~{COMPILE_SECONDS[group]} s for each scheme, "
     return f"~{COMPILE_SECONDS[group]} s, "
 
 

@@ -294,10 +294,10 @@ def test_real_tracks_kernel_says_compiling_only_on_a_cold_cache(tmp_path: Path):
 
 
 def test_the_warm_notice_gives_the_tracks_time_per_scheme(monkeypatch):
-    # warm compiles every tracks scheme: one run's "~90 s" would understate it three times over
+    # warm compiles every tracks scheme: one run's "~90 s" would understate it four times over
     from hpcgen import kernel_cache
 
     assert kernel_cache._about("tracks") == "~90 s, "
     monkeypatch.setattr(kernel_cache, "_warming", True)
-    assert kernel_cache._about("tracks") == "~90 s for each adaptive scheme, "
+    assert kernel_cache._about("tracks") == "~90 s for each scheme, "
     assert kernel_cache._about("energy") == "~10 s, "
