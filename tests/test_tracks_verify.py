@@ -56,17 +56,27 @@ def test_correct_physics_passes_backward_and_with_rk4():
 
 def test_fixed_rk4_one_step_per_cell_passes_with_a_step_above_the_cells(synth_path):
     """Fixed RK4 through a map in "cell" with `step` above the cells' sizes (the synthetic map's
-    are 80-160 mm) takes one step per cell and passes every check; the helix probe runs in a
-    uniform field, which has no cells, so a 1 m step fails it there (10 um off the helix over
-    the demo's 10 m)."""
+    z cells are 80-160 mm) takes one step per cell and passes every check. The uniform-field
+    probes take the steps the run takes where it has field, at most the widest z cell: with
+    the run's 1 m steps the helix probe erred by 10 um over the demo's 10 m and failed a run
+    that is within 0.1 um of the exact path through the map."""
     p = TracksParams(
         field="map", field_map=str(synth_path), integrator="rk4", grid_steps="cell",
         z_range=(0.0, 14000.0), dz_range=(1000.0, 10000.0),
     )  # fmt: skip
-    gen = TracksGenerator(dataclasses.replace(p, step=200.0))
-    assert failed(gen, block(gen, 1000)) == set()
-    gen = TracksGenerator(dataclasses.replace(p, step=1000.0))
-    assert failed(gen, block(gen, 1000)) == {"uniform field: closed-form helix (any ty)"}
+    for step, probe_step in ((200.0, 160.0), (1000.0, 160.0), (50.0, 50.0)):
+        gen = TracksGenerator(dataclasses.replace(p, step=step))
+        v = gen.verifier()
+        assert v.make_uniform(UniformField(0.0, -1.0, 0.0)).settings.step == probe_step
+        if step > 50.0:
+            assert failed(v, block(gen, 1000)) == set(), step
+    # Cash-Karp, or fixed steps not cut at the faces: the probes take the run's own settings
+    for q in (
+        dataclasses.replace(p, integrator="cashkarp"),
+        dataclasses.replace(p, step=1000.0, grid_steps="xyz"),
+    ):
+        gen = TracksGenerator(q)
+        assert gen.verifier().make_uniform(UniformField(0.0, -1.0, 0.0)).settings == gen.settings
 
 
 def test_bending_too_strong_fails():

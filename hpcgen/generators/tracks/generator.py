@@ -4,6 +4,7 @@ step count."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,18 @@ from hpcgen.generators.base import (
     Generator,
     Verifier,
 )
-from hpcgen.generators.tracks.fields import OUT_OF_ACCEPTANCE, STATUS_NAMES, Field, UniformField
+from hpcgen.generators.tracks.fields import (
+    KIND_MAP,
+    OUT_OF_ACCEPTANCE,
+    STATUS_NAMES,
+    Field,
+    UniformField,
+)
 from hpcgen.generators.tracks.options import OPTIONS
 from hpcgen.generators.tracks.params import TracksParams
 from hpcgen.generators.tracks.propagate import Propagator, make_field
 from hpcgen.generators.tracks.sampling import check_z_sampling, draws_z_start, sample_tracks
-from hpcgen.generators.tracks.stepper import StepperSettings
+from hpcgen.generators.tracks.stepper import CELL, GRID_MODES, StepperSettings
 
 
 class TracksGenerator(Generator):
@@ -134,8 +141,21 @@ class TracksGenerator(Generator):
         if p.both_directions:
             dz += tuple(-d for d in dz)
 
+        st = self.settings
+        if (
+            self.field.kind == KIND_MAP
+            and not st.tableau.adaptive
+            and GRID_MODES[st.grid_steps] & CELL
+        ):
+            # fixed steps in "cell" end on the map's z planes: where the run has field its steps
+            # are no longer than the widest z cell, and the uniform field's probes (no cells, no
+            # planes) take those steps, not `step`, which only the field-free outside reaches
+            st = dataclasses.replace(
+                st, step=min(st.step, float(np.diff(self.field.axes[2]).max()))
+            )
+
         def uniform(f: UniformField) -> Propagator:
-            return Propagator(f, self.settings, cpu)
+            return Propagator(f, st, cpu)
 
         return TracksVerifier(
             self.field,
