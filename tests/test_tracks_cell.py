@@ -176,6 +176,20 @@ def test_numba_equals_the_reference_for_fixed_steps_in_cell_mode(masked_field, s
     assert (per_mm > 1 / 80.0 if step == 37.0 else per_mm < 1 / 40.0).all()
 
 
+def test_fixed_steps_in_cell_mode_stop_a_track_whose_end_is_never_reached(masked_field):
+    """A NaN or infinite z_start or z_end: no fixed step count bounds the loop (no plane lies
+    beyond the grid, so steps of `step` would go on for ever); the track stops at once with
+    STEP_LIMIT, in the reference and the kernel alike, and the others are unaffected."""
+    state = tracks(6, seed=3)
+    z0 = np.array([3000.0, 3000.0, np.nan, 3000.0, -np.inf, 3000.0])
+    z1 = np.array([9000.0, np.nan, 9000.0, np.inf, 9000.0, -np.inf])
+    st = StepperSettings(scheme="rk4", step=200.0, grid_steps="cell")
+    for kernel in ("numpy", "numba"):
+        y, s, n = Propagator(masked_field, st, kernel)(state, z0, z1)
+        assert s[0] == 0 and np.isfinite(y[0]).all() and n[0] > 70
+        assert (s[1:] == STEP_LIMIT).all() and np.isnan(y[1:]).all() and (n[1:] == 0).all()
+
+
 def test_a_step_that_strays_from_its_cell_is_retried_shorter(masked_field, monkeypatch):
     """Strongly bending tracks leave the straight line the planes are found along: their stage
     points stray over the cell's faces, and the polynomial's continuation there is not the

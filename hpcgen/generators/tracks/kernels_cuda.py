@@ -346,6 +346,7 @@ extern "C" __global__ void propagate_tracks(
         while (true) {
             double rem = (ze - z) * dir;
             if (rem <= 0) { z = ze; break; }
+            if (!(rem < INFINITY)) { st |= STEP_LIMIT; break; }  // NaN or infinite z: never there
             double h = mind(step, rem);
             bool last = step >= rem;
             double dp = plane_distance(f, grid, s[0], s[1], z, s[2], s[3], dir, EPS_CELL);

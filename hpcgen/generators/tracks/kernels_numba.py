@@ -643,6 +643,8 @@ def _make_kernel(tab: Tableau) -> Any:
                 over = mor(vgt(vload(LF, C_DONE), 0.0), vle(rem, 0.0))
                 if ADAPTIVE:
                     over = mor(over, vge(vload(LF, C_ATT), float(max_steps)))
+                else:  # a NaN or infinite z_end, never reached: stopped (stepper._fixed_cell)
+                    over = mor(over, mnot(vlt(rem, np.inf)))
                 over = mand(act, over)
                 if many(over):
                     for ln in range(L):
@@ -653,6 +655,8 @@ def _make_kernel(tab: Tableau) -> Any:
                                 if r <= 0:
                                     LF[C_Z, ln] = LF[C_ZE, ln]
                                 elif ADAPTIVE and LF[C_ATT, ln] >= max_steps:
+                                    limit = True
+                                elif not ADAPTIVE and not r < np.inf:
                                     limit = True
                                 else:
                                     break

@@ -413,12 +413,17 @@ def _fixed_cell(field, tab, st, s, z, z1, kap, status, nsteps):
     or at the first cell face ahead (plane_distance, as an adaptive "cell" step), with the
     polynomial of the cell that holds its straight-line midpoint. Every step is taken: stage
     points the path bends beyond the cell read its polynomial's continuation there (no retry,
-    as no fixed step is retried)."""
+    as no fixed step is retried). A track whose z_end is never reached (NaN or infinite z) stops
+    at once with STEP_LIMIT."""
     direction = np.where(z1 - z >= 0, 1.0, -1.0)
     active = np.ones(len(z), bool)
     while active.any():
         idx, rem, done = _arrivals(z, z1, direction, active)
-        idx, rem = idx[~done], rem[~done]
+        endless = ~done & ~(rem < np.inf)
+        status[idx[endless]] |= STEP_LIMIT
+        active[idx[endless]] = False
+        keep = ~done & ~endless
+        idx, rem = idx[keep], rem[keep]
         if not len(idx):
             continue
         d = direction[idx]
