@@ -14,7 +14,8 @@ norm of a stage's derivatives: one per stage and half-vector), ``vdivpd``. Each 
 two landmarks (a run of one kind counts once) gets its share of the kernel's samples. Which
 source lines a region holds is read off the disassembly (``--asm``); docs/benchmarks.md has one
 reading.
-Needs perf (linux-perf) and objdump (binutils); ``--scheme`` another adaptive scheme.
+Needs perf (linux-perf) and objdump (binutils); ``--scheme`` another scheme (``rk4``: fixed steps
+of 1000 mm, one per cell).
 """
 
 from __future__ import annotations

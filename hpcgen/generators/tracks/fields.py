@@ -19,7 +19,9 @@ from hpcgen.generators.tracks.fieldmap import MapGrid
 #: per-track status bits (the ``status`` dataset, uint8); 0 = ok
 LEFT_VOLUME = 1  # a field lookup fell outside the map's grid (B = 0 there)
 MASKED_CELL = 2  # a field lookup fell in a cell with an artefact corner (policy "mask")
-STEP_LIMIT = 4  # the adaptive integrator hit max_steps before z_end (Y is NaN)
+#: the adaptive integrator hit max_steps before z_end, or (fixed steps in "cell") z_end is NaN or
+#: infinite, never reached (Y is NaN)
+STEP_LIMIT = 4
 SLOPE = 8  # |tx| or |ty| exceeded max_slope: a curling track (Y is NaN)
 #: the state at z_end is outside the acceptance box (params.acceptance); set by the generator
 #: after propagation, never by a kernel (Y is a valid state)

@@ -95,7 +95,9 @@ class TracksParams:
     #: middle can err by 2 um while its embedded estimate says 0.3 um (the estimate's leading
     #: term, from the field's odd derivatives, vanishes at the Gaussian's centre)
     initial_step: float = 700.0
-    max_steps: int = 1000  # adaptive: attempts per track before the STEP_LIMIT flag
+    #: adaptive: attempts per track before the STEP_LIMIT flag (fixed steps have no limit; in
+    #: "cell" a NaN or infinite z_end stops them with that flag)
+    max_steps: int = 1000
     max_slope: float = 10.0  # |tx| or |ty| beyond this stops a track (SLOPE flag): curling
     #: field maps only: end adaptive steps on the grid planes they would cross ("z", "xy" or
     #: both, "xyz"), because the embedded error estimate cannot see the trilinear interpolant's

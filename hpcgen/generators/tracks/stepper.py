@@ -14,7 +14,8 @@ here and numba's vectors in kernels_numba; kernels_cuda's rk_step is their C cop
 
 Two schemes:
 
-- fixed step (``rk4``): floor(|dz|/step) steps of ``step`` mm and a final partial step;
+- fixed step (``rk4``): floor(|dz|/step) steps of ``step`` mm and a final partial step (through
+  a map in "cell": _fixed_cell, steps of at most ``step`` cut at the cell faces, never retried);
 - adaptive embedded Runge-Kutta (``cashkarp``, ``dopri5``, ``bs32``), step control after LHCb's
   TrackRungeKuttaExtrapolator: initial step min(|dz|, initial_step); error over tolerance
   (``step_control``) "lhcb" (LHCb's): eot = max(|ex|/tol, |ey|/tol, |etx|/(tol/|dz| + rel_tol
@@ -39,11 +40,12 @@ step's field from one grid cell: the cell of the step's straight-line midpoint (
 y + ty hs/2, z + hs/2, hs the signed step), whose trilinear polynomial every stage evaluates
 (fields.CellPolynomial, in offsets from the cell's corner). A stage point more than
 fields.CELL_MARGIN = 0.25 mm outside the cell (the path bends off the straight line the planes
-were found along) rejects the step, retried at half its length (at most the controller's new
-length), unless it is a min_step step. Where the stage points stray less, the polynomial is the
-interpolant's smooth continuation over at most that margin. A step whose midpoint is outside the
-grid has B = 0 (LEFT_VOLUME); MASKED_CELL is the step's cell's. The compiled kernels read the
-cell's eight corners once per step and evaluate the stages as pure arithmetic.
+were found along) rejects an adaptive step, retried at half its length (at most the controller's
+new length), unless it is a min_step step; a fixed step is taken as it is. Where the stage points
+stray less, the polynomial is the interpolant's smooth continuation over at most that margin. A
+step whose midpoint is outside the grid has B = 0 (LEFT_VOLUME); MASKED_CELL is the step's cell's.
+The compiled kernels read the cell's eight corners once per step and evaluate the stages as pure
+arithmetic.
 """
 
 from __future__ import annotations
