@@ -305,6 +305,21 @@ def test_cuda_source_run_on_the_host_equals_numba(host_kernel, synth_field, sche
             assert np.array_equal(np.isnan(y_c), np.isnan(y_n))
 
 
+def test_cuda_source_stops_a_fixed_cell_track_whose_end_is_never_reached(host_kernel, synth_field):
+    """A NaN or infinite z in fixed "cell" steps: STEP_LIMIT at once in the CUDA source as in
+    numba (stepping for ever before), the finite track unaffected."""
+    st = StepperSettings(scheme="rk4", step=200.0, grid_steps="cell")
+    state = standard_tracks(4, seed=3)
+    z0 = np.array([3000.0, np.nan, 3000.0, 3000.0])
+    z1 = np.array([9000.0, 9000.0, np.inf, np.nan])
+    y_c, s_c, n_c = run_host(host_kernel, synth_field, st, state, z0, z1)
+    y_n, s_n, n_n = Propagator(synth_field, st, "numba")(state, z0, z1)
+    np.testing.assert_array_equal(s_c, s_n)
+    np.testing.assert_array_equal(n_c, n_n)
+    assert np.abs(y_c[0] - y_n[0]).max() < 1e-9 and np.isnan(y_c[1:]).all()
+    assert s_c[0] == 0 and n_c[0] > 70 and (s_c[1:] == STEP_LIMIT).all() and (n_c[1:] == 0).all()
+
+
 def test_cuda_source_compiles_for_the_device(tmp_path):
     nvcc = shutil.which("nvcc")
     if nvcc is None:
