@@ -8,6 +8,8 @@ so that kernels of different widths do not share numba types); the rest of the p
 working tree's.
 
     .venv/bin/python bench/ab_tracks_kernel.py --base 2fad58b --field map --n 200000 --reps 7
+    .venv/bin/python bench/ab_tracks_kernel.py --base d4a152d --grid-steps cell --scheme rk4 \\
+        --step 200 --n 50000 --reps 10
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from bench_tracks import GAUSS, standard_tracks, synth_map_field  # noqa: E402
 
 from hpcgen.generators.tracks import kernels_numba  # noqa: E402
 from hpcgen.generators.tracks.stepper import StepperSettings  # noqa: E402
+from hpcgen.generators.tracks.tableaus import TABLEAUS  # noqa: E402
 
 PKG = "hpcgen/generators/tracks"
 
@@ -86,14 +89,19 @@ def main() -> None:
     ap.add_argument(
         "--grid-steps", default="off", help="the map's grid_steps (off, z, xy, xyz, cell)"
     )
+    ap.add_argument("--scheme", default="cashkarp", help="the integrator (tableaus.TABLEAUS)")
+    ap.add_argument("--step", type=float, default=5.0, help="a fixed scheme's step (mm)")
     a = ap.parse_args()
+    sch = {"scheme": a.scheme, "step": a.step}
     with tempfile.TemporaryDirectory() as d:
         base = base_kernel(a.base, Path(d))
         if a.field == "map":
             field = synth_map_field()
-            st = StepperSettings(tolerance=0.001, rel_tolerance=5e-5, grid_steps=a.grid_steps)
+            st = StepperSettings(
+                tolerance=0.001, rel_tolerance=5e-5, grid_steps=a.grid_steps, **sch
+            )
         else:  # LHCb's tolerances, as this comparison has always used
-            field, st = GAUSS, StepperSettings(tolerance=0.001, rel_tolerance=5e-5)
+            field, st = GAUSS, StepperSettings(tolerance=0.001, rel_tolerance=5e-5, **sch)
         state, z0, z1 = standard_tracks(a.n)
         kernels = {f"base {a.base}": base.propagate_numba, "tree": kernels_numba.propagate_numba}
         times = {k: [] for k in kernels}
@@ -114,6 +122,7 @@ def main() -> None:
             f"{a.n / float(np.median(v)):>11,.0f}  x{best[kb] / best[k]:.2f}"
         )
     mode = f" grid_steps={a.grid_steps}" if a.field == "map" else ""
+    mode += f" {a.scheme}" + ("" if TABLEAUS[a.scheme].adaptive else f" step={a.step:g}")
     print(f"{a.field}{mode}, {a.n} tracks, {a.reps} runs each; same bits: {same}")
 
 

@@ -338,11 +338,58 @@ def _cell_eval_v(cf, u, v, w):
 
 
 @njit(cache=True, _nrt=False, inline="always")
-def _cell_stage(i, A, CW, K, hs, s0, s1, s2, s3, zz, kap, org, top, outside, cfx, cfy, cfz):
+def _cell_field_v(cfx, cfy, cfz, u, v, w, outside, anyout):
+    """The cell's polynomial field at offsets (u, v, w), zero in the lanes outside the grid
+    (anyout False: none is, and no select is needed)."""
+    bx = _cell_eval_v(cfx, u, v, w)
+    by = _cell_eval_v(cfy, u, v, w)
+    bz = _cell_eval_v(cfz, u, v, w)
+    if anyout:
+        bx = select(outside, 0.0, bx)
+        by = select(outside, 0.0, by)
+        bz = select(outside, 0.0, bz)
+    return bx, by, bz
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _fixed_stage(i, A, CW, hs, s0, s1, s2, s3, zz, kap, org, outside, anyout, cf, k0, k1, k2):
+    """_cell_stage for a fixed step, its earlier stages' (tx, ty, dtx/dz, dty/dz) in k0, k1, k2
+    (registers, not K; the same operations in the same order, zero coefficients included).
+    Returns this stage's four."""
+    xl, yl, zl = org
+    a0 = splat(0.0)
+    a1 = splat(0.0)
+    a2 = splat(0.0)
+    a3 = splat(0.0)
+    if i > 0:
+        a0, a1, a2, a3 = _stage_sum(A[i, 0], k0, a0, a1, a2, a3)
+    if i > 1:
+        a0, a1, a2, a3 = _stage_sum(A[i, 1], k1, a0, a1, a2, a3)
+    if i > 2:
+        a0, a1, a2, a3 = _stage_sum(A[i, 2], k2, a0, a1, a2, a3)
+    u = (s0 + hs * a0) - xl
+    v = (s1 + hs * a1) - yl
+    w = (zz + CW[i] * hs) - zl
+    tx = s2 + hs * a2
+    ty = s3 + hs * a3
+    bx, by, bz = _cell_field_v(cf[0], cf[1], cf[2], u, v, w, outside, anyout)
+    dtx, dty = _slope_derivatives(tx, ty, bx, by, bz, kap)
+    return tx, ty, dtx, dty
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _stage_sum(a, k, a0, a1, a2, a3):
+    """(a0, a1, a2, a3) + a * k, component by component."""
+    return a0 + a * k[0], a1 + a * k[1], a2 + a * k[2], a3 + a * k[3]
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _cell_stage(i, A, CW, K, hs, s0, s1, s2, s3, zz, kap, org, top, outside, anyout, cfx, cfy, cfz):
     """Stage i of a "cell" step for all lanes (stepper.rk_step with fields.CellPolynomial):
     its point from the earlier stages' derivatives in K, the cell's polynomial there (zero for
-    a step outside the grid), its derivatives into K. Returns the lanes whose point lies more
-    than CELL_MARGIN outside the cell (org: its corner; top: its widths + CELL_MARGIN)."""
+    a step outside the grid; anyout: whether any lane may be), its derivatives into K. Returns
+    the lanes whose point lies more than CELL_MARGIN outside the cell (org: its corner; top: its
+    widths + CELL_MARGIN)."""
     xl, yl, zl = org
     a0 = splat(0.0)
     a1 = splat(0.0)
@@ -358,9 +405,7 @@ def _cell_stage(i, A, CW, K, hs, s0, s1, s2, s3, zz, kap, org, top, outside, cfx
     w = (zz + CW[i] * hs) - zl
     tx = s2 + hs * a2
     ty = s3 + hs * a3
-    bx = select(outside, 0.0, _cell_eval_v(cfx, u, v, w))
-    by = select(outside, 0.0, _cell_eval_v(cfy, u, v, w))
-    bz = select(outside, 0.0, _cell_eval_v(cfz, u, v, w))
+    bx, by, bz = _cell_field_v(cfx, cfy, cfz, u, v, w, outside, anyout)
     dtx, dty = _slope_derivatives(tx, ty, bx, by, bz, kap)
     vstore(K, 4 * i, tx)
     vstore(K, 4 * i + 1, ty)
@@ -388,6 +433,21 @@ def _ahead_cell_v(fmap, imap, n, off, off_inv, off_tab, ntab, a0, fine, ru, b, v
     plain_up = mand(up, mand(vge(w, first), vlt(w, lastv)))
     plain_dn = mand(dn, mand(mand(vgt(w, first), vle(w, lastv)), vlt(left, w)))
     return c, left, right, inv, mor(mor(plain_up, plain_dn), mnot(mor(up, dn)))
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _ahead_run_v(ru, b, v, sv, eps):
+    """_ahead_cell_v's cell for the lanes in the axis's uniform run (ru[b:b + 8]), by its
+    multiply alone: (c, ax[c], ax[c + 1], ok). ok marks the lanes for which this is
+    _ahead_cell_v's answer and the answer is plain: w = v moved by eps lies in the run's cells
+    (left <= w < right: not beyond the run, not NaN) and, moving down, not on a node. Where a
+    lane is not ok, _ahead_cell_v gives the answer."""
+    up = vgt(sv, 0.0)
+    dn = vlt(sv, 0.0)
+    w = select(up, v + eps, select(dn, v - eps, v))
+    u, left, right = _run_cell_v(w, ru[b + 1], ru[b + 2], ru[b + 5], ru[b + 6])
+    ok = mand(mand(vle(left, w), vlt(w, right)), mor(mnot(dn), vlt(left, w)))
+    return ru[b] + u, left, right, ok
 
 
 @njit(cache=True, _nrt=False, inline="always")
@@ -565,6 +625,8 @@ def _make_kernel(tab: Tableau) -> Any:
     # a field that depends on z alone (Gaussian) at a stage with node 1 (Cash-Karp's fifth) is
     # the field at the next step's first stage: z + 1.0 * h is the next z to the bit
     IC1 = int(np.flatnonzero(CW == 1.0)[0]) if ADAPTIVE and not FSAL and (CW == 1.0).any() else -1
+    if not ADAPTIVE and NS > 4:  # the "cell" loop keeps a fixed step's stages in registers
+        raise ValueError(f"{tab.name}: fixed tableaus of more than 4 stages are not compiled")
     L = LANES
     SOURCE_KEY = _SOURCE_KEY
 
@@ -682,33 +744,46 @@ def _make_kernel(tab: Tableau) -> Any:
                 h = vmin(hc, rem)
                 last = vge(hc, rem)
                 # the planes ahead (plane_distance) are the far faces of the cells the track
-                # is about to enter (its position moved by EPS_XY, EPS_Z): three searches, which
-                # also give the midpoint's cell nearly always (the full search where not)
+                # is about to enter (its position moved by EPS_CELL, EPS_Z), which also give the
+                # midpoint's cell nearly always. Nearly always every lane's cells lie in the
+                # axes' uniform runs: a multiply each (_ahead_run_v). Where not, or where a lane
+                # is not plain there, three searches, and the full plane search where needed;
+                # "general" also asks for the outside-the-grid test below
                 svx = s2 * dirv
                 svy = s3 * dirv
-                qi, qxl, qxr, qxi, px_ = _ahead_cell_v(
-                    fmap, imap, nx, gi[4], gi[7], gi[10], gi[13], gf[0], gf[1], ru, 0, s0, svx,
-                    EPS_CELL, (x_lo, x_hi),
-                )  # fmt: skip
-                qj, qyl, qyr, qyi, py_ = _ahead_cell_v(
-                    fmap, imap, ny, gi[5], gi[8], gi[11], gi[14], gf[2], gf[3], ru, 8, s1, svy,
-                    EPS_CELL, (y_lo, y_hi),
-                )  # fmt: skip
-                qk, qzl, qzr, qzi, pz_ = _ahead_cell_v(
-                    fmap, imap, nz, gi[6], gi[9], gi[12], gi[15], gf[4], gf[5], ru, 16, zz, dirv,
-                    EPS_Z, (z_lo, z_hi),
-                )  # fmt: skip
-                if many(mnot(mand(mand(px_, py_), pz_))):
-                    dp = _plane_distance_v(
-                        fmap, imap, gi, gf, ru, grid, s0, s1, zz, s2, s3, dirv, EPS_CELL
+                qi, qxl, qxr, okx = _ahead_run_v(ru, 0, s0, svx, EPS_CELL)
+                qj, qyl, qyr, oky = _ahead_run_v(ru, 8, s1, svy, EPS_CELL)
+                qk, qzl, qzr, okz = _ahead_run_v(ru, 16, zz, dirv, EPS_Z)
+                qxi = splat(ru[7])
+                qyi = splat(ru[15])
+                qzi = splat(ru[23])
+                general = ADAPTIVE or many(mnot(mand(mand(okx, oky), okz)))
+                plain = True
+                if general:
+                    qi, qxl, qxr, qxi, px_ = _ahead_cell_v(
+                        fmap, imap, nx, gi[4], gi[7], gi[10], gi[13], gf[0], gf[1], ru, 0, s0,
+                        svx, EPS_CELL, (x_lo, x_hi),
                     )  # fmt: skip
-                else:
+                    qj, qyl, qyr, qyi, py_ = _ahead_cell_v(
+                        fmap, imap, ny, gi[5], gi[8], gi[11], gi[14], gf[2], gf[3], ru, 8, s1,
+                        svy, EPS_CELL, (y_lo, y_hi),
+                    )  # fmt: skip
+                    qk, qzl, qzr, qzi, pz_ = _ahead_cell_v(
+                        fmap, imap, nz, gi[6], gi[9], gi[12], gi[15], gf[4], gf[5], ru, 16, zz,
+                        dirv, EPS_Z, (z_lo, z_hi),
+                    )  # fmt: skip
+                    plain = not many(mnot(mand(mand(px_, py_), pz_)))
+                if plain:
                     dp = select(vgt(dirv, 0.0), qzr - zz, zz - qzl)
                     # the face ahead, then one division (the quotient of the one selected)
                     ddx = (select(vgt(svx, 0.0), qxr, qxl) - s0) / svx
                     dp = vminimum(dp, select(mor(vgt(svx, 0.0), vlt(svx, 0.0)), ddx, np.inf))
                     ddy = (select(vgt(svy, 0.0), qyr, qyl) - s1) / svy
                     dp = vminimum(dp, select(mor(vgt(svy, 0.0), vlt(svy, 0.0)), ddy, np.inf))
+                else:
+                    dp = _plane_distance_v(
+                        fmap, imap, gi, gf, ru, grid, s0, s1, zz, s2, s3, dirv, EPS_CELL
+                    )  # fmt: skip
                 cut = vlt(dp, h)
                 h = select(cut, dp, h)
                 last = mand(last, mnot(cut))
@@ -726,6 +801,7 @@ def _make_kernel(tab: Tableau) -> Any:
                 offy = mnot(mand(vge(my, qyl), vlt(my, qyr)))
                 offz = mnot(mand(vge(mz, qzl), vlt(mz, qzr)))
                 if many(mor(mor(offx, offy), offz)):  # one branch for the common case
+                    general = True
                     if many(offx):
                         ci, xl, xr, xi = _axis_cell_lr_v(
                             fmap, imap, nx, gi[4], gi[7], gi[10], gi[13], gf[0], gf[1], ru, 0, mx
@@ -743,11 +819,15 @@ def _make_kernel(tab: Tableau) -> Any:
                 cb = zpair(bmap, p + sy)
                 cc = zpair(bmap, p + sx)
                 cd = zpair(bmap, p + sx + sy)
-                # fields.CellPolynomial: B = 0 for a step whose midpoint is outside the grid
-                inside = mand(
-                    mand(vge(mx, x_lo), vge(x_hi, mx)), mand(vge(my, y_lo), vge(y_hi, my))
-                )
-                outside = mnot(mand(inside, mand(vge(mz, z_lo), vge(z_hi, mz))))
+                # fields.CellPolynomial: B = 0 for a step whose midpoint is outside the grid. Not
+                # general: every midpoint lies in its cell ahead, in the uniform runs, inside
+                if general:
+                    inside = mand(
+                        mand(vge(mx, x_lo), vge(x_hi, mx)), mand(vge(my, y_lo), vge(y_hi, my))
+                    )
+                    outside = mnot(mand(inside, mand(vge(mz, z_lo), vge(z_hi, mz))))
+                else:
+                    outside = vgt(splat(0.0), 0.0)
                 if has_mask:
                     masked = vgt(gather(mask, (ci * (ny - 1.0) + cj) * (nz - 1.0) + ck), 0.0)
                     masked = mand(masked, mnot(outside))
@@ -760,68 +840,100 @@ def _make_kernel(tab: Tableau) -> Any:
                 org = (xl, yl, zl)
                 top = ((xr - xl) + CELL_MARGIN, (yr - yl) + CELL_MARGIN, (zr - zl) + CELL_MARGIN)
                 far = vgt(splat(0.0), 0.0)
-                # the stages one by one (a loop over them is not unrolled: its coefficients
-                # would be loads, not constants, and the zero ones not folded away)
-                if NS > 0:
-                    far = mor(far, _cell_stage(
-                        0, A, CW, K, hs, s0, s1, s2, s3, zz, kap, org, top, outside, cfx, cfy,
-                        cfz,
-                    ))  # fmt: skip
-                if NS > 1:
-                    far = mor(far, _cell_stage(
-                        1, A, CW, K, hs, s0, s1, s2, s3, zz, kap, org, top, outside, cfx, cfy,
-                        cfz,
-                    ))  # fmt: skip
-                if NS > 2:
-                    far = mor(far, _cell_stage(
-                        2, A, CW, K, hs, s0, s1, s2, s3, zz, kap, org, top, outside, cfx, cfy,
-                        cfz,
-                    ))  # fmt: skip
-                if NS > 3:
-                    far = mor(far, _cell_stage(
-                        3, A, CW, K, hs, s0, s1, s2, s3, zz, kap, org, top, outside, cfx, cfy,
-                        cfz,
-                    ))  # fmt: skip
-                if NS > 4:
-                    far = mor(far, _cell_stage(
-                        4, A, CW, K, hs, s0, s1, s2, s3, zz, kap, org, top, outside, cfx, cfy,
-                        cfz,
-                    ))  # fmt: skip
-                if NS > 5:
-                    far = mor(far, _cell_stage(
-                        5, A, CW, K, hs, s0, s1, s2, s3, zz, kap, org, top, outside, cfx, cfy,
-                        cfz,
-                    ))  # fmt: skip
-                if NS > 6:
-                    far = mor(far, _cell_stage(
-                        6, A, CW, K, hs, s0, s1, s2, s3, zz, kap, org, top, outside, cfx, cfy,
-                        cfz,
-                    ))  # fmt: skip
-                for c in range(4):
-                    ab = splat(0.0)
-                    ae = splat(0.0)
-                    for j in range(NS):
-                        kc = vload(K, 4 * j + c)
-                        ab = ab + BW[j] * kc
-                        if ADAPTIVE:
+                if not ADAPTIVE:
+                    # fixed steps: the stages in registers (_fixed_stage), the new state at once
+                    cf = (cfx, cfy, cfz)
+                    zk = (splat(0.0), splat(0.0), splat(0.0), splat(0.0))
+                    k0, k1, k2, k3 = zk, zk, zk, zk
+                    if NS > 0:
+                        k0 = _fixed_stage(0, A, CW, hs, s0, s1, s2, s3, zz, kap, org, outside,
+                                          general, cf, k0, k1, k2)  # fmt: skip
+                    if NS > 1:
+                        k1 = _fixed_stage(1, A, CW, hs, s0, s1, s2, s3, zz, kap, org, outside,
+                                          general, cf, k0, k1, k2)  # fmt: skip
+                    if NS > 2:
+                        k2 = _fixed_stage(2, A, CW, hs, s0, s1, s2, s3, zz, kap, org, outside,
+                                          general, cf, k0, k1, k2)  # fmt: skip
+                    if NS > 3:
+                        k3 = _fixed_stage(3, A, CW, hs, s0, s1, s2, s3, zz, kap, org, outside,
+                                          general, cf, k0, k1, k2)  # fmt: skip
+                    b0, b1, b2, b3 = zk
+                    if NS > 0:
+                        b0, b1, b2, b3 = _stage_sum(BW[0], k0, b0, b1, b2, b3)
+                    if NS > 1:
+                        b0, b1, b2, b3 = _stage_sum(BW[1], k1, b0, b1, b2, b3)
+                    if NS > 2:
+                        b0, b1, b2, b3 = _stage_sum(BW[2], k2, b0, b1, b2, b3)
+                    if NS > 3:
+                        b0, b1, b2, b3 = _stage_sum(BW[3], k3, b0, b1, b2, b3)
+                    n2 = s2 + hs * b2
+                    n3 = s3 + hs * b3
+                    acc = act  # every fixed step is taken, at its length
+                    vstore(S, 0, select(acc, s0 + hs * b0, s0))
+                    vstore(S, 1, select(acc, s1 + hs * b1, s1))
+                    vstore(S, 2, select(acc, n2, s2))
+                    vstore(S, 3, select(acc, n3, s3))
+                else:
+                    # the stages one by one (a loop over them is not unrolled: its coefficients
+                    # would be loads, not constants, and the zero ones not folded away)
+                    if NS > 0:
+                        far = mor(far, _cell_stage(
+                            0, A, CW, K, hs, s0, s1, s2, s3, zz, kap, org, top, outside, general,
+                            cfx, cfy, cfz,
+                        ))  # fmt: skip
+                    if NS > 1:
+                        far = mor(far, _cell_stage(
+                            1, A, CW, K, hs, s0, s1, s2, s3, zz, kap, org, top, outside, general,
+                            cfx, cfy, cfz,
+                        ))  # fmt: skip
+                    if NS > 2:
+                        far = mor(far, _cell_stage(
+                            2, A, CW, K, hs, s0, s1, s2, s3, zz, kap, org, top, outside, general,
+                            cfx, cfy, cfz,
+                        ))  # fmt: skip
+                    if NS > 3:
+                        far = mor(far, _cell_stage(
+                            3, A, CW, K, hs, s0, s1, s2, s3, zz, kap, org, top, outside, general,
+                            cfx, cfy, cfz,
+                        ))  # fmt: skip
+                    if NS > 4:
+                        far = mor(far, _cell_stage(
+                            4, A, CW, K, hs, s0, s1, s2, s3, zz, kap, org, top, outside, general,
+                            cfx, cfy, cfz,
+                        ))  # fmt: skip
+                    if NS > 5:
+                        far = mor(far, _cell_stage(
+                            5, A, CW, K, hs, s0, s1, s2, s3, zz, kap, org, top, outside, general,
+                            cfx, cfy, cfz,
+                        ))  # fmt: skip
+                    if NS > 6:
+                        far = mor(far, _cell_stage(
+                            6, A, CW, K, hs, s0, s1, s2, s3, zz, kap, org, top, outside, general,
+                            cfx, cfy, cfz,
+                        ))  # fmt: skip
+                    for c in range(4):
+                        ab = splat(0.0)
+                        ae = splat(0.0)
+                        for j in range(NS):
+                            kc = vload(K, 4 * j + c)
+                            ab = ab + BW[j] * kc
                             ae = ae + EW[j] * kc
-                    vstore(NEW, c, vload(S, c) + hs * ab)
-                    if ADAPTIVE:
+                        vstore(NEW, c, vload(S, c) + hs * ab)
                         vstore(ERR, c, hs * ae)
-                n2 = vload(NEW, 2)
-                n3 = vload(NEW, 3)
-                if ADAPTIVE:
-                    # the error over the tolerance, the next step size (as the loop below). Nearly
-                    # always every lane's error is far below the tolerance: when each part is below
-                    # eot_small of its tolerance, with room for the rounding of the products, eot
-                    # (its quotients) is below eot_grow_max and 1, so the step is accepted and grows
-                    # by the most, and no quotient or power is needed for those bits
+                    n2 = vload(NEW, 2)
+                    n3 = vload(NEW, 3)
+                    # the error over the tolerance, the next step size (as the loop below).
+                    # Nearly always every lane's error is far below the tolerance: when each part
+                    # is below eot_small of its tolerance, with room for the rounding of the
+                    # products, eot (its quotients) is below eot_grow_max and 1, so the step is
+                    # accepted and grows by the most, and no quotient or power is needed for those
+                    # bits
                     tolt = vload(LF, C_TOLT)
                     e0 = vabs(vload(ERR, 0))
                     e1 = vabs(vload(ERR, 1))
                     e2 = vabs(vload(ERR, 2))
                     e3 = vabs(vload(ERR, 3))
-                    if glob:  # stepper.error_over_tolerance: x and y with their slopes' lever arm
+                    if glob:  # stepper.error_over_tolerance: x, y with their slopes' lever arm
                         lev = vmax(h, vabs(vload(LF, C_ZE) - (zz + hs)))
                         e0 = e0 + lev * e2
                         e1 = e1 + lev * e3
@@ -835,7 +947,7 @@ def _make_kernel(tab: Tableau) -> Any:
                         small = mand(
                             small, mand(vle(e2, eot_small * dtx), vle(e3, eot_small * dty))
                         )
-                    # a step whose stage points strayed from its (inside) cell is retried shorter
+                    # a step whose stage points strayed from its (inside) cell: retried shorter
                     stray = mand(far, mnot(outside))
                     if not many(mnot(mor(small, mnot(act)))):
                         factor = splat(fmax)
@@ -859,24 +971,24 @@ def _make_kernel(tab: Tableau) -> Any:
                     hc_acc = select(short, vmax(hc, hnew), hnew)
                     hc_rej = select(stray, vmin(hnew, 0.5 * h), hnew)
                     vstore(LF, C_HC, select(act, select(acc, hc_acc, hc_rej), hc))
-                else:  # fixed steps: every step is taken, at its length
-                    acc = act
-                for c in range(4):
-                    vstore(S, c, select(acc, vload(NEW, c), vload(S, c)))
+                    for c in range(4):
+                        vstore(S, c, select(acc, vload(NEW, c), vload(S, c)))
                 vstore(LF, C_Z, select(acc, select(last, vload(LF, C_ZE), zz + hs), zz))
                 vstore(LF, C_NST, vload(LF, C_NST) + select(acc, 1.0, 0.0))
-                vstore(LF, C_OUT, select(mand(acc, outside), 1.0, vload(LF, C_OUT)))
-                msk = mand(acc, masked)
-                vstore(LF, C_MSK, select(msk, 1.0, vload(LF, C_MSK)))
-                # the slope limit: numpy's maximum(|tx|, |ty|) > max_slope (NaN: not steep)
+                # the flags (rare: a lane left the grid, a masked cell, the slope limit); the slope
+                # limit is numpy's maximum(|tx|, |ty|) > max_slope (NaN: not steep). A last step
+                # needs no flag: it puts z at z_end, which ends the track
                 a2 = vabs(n2)
                 a3 = vabs(n3)
                 steep = mand(
                     mor(vgt(a2, max_slope), vgt(a3, max_slope)), mand(vge(a2, 0.0), vge(a3, 0.0))
                 )
                 steep = mand(acc, steep)
-                vstore(LF, C_SLP, select(steep, 1.0, vload(LF, C_SLP)))
-                vstore(LF, C_DONE, select(mand(acc, mor(steep, last)), 1.0, vload(LF, C_DONE)))
+                if ADAPTIVE or many(mor(steep, mand(acc, mor(outside, masked)))):
+                    vstore(LF, C_OUT, select(mand(acc, outside), 1.0, vload(LF, C_OUT)))
+                    vstore(LF, C_MSK, select(mand(acc, masked), 1.0, vload(LF, C_MSK)))
+                    vstore(LF, C_SLP, select(steep, 1.0, vload(LF, C_SLP)))
+                    vstore(LF, C_DONE, select(steep, 1.0, vload(LF, C_DONE)))
             return
         LF[F_DIR] = 1.0
         LF[F_TOLT] = 1.0
