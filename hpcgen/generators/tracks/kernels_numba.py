@@ -975,9 +975,11 @@ def _make_kernel(tab: Tableau) -> Any:
                         vstore(S, c, select(acc, vload(NEW, c), vload(S, c)))
                 vstore(LF, C_Z, select(acc, select(last, vload(LF, C_ZE), zz + hs), zz))
                 vstore(LF, C_NST, vload(LF, C_NST) + select(acc, 1.0, 0.0))
-                # the flags (rare: a lane left the grid, a masked cell, the slope limit); the slope
-                # limit is numpy's maximum(|tx|, |ty|) > max_slope (NaN: not steep). A last step
-                # needs no flag: it puts z at z_end, which ends the track
+                # the flags (a lane left the grid, a masked cell, the slope limit); the slope limit
+                # is numpy's maximum(|tx|, |ty|) > max_slope (NaN: not steep). A last step needs no
+                # flag: it puts z at z_end, which ends the track. Fixed steps write them only when
+                # a lane has one (rare); adaptive ones every step (measured: the branch made
+                # Cash-Karp slower, docs/benchmarks.md)
                 a2 = vabs(n2)
                 a3 = vabs(n3)
                 steep = mand(
