@@ -25,7 +25,7 @@ from hpcgen.generators.tracks.fields import (
 )
 from hpcgen.generators.tracks.params import TracksParams
 from hpcgen.generators.tracks.propagate import Propagator
-from hpcgen.generators.tracks.stepper import StepperSettings, plane_distance
+from hpcgen.generators.tracks.stepper import EPS_CELL, EPS_Z, StepperSettings, plane_distance
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +177,34 @@ def test_numba_equals_the_reference_for_fixed_steps_in_cell_mode(masked_field, s
     assert (n_ref[full] > np.floor(dz / step) + 1).all()
     if step == 1000.0:
         assert (n_ref[full] > dz / 160.0).all() and (n_ref[full] < dz / 40.0).all()
+
+
+def test_fixed_cell_steps_one_margin_above_a_node_moving_down_equal_the_reference(masked_field):
+    """Where every lane lies in the axes' uniform runs the kernel takes the cells ahead from the
+    runs alone; a lane moving down one margin above a node (its position moved by the margin is
+    the node itself, a plane stepper.plane_distance does not take) must still get the
+    reference's plane. Tracks inside the runs only (x, y within 2.5 m, z in the 80 mm run), all
+    starting so in x and y, forward from a z node and backward from one margin above one."""
+    xs, ys, zs = sm.synth_axes()
+    rng = np.random.default_rng(11)
+    n = 320
+    state = tracks(n, 11)
+    back = np.arange(n) % 2 == 1
+    direction = np.where(back, -1.0, 1.0)
+    state[:, 0] = rng.choice(xs[np.abs(xs) < 2500], n) + EPS_CELL
+    state[:, 1] = rng.choice(ys[np.abs(ys) < 2500], n) + EPS_CELL
+    state[:, 2] = -direction * rng.uniform(0.01, 0.3, n)  # x and y decrease along the track
+    state[:, 3] = -direction * rng.uniform(0.01, 0.3, n)
+    z0 = rng.choice(zs[(zs > 3600) & (zs < 8400)], n) + np.where(back, EPS_Z, 0.0)
+    z1 = z0 + direction * 1500.0
+    assert ((state[:, 0] - EPS_CELL) % 100.0 == 0).all()  # the margin lands on the node
+    st = StepperSettings(scheme="rk4", step=200.0, grid_steps="cell")
+    y_ref, s_ref, n_ref = Propagator(masked_field, st, "numpy")(state, z0, z1)
+    y, s, n_st = Propagator(masked_field, st, "numba")(state, z0, z1)
+    assert (s_ref == 0).all()
+    np.testing.assert_array_equal(s, s_ref)
+    np.testing.assert_array_equal(n_st, n_ref)
+    np.testing.assert_array_equal(y, y_ref)
 
 
 def test_fixed_steps_in_cell_mode_stop_a_track_whose_end_is_never_reached(masked_field):
