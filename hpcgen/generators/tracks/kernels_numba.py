@@ -748,7 +748,9 @@ def _make_kernel(tab: Tableau) -> Any:
                 # midpoint's cell nearly always. Nearly always every lane's cells lie in the
                 # axes' uniform runs: a multiply each (_ahead_run_v). Where not, or where a lane
                 # is not plain there, three searches, and the full plane search where needed;
-                # "general" also asks for the outside-the-grid test below
+                # "general" also asks for the outside-the-grid test below. Adaptive steps always
+                # take the searches: the shortcut did not make Cash-Karp faster (same-process
+                # A/B, docs/benchmarks.md)
                 svx = s2 * dirv
                 svy = s3 * dirv
                 qi, qxl, qxr, okx = _ahead_run_v(ru, 0, s0, svx, EPS_CELL)
