@@ -410,6 +410,15 @@ def _arrivals(z, z1, direction, active):
     return idx, rem, done
 
 
+def _limit_stop(idx, rem, done, stop, status, active):
+    """Stop the running tracks marked ``stop`` with STEP_LIMIT; (indices, remaining |dz|) of
+    those that go on (neither arrived nor stopped)."""
+    status[idx[stop]] |= STEP_LIMIT
+    active[idx[stop]] = False
+    keep = ~done & ~stop
+    return idx[keep], rem[keep]
+
+
 def _fixed_cell(field, tab, st, s, z, z1, kap, status, nsteps):
     """Fixed steps through a map in grid_steps "cell": each step is ``step`` long or ends at z1
     or at the first cell face ahead (plane_distance, as an adaptive "cell" step), with the
@@ -421,11 +430,7 @@ def _fixed_cell(field, tab, st, s, z, z1, kap, status, nsteps):
     active = np.ones(len(z), bool)
     while active.any():
         idx, rem, done = _arrivals(z, z1, direction, active)
-        endless = ~done & ~(rem < np.inf)
-        status[idx[endless]] |= STEP_LIMIT
-        active[idx[endless]] = False
-        keep = ~done & ~endless
-        idx, rem = idx[keep], rem[keep]
+        idx, rem = _limit_stop(idx, rem, done, ~done & ~(rem < np.inf), status, active)
         if not len(idx):
             continue
         d = direction[idx]
@@ -491,10 +496,7 @@ def _adaptive(field, tab, st, s, z, z0, z1, kap, status, nsteps):
     while active.any():
         idx, rem, done = _arrivals(z, z1, direction, active)
         limit = ~done & (attempts[idx] >= st.max_steps)
-        status[idx[limit]] |= STEP_LIMIT
-        active[idx[limit]] = False
-        keep = ~done & ~limit
-        idx, rem = idx[keep], rem[keep]
+        idx, rem = _limit_stop(idx, rem, done, limit, status, active)
         if not len(idx):
             continue
         d = direction[idx]
